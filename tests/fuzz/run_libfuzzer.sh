@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs one libFuzzer target for a bounded time over its committed corpus.
+# New inputs go to a scratch directory in the build tree, never into the
+# source tree; promote useful ones by hand with -merge=1.
+set -u
+target=$1 corpus=$2 scratch=$3 seconds=$4
+mkdir -p "$scratch"
+exec "$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+    -print_final_stats=1 "$scratch" "$corpus"

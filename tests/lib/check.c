@@ -1,0 +1,146 @@
+/* TAP runner, failure recording, seeds and temporary directories. */
+#define _XOPEN_SOURCE 700
+#include "check.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+
+#define MAX_TMPDIRS 64
+
+static jmp_buf test_exit;
+static int test_failed;
+static char tmpdirs[MAX_TMPDIRS][256];
+static int n_tmpdirs;
+
+void check__fail(const char *file, int line, int fatal, const char *fmt, ...)
+{
+    va_list ap;
+    printf("# %s:%d: %s", file, line, fatal ? "required: " : "check: ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    test_failed = 1;
+    if (fatal) {
+        longjmp(test_exit, 1);
+    }
+}
+
+const char *check__errname(int rv)
+{
+    return sm_errname(rv);
+}
+
+int check__str_eq(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    return strcmp(a, b) == 0;
+}
+
+uint64_t check_seed(void)
+{
+    const char *env = getenv("SM_SEED");
+    if (env != NULL && env[0] != '\0') {
+        return strtoull(env, NULL, 0);
+    }
+    return 20261125u;
+}
+
+const char *check_tmpdir(void)
+{
+    if (n_tmpdirs == MAX_TMPDIRS) {
+        check__fail(__FILE__, __LINE__, 1, "too many temporary directories");
+    }
+    const char *base = getenv("TMPDIR");
+    char *path = tmpdirs[n_tmpdirs];
+    snprintf(path, sizeof tmpdirs[0], "%s/sagemesh-test-XXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    if (mkdtemp(path) == NULL) {
+        check__fail(__FILE__, __LINE__, 1, "mkdtemp(%s) failed", path);
+    }
+    n_tmpdirs++;
+    return path;
+}
+
+static int remove_entry(const char *path,
+                        const struct stat *st,
+                        int type,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_tmpdirs(void)
+{
+    for (int i = 0; i < n_tmpdirs; i++) {
+        nftw(tmpdirs[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    n_tmpdirs = 0;
+}
+
+/* Runs one test between setup and teardown. Kept apart from the loop in
+ * check_run() so that no local variable lives across the longjmp. */
+static void run_one(const struct check_test *test,
+                    void (*setup)(void),
+                    void (*teardown)(void))
+{
+    test_failed = 0;
+    if (setup != NULL) {
+        setup();
+    }
+    if (setjmp(test_exit) == 0) {
+        test->fn();
+    }
+    if (teardown != NULL) {
+        teardown();
+    }
+    check_heap_uninstall();
+}
+
+int check_run(int argc,
+              char **argv,
+              const struct check_test *tests,
+              size_t n_tests,
+              void (*setup)(void),
+              void (*teardown)(void))
+{
+    const char *only = argc > 1 ? argv[1] : NULL;
+    size_t planned = 0;
+    for (size_t i = 0; i < n_tests; i++) {
+        planned += only == NULL || strcmp(only, tests[i].name) == 0;
+    }
+    printf("TAP version 13\n1..%zu\n# seed=%" PRIu64 "\n", planned,
+           check_seed());
+    int failures = 0;
+    size_t number = 0;
+    for (size_t i = 0; i < n_tests; i++) {
+        if (only != NULL && strcmp(only, tests[i].name) != 0) {
+            continue;
+        }
+        run_one(&tests[i], setup, teardown);
+        printf("%s %zu - %s\n", test_failed ? "not ok" : "ok", ++number,
+               tests[i].name);
+        fflush(stdout);
+        failures += test_failed;
+    }
+    remove_tmpdirs();
+    if (only != NULL && planned == 0) {
+        printf("# no test named '%s'\n", only);
+        return 1;
+    }
+    return failures == 0 ? 0 : 1;
+}
