@@ -398,7 +398,7 @@ static size_t store_encode(const struct store *st, uint8_t *p)
         return n;
     }
     int64_t lo = st->lo;
-    n += put_varint(p + n, (uint64_t)((lo << 1) ^ (lo >> 63)));
+    n += put_varint(p + n, ((uint64_t)lo << 1) ^ (lo < 0 ? UINT64_MAX : 0));
     n += put_varint(p + n, (uint64_t)(st->hi - st->lo) + 1);
     for (int32_t i = st->lo; i <= st->hi; i++) {
         n += put_varint(p + n, st->counts[i - st->base]);

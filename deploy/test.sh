@@ -36,6 +36,10 @@ setup() {
     [ -f "$dir/build.ninja" ] || meson setup "$dir" "$@"
 }
 
+setup_clang() {
+    [ -f "$1/build.ninja" ] || CC=clang meson setup "$@"
+}
+
 san_args=(-Dstatic=false -Db_sanitize=address,undefined
           -Dc_args=-fno-sanitize-recover=all
           -Dc_link_args=-fno-sanitize-recover=all)
@@ -51,8 +55,7 @@ test_step env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     meson test -C build-asan --suite unit --suite fuzz --print-errorlogs \
     --num-processes 2
 
-build_step env CC=clang meson setup --reconfigure build-fuzz \
-    --buildtype=debugoptimized -Dwerror=true -Dfuzzing=libfuzzer \
+build_step setup_clang build-fuzz --buildtype=debugoptimized -Dwerror=true -Dfuzzing=libfuzzer \
     "${san_args[@]}" -Db_lundef=false
 build_step ninja -C build-fuzz
 test_step meson test -C build-fuzz --suite fuzz --print-errorlogs \

@@ -236,6 +236,7 @@ static void test_encode_roundtrip(void)
               cbn_sketch_quantile(sk, quantiles[i]));
     }
     CHECK(cbn_sketch_sum(back) == cbn_sketch_sum(sk));
+    cbn_sketch_free(back);
 
     /* Every truncation, an extra byte, a wrong magic or version, and a
      * bucket limit below what the input holds are all refused. */
