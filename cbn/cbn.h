@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/err.h"
+
 /* ---- Quantile sketch --------------------------------------------------
  *
  * A mergeable relative-error quantile sketch (DDSketch, Masson et al., VLDB
@@ -87,5 +89,104 @@ int cbn_sketch_decode(const uint8_t *buf,
                       size_t len,
                       uint32_t max_bins,
                       struct cbn_sketch **out);
+
+/* ---- Window log (crash-safe, append-only) ------------------------------
+ *
+ * Closed windows are appended to a log of segment files under a directory,
+ * so a restart replays them and a `kill -9` loses at most the windows still
+ * open. The log knows nothing of window contents: a record is an opaque
+ * payload plus the event time it belongs to (the window end), used for
+ * retention by age.
+ *
+ * On disk: segment files "<dir>/<16 hex digits: first sequence>.log", each a
+ * sequence of records
+ *
+ *   magic u32 | length u32 | time_ns u64 | crc32c u32 | payload[length]
+ *
+ * little-endian, where the CRC-32C covers length, time_ns and the payload.
+ * Appends go to the newest segment; a segment over segment_bytes is closed
+ * and a new one begun.
+ *
+ * Durability: with CBN_LOG_SYNC_EVERY (default) append returns only after
+ * fdatasync(2) of the segment (and of the directory when a segment was
+ * created), so an acknowledged record survives a crash or power loss.
+ * CBN_LOG_SYNC_NONE leaves it to the kernel (tests, benchmarks).
+ *
+ * Recovery: open scans every segment. A torn or corrupt tail of the newest
+ * segment (a crash mid-append) is truncated away and counted in
+ * torn_bytes_repaired. A bad record inside an older segment is bit rot, not
+ * a crash: replay stops reading that segment there, counts
+ * corrupt_records, and goes on with the next segment; nothing is deleted.
+ *
+ * Not thread-safe; one process per directory (an advisory lock file
+ * "<dir>/LOCK" is held while open: a second opener gets SM_EEXIST). */
+
+struct cbn_log;
+
+enum cbn_log_sync { CBN_LOG_SYNC_EVERY, CBN_LOG_SYNC_NONE };
+
+struct cbn_log_config
+{
+    const char *dir;        /* created (one level, mode 0700) if missing */
+    uint64_t segment_bytes; /* rotate past this size; 0 -> 64 MiB */
+    uint64_t retain_bytes;  /* total size kept by cbn_log_trim; 0: no cap */
+    uint64_t retain_ns;     /* age kept by cbn_log_trim; 0: no cap */
+    uint32_t max_record;    /* largest payload accepted; 0 -> 64 MiB */
+    enum cbn_log_sync sync;
+};
+
+struct cbn_log_stats
+{
+    uint64_t records; /* readable records in the log */
+    uint64_t bytes;   /* total size of the segment files */
+    uint64_t segments;
+    uint64_t torn_bytes_repaired; /* truncated from the tail at open */
+    uint64_t corrupt_records;     /* bad records found in older segments */
+    uint64_t oldest_time_ns, newest_time_ns; /* 0 when empty */
+};
+
+/* Opens (creating if needed) the log in @config->dir, scans and repairs it
+ * as described above. On success stores the log in @out (close it with
+ * cbn_log_close) and returns SM_OK. Errors: SM_EINVAL (bad config),
+ * SM_EEXIST (another process holds the lock), SM_EPERM, SM_EIO, SM_ENOMEM;
+ * @errmsg says which file and why; @out untouched. */
+int cbn_log_open(const struct cbn_log_config *config,
+                 struct cbn_log **out,
+                 char errmsg[SM_ERRMSG_SIZE]);
+
+/* Receives one record during replay; @payload is borrowed for the call.
+ * Returning non-zero stops the replay, and cbn_log_replay() returns it. */
+typedef int (*cbn_log_record_cb)(void *arg,
+                                 uint64_t time_ns,
+                                 const uint8_t *payload,
+                                 size_t len);
+
+/* Calls @cb for every readable record, oldest first. Returns SM_OK, the
+ * callback's non-zero value, SM_EIO or SM_ENOMEM. */
+int cbn_log_replay(struct cbn_log *log, cbn_log_record_cb cb, void *arg);
+
+/* Appends one record of @len bytes (borrowed) for event time @time_ns.
+ * Returns SM_OK once it is durable per the sync policy; SM_ETOOBIG over
+ * max_record; SM_EIO (disk full, I/O error: the partial record is truncated
+ * away so the log stays appendable) with @errmsg set; SM_ENOMEM. */
+int cbn_log_append(struct cbn_log *log,
+                   uint64_t time_ns,
+                   const uint8_t *payload,
+                   size_t len,
+                   char errmsg[SM_ERRMSG_SIZE]);
+
+/* Applies retention: deletes whole segments, oldest first, while the log is
+ * over retain_bytes or a segment's newest record is older than
+ * @now_ns - retain_ns. Never deletes the segment being appended to. Returns
+ * SM_OK or SM_EIO. */
+int cbn_log_trim(struct cbn_log *log,
+                 uint64_t now_ns,
+                 char errmsg[SM_ERRMSG_SIZE]);
+
+/* Fills @out with the log's figures. */
+void cbn_log_stats(const struct cbn_log *log, struct cbn_log_stats *out);
+
+/* Closes the files, releases the lock and frees @log; NULL is a no-op. */
+void cbn_log_close(struct cbn_log *log);
 
 #endif /* SM_CBN_H */
