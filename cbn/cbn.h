@@ -90,6 +90,270 @@ int cbn_sketch_decode(const uint8_t *buf,
                       uint32_t max_bins,
                       struct cbn_sketch **out);
 
+/* ---- Resource classes ---------------------------------------------------
+ *
+ * Every metric belongs to a resource class, the unit a diagnosis names and an
+ * actuator acts on. CBN_RES_UNKNOWN is for a culprit whose resource could not
+ * be singled out. */
+enum cbn_resource {
+    CBN_RES_CPU,
+    CBN_RES_MEMORY,
+    CBN_RES_NETWORK,
+    CBN_RES_DISK,
+    CBN_RES_LLC,
+    CBN_RES_OTHER,
+    CBN_RES_UNKNOWN,
+};
+#define CBN_RES_COUNT 7
+
+/* Returns "cpu", "memory", "network", "disk", "llc", "other" or "unknown". */
+const char *cbn_resource_name(enum cbn_resource res);
+
+/* Parses a name returned by cbn_resource_name(). Returns SM_OK or SM_EINVAL
+ * (@res untouched). */
+int cbn_resource_parse(const char *name, enum cbn_resource *res);
+
+/* Classifies a metric by its name with the default table of well-known
+ * exporter names (DESIGN.md section 3): container_cpu_* and
+ * namedprocess_namegroup_cpu_* -> cpu, container_memory_* -> memory,
+ * container_network_*, probe_* -> network, container_fs_* -> disk,
+ * node_* by subsystem (node_cpu_ cpu, node_memory_ memory, node_network_
+ * and node_netstat_ network, node_disk_ and node_filesystem_ disk, ...),
+ * *llc* / resctrl names -> llc, anything else -> other. Overrides are
+ * checked first: the longest matching prefix among @overrides wins. */
+struct cbn_resource_rule
+{
+    const char *prefix; /* metric-name prefix, borrowed */
+    enum cbn_resource resource;
+};
+enum cbn_resource cbn_resource_classify(
+    const char *metric,
+    const struct cbn_resource_rule *overrides,
+    size_t n_overrides);
+
+/* ---- Telemetry in -------------------------------------------------------
+ *
+ * Parsers (OTLP JSON, Zipkin, Jaeger, Prometheus, in node/) turn what they
+ * read into these plain records; the aggregator below is all that consumes
+ * them. All strings are borrowed, NUL-terminated, and only need to live
+ * for the duration of the call that receives them. */
+
+enum cbn_span_kind {
+    CBN_SPAN_UNSPECIFIED = 0,
+    CBN_SPAN_INTERNAL = 1,
+    CBN_SPAN_SERVER = 2,
+    CBN_SPAN_CLIENT = 3,
+    CBN_SPAN_PRODUCER = 4,
+    CBN_SPAN_CONSUMER = 5,
+};
+
+struct cbn_span
+{
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t parent_id[8]; /* all zero for a root span */
+    uint64_t start_ns;    /* Unix epoch, ns */
+    uint64_t end_ns;      /* >= start_ns */
+    enum cbn_span_kind kind;
+    int error;             /* status ERROR, or an error tag */
+    const char *service;   /* service.name; never empty */
+    const char *instance;  /* service.instance.id, "" when unknown */
+    const char *operation; /* by the naming rule of DESIGN.md section 7 */
+    const char *peer;      /* CLIENT spans: the callee as the caller names it
+                              (peer.service, else server.address[:port]), ""
+                              when unknown; the edge's fallback callee */
+};
+
+/* One metric observation. Cumulative values (Prometheus counters, OTLP
+ * cumulative sums) are turned into per-second rates by the aggregator from
+ * consecutive points of the same series (service, instance, name, peer,
+ * labels); a counter that goes down is taken to have restarted from 0. */
+struct cbn_metric_point
+{
+    const char *service;  /* never empty */
+    const char *instance; /* replica; "" when one per service */
+    const char *name; /* metric name, e.g. container_cpu_usage_seconds_total */
+    const char *labels; /* other identifying labels, canonical "k=v,k=v" or
+                           "" (keeps e.g. per-CPU series apart for rates) */
+    const char *peer;   /* per-link metrics (peer.service): the callee; "" */
+    uint64_t time_ns;
+    double value;
+    int cumulative;
+};
+
+/* ---- Windows ------------------------------------------------------------
+ *
+ * A closed window is the model's unit of data: per service its latency (Y)
+ * and metric (X) percentile vectors, per RPC edge the client-side and
+ * server-side latency vectors and the network delay, the request and error
+ * counts, and the QoS verdict. Percentile vectors hold CBN_N_PCT values at
+ * cbn_percentiles[] (in percent), NaN where there was no data. Latencies are
+ * in milliseconds; metrics in their own unit (rates per second for
+ * cumulative ones). */
+#define CBN_N_PCT 8
+extern const double cbn_percentiles[CBN_N_PCT]; /* 10 25 50 75 90 95 99 99.9 */
+
+struct cbn_window_metric
+{
+    const char *name;
+    const char *peer; /* "" unless a per-link metric */
+    enum cbn_resource resource;
+    uint32_t samples; /* observations (replicas x scrapes) */
+    float pct[CBN_N_PCT];
+};
+
+struct cbn_window_service
+{
+    const char *name;
+    uint64_t requests; /* SERVER spans ending in the window */
+    uint64_t errors;
+    float latency_ms[CBN_N_PCT]; /* server-side */
+    uint32_t n_metrics;
+    struct cbn_window_metric *metrics; /* sorted by (name, peer) */
+};
+
+struct cbn_window_edge
+{
+    const char *caller;
+    const char *callee;
+    int inferred;    /* callee named from the client side only: the
+                        server side was sampled out or uninstrumented */
+    uint64_t calls;  /* CLIENT spans ending in the window */
+    uint64_t paired; /* of which matched with their SERVER span */
+    float client_ms[CBN_N_PCT];
+    float server_ms[CBN_N_PCT];  /* NaN when nothing was paired */
+    float network_ms[CBN_N_PCT]; /* per-call client - server, paired only */
+};
+
+struct cbn_window
+{
+    uint64_t start_ns, end_ns; /* [start, end) in event time */
+    uint32_t n_services;
+    struct cbn_window_service *services; /* sorted by name */
+    uint32_t n_edges;
+    struct cbn_window_edge *edges; /* sorted by (caller, callee) */
+    /* The QoS check of the window: the frontend's latency at the configured
+     * percentile (of its SERVER spans, or of the configured operation's)
+     * against the target. NaN latency and violated = 0 when it had no
+     * requests. */
+    double qos_latency_ms;
+    double qos_target_ms;
+    double qos_percentile;
+    int qos_violated;
+    uint64_t late_spans; /* arrived after the window closed: dropped */
+    uint64_t late_points;
+};
+
+/* Looks up a service or an edge of @w by name (binary search); NULL when
+ * absent. */
+const struct cbn_window_service *cbn_window_service(const struct cbn_window *w,
+                                                    const char *name);
+const struct cbn_window_edge *cbn_window_edge(const struct cbn_window *w,
+                                              const char *caller,
+                                              const char *callee);
+
+/* Frees a window made by the aggregator or cbn_window_decode(); NULL is a
+ * no-op. All of a window's strings and arrays live in one allocation. */
+void cbn_window_free(struct cbn_window *w);
+
+/* Serialises @w into a new buffer owned by the caller (sm_free). Returns
+ * SM_OK or SM_ENOMEM. Versioned, little-endian, platform-independent. */
+int cbn_window_encode(const struct cbn_window *w, uint8_t **buf, size_t *len);
+
+/* Parses one encoding from @len bytes at @buf (borrowed) into a new window
+ * owned by the caller. Returns SM_OK, SM_EMALFORMED (anything but exactly
+ * one valid encoding), SM_EUNSUPPORTED (unknown version) or SM_ENOMEM.
+ * Allocation is bounded by a small multiple of @len. */
+int cbn_window_decode(const uint8_t *buf, size_t len, struct cbn_window **out);
+
+/* ---- Aggregator: spans and points in, closed windows out ---------------
+ *
+ * Event time is cut into windows of window_ns aligned to the Unix epoch. The
+ * watermark is the largest event time seen minus lateness_ns; a window
+ * closes when the watermark passes its end (or on cbn_agg_flush). Data for a
+ * window that is still open counts, however late; data for a closed window
+ * is dropped and counted (late_spans, late_points and the stats), never
+ * silently.
+ *
+ * RPC edges: a CLIENT span of service p is paired with the SERVER span of
+ * service c whose parent it is, in whichever order and batch they arrive,
+ * as long as both arrive before the client span's window closes. The edge
+ * p -> c then gets the client's and the server's duration and their
+ * difference (network and queueing delay). A CLIENT span still unpaired
+ * when its window closes counts for the edge p -> peer (inferred) when it
+ * names a peer, else for no edge. Spans and edges count in the window of
+ * their end time (the client's, for an edge).
+ *
+ * Batches are all or nothing: cbn_agg_add_spans() and
+ * cbn_agg_add_metrics() validate the whole batch first, reserve everything
+ * they need, and only then change state, so a batch that fails (malformed,
+ * out of memory) changes nothing. Not thread-safe: one loop owns it. */
+struct cbn_agg;
+
+struct cbn_agg_config
+{
+    uint64_t window_ns;        /* 0 -> 30 s */
+    uint64_t lateness_ns;      /* 0 -> none */
+    const char *qos_service;   /* frontend; NULL or "": no QoS check */
+    const char *qos_operation; /* NULL or "": all its SERVER spans */
+    double qos_percentile;     /* 0 -> 99 */
+    double qos_target_ms;      /* > 0 when qos_service is set */
+    size_t max_pending;        /* unpaired spans kept for pairing; 0 -> 1 M;
+                                  beyond it a batch is refused with SM_EAGAIN
+                                  (back-pressure) */
+    size_t max_open_windows;   /* 0 -> 64; data far in the future is refused
+                                  per span (counted as rejected) */
+    const struct cbn_resource_rule *resource_overrides; /* copied */
+    size_t n_resource_overrides;
+    uint64_t hash_seed; /* random per process: keys come from the network */
+};
+
+struct cbn_agg_stats
+{
+    uint64_t spans_accepted, spans_late, spans_rejected;
+    uint64_t points_accepted, points_late, points_rejected;
+    uint64_t windows_open, windows_closed;
+    uint64_t pending_spans; /* waiting for their RPC partner */
+    uint64_t watermark_ns;
+};
+
+/* Creates an aggregator with a copy of @config (strings copied). Returns
+ * SM_OK, SM_EINVAL (inconsistent config, e.g. a QoS service without a
+ * target) or SM_ENOMEM. */
+int cbn_agg_new(const struct cbn_agg_config *config, struct cbn_agg **out);
+
+/* Frees @agg and everything still open; NULL is a no-op. */
+void cbn_agg_free(struct cbn_agg *agg);
+
+/* Adds @n spans as one batch. Returns SM_OK; SM_EMALFORMED when a span is
+ * invalid (empty service, end before start), with nothing applied; SM_EAGAIN
+ * when pairing memory is full (back-pressure, nothing applied); SM_ENOMEM
+ * (nothing applied). Spans for closed windows are not errors: they are
+ * counted as late. */
+int cbn_agg_add_spans(struct cbn_agg *agg,
+                      const struct cbn_span *spans,
+                      size_t n);
+
+/* Adds @n metric points as one batch, with the same all-or-nothing rule. */
+int cbn_agg_add_metrics(struct cbn_agg *agg,
+                        const struct cbn_metric_point *points,
+                        size_t n);
+
+/* Receives a closed window; ownership passes to the callback (free it with
+ * cbn_window_free). Windows arrive in order of start time. */
+typedef void (*cbn_window_cb)(void *arg, struct cbn_window *window);
+
+/* Closes every window whose end is at or before the watermark and passes
+ * each to @cb. Returns SM_OK or SM_ENOMEM (the window stays open and is
+ * retried on the next call). */
+int cbn_agg_close_ready(struct cbn_agg *agg, cbn_window_cb cb, void *arg);
+
+/* Closes every open window now (`sagemesh flush`, shutdown) and moves the
+ * watermark past them, so data for them is late from now on. */
+int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg);
+
+void cbn_agg_stats(const struct cbn_agg *agg, struct cbn_agg_stats *out);
+
 /* ---- Window log (crash-safe, append-only) ------------------------------
  *
  * Closed windows are appended to a log of segment files under a directory,

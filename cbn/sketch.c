@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "cbn/cbn.h"
+#include "cbn/internal.h"
 
 /* Bucket indices beyond this magnitude cannot come from finite doubles at
  * any accuracy we accept; the decoder rejects them. */
@@ -582,4 +583,60 @@ int cbn_sketch_decode(const uint8_t *buf,
     }
     *out = sk;
     return SM_OK;
+}
+
+/* ---- cbn-internal helpers ------------------------------------------------ */
+
+const double cbn_percentiles[CBN_N_PCT] = {10, 25, 50, 75, 90, 95, 99, 99.9};
+
+static int store_reserve(struct store *st, int32_t index, uint32_t max_bins)
+{
+    int64_t lo = index, hi = index;
+    if (st->counts != NULL) {
+        lo = st->base < lo ? st->base : lo;
+        hi = (int64_t)st->base + st->cap - 1 > hi
+                 ? (int64_t)st->base + st->cap - 1
+                 : hi;
+    }
+    if (st->total > 0) {
+        lo = st->lo < lo ? st->lo : lo;
+        hi = st->hi > hi ? st->hi : hi;
+    }
+    if (hi - lo + 1 > (int64_t)max_bins) {
+        /* The add will collapse buckets, which may reallocate; that is
+         * rare enough (17 decades at 1%) to leave to the add itself. */
+        return SM_OK;
+    }
+    if (st->counts != NULL && lo >= st->base &&
+        hi < (int64_t)st->base + st->cap) {
+        return SM_OK;
+    }
+    return store_reshape(st, (int32_t)lo, (int32_t)hi, max_bins);
+}
+
+int cbn__sketch_reserve(struct cbn_sketch *sketch, double value)
+{
+    if (!isfinite(value)) {
+        return SM_OK;
+    }
+    if (value >= CBN_SKETCH_MIN_VALUE) {
+        return store_reserve(&sketch->pos, bucket_index(sketch, value),
+                             sketch->max_bins);
+    }
+    if (value <= -CBN_SKETCH_MIN_VALUE) {
+        return store_reserve(&sketch->neg, bucket_index(sketch, -value),
+                             sketch->max_bins);
+    }
+    return SM_OK;
+}
+
+void cbn__sketch_pct(const struct cbn_sketch *sketch,
+                     double scale,
+                     float out[CBN_N_PCT])
+{
+    for (int i = 0; i < CBN_N_PCT; i++) {
+        out[i] =
+            (float)(cbn_sketch_quantile(sketch, cbn_percentiles[i] / 100.0) *
+                    scale);
+    }
 }

@@ -1,0 +1,124 @@
+/* cbn-private building blocks: hash map, string interning, sketch reserve. */
+#ifndef SM_CBN_INTERNAL_H
+#define SM_CBN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbn/cbn.h"
+
+/* ---- Hash map with fixed-size keys and values ---------------------------
+ *
+ * Open addressing with linear probing and backward-shift deletion (no
+ * tombstones), power-of-two capacity, load factor <= 1/2. Keys are compared
+ * bytewise, so padding in key structs must be zeroed. The seed makes the
+ * probe sequence unpredictable to whoever chooses the keys (trace ids come
+ * from the network). Values are stored inline and are moved on growth and
+ * deletion: never keep a pointer to a value across an insert or remove. */
+struct cbn__hmap
+{
+    size_t key_size, val_size, slot_size;
+    size_t cap;   /* slots, a power of two, or 0 */
+    size_t count; /* occupied slots */
+    uint64_t seed;
+    uint8_t *slots; /* cap x slot_size: [used byte][key][value], aligned */
+};
+
+void cbn__hmap_init(struct cbn__hmap *m,
+                    size_t key_size,
+                    size_t val_size,
+                    uint64_t seed);
+void cbn__hmap_free(struct cbn__hmap *m);
+
+/* Ensures room for @extra more keys without allocation. SM_OK or
+ * SM_ENOMEM (map unchanged). */
+int cbn__hmap_reserve(struct cbn__hmap *m, size_t extra);
+
+/* Returns the value of @key, or NULL. */
+void *cbn__hmap_find(const struct cbn__hmap *m, const void *key);
+
+/* Returns the value of @key, inserting a zeroed one if absent (*inserted
+ * set accordingly). Requires reserved room (never allocates; asserts). */
+void *cbn__hmap_put(struct cbn__hmap *m, const void *key, bool *inserted);
+
+/* Finds or inserts (growing as needed). NULL on SM_ENOMEM. */
+void *cbn__hmap_get_or_add(struct cbn__hmap *m,
+                           const void *key,
+                           bool *inserted);
+
+/* Removes @key if present; returns whether it was. */
+bool cbn__hmap_remove(struct cbn__hmap *m, const void *key);
+
+/* Iteration: for (size_t i = 0; i < m->cap; i++) if (cbn__hmap_slot_used(m,
+ * i)) ... with the key and value accessors below. Removing during
+ * iteration is not allowed (backward shift moves entries). */
+bool cbn__hmap_slot_used(const struct cbn__hmap *m, size_t i);
+void *cbn__hmap_slot_key(const struct cbn__hmap *m, size_t i);
+void *cbn__hmap_slot_val(const struct cbn__hmap *m, size_t i);
+
+/* A seeded 64-bit hash of @len bytes. */
+uint64_t cbn__hash(const void *data, size_t len, uint64_t seed);
+
+/* ---- String interning ---------------------------------------------------
+ *
+ * Maps strings to dense ids (0, 1, 2, ...) and back. Strings are copied
+ * once and live until the table is freed; ids are stable. */
+struct cbn__strtab
+{
+    char **strings;    /* by id */
+    size_t count, cap; /* ids in use, room in strings */
+    uint64_t seed;
+    size_t slots;      /* open-addressing index size, a power of two */
+    uint32_t *slot_id; /* id + 1 per slot, 0 = empty */
+};
+
+void cbn__strtab_init(struct cbn__strtab *t, uint64_t seed);
+void cbn__strtab_free(struct cbn__strtab *t);
+
+/* Returns the id of @s, adding it if new. SM_OK or SM_ENOMEM. */
+int cbn__strtab_intern(struct cbn__strtab *t, const char *s, uint32_t *id);
+
+/* Returns the id of @s or UINT32_MAX when absent. */
+uint32_t cbn__strtab_find(const struct cbn__strtab *t, const char *s);
+
+/* Returns the string of @id (must be valid). */
+const char *cbn__strtab_str(const struct cbn__strtab *t, uint32_t id);
+
+/* ---- Sketch internals ---------------------------------------------------- */
+
+/* Makes sure adding @value to @sketch later cannot allocate. SM_OK or
+ * SM_ENOMEM (sketch unchanged in content). */
+int cbn__sketch_reserve(struct cbn_sketch *sketch, double value);
+
+/* Fills @out[CBN_N_PCT] with the sketch's cbn_percentiles[] (scaled by
+ * @scale), or NaN when it is empty. */
+void cbn__sketch_pct(const struct cbn_sketch *sketch,
+                     double scale,
+                     float out[CBN_N_PCT]);
+
+#endif /* SM_CBN_INTERNAL_H */
+
+/* ---- Window construction ------------------------------------------------- */
+
+/* Allocates a zeroed window with room for @n_services services, @n_metrics
+ * metrics in all, @n_edges edges and @string_bytes bytes of strings (NULs
+ * included), all in one block freed by cbn_window_free(). services->metrics
+ * are not assigned: take them in order with cbn__window_take_metrics().
+ * NULL on overflow or out of memory. */
+struct cbn_window *cbn__window_alloc(size_t n_services,
+                                     size_t n_metrics,
+                                     size_t n_edges,
+                                     size_t string_bytes);
+
+/* Returns the next @n metric slots of @w's metric area. */
+struct cbn_window_metric *cbn__window_take_metrics(struct cbn_window *w,
+                                                   size_t n);
+
+/* Copies @s into @w's string area and returns the copy. The caller sized
+ * the area for it. */
+const char *cbn__window_add_string(struct cbn_window *w, const char *s);
+
+/* Sorts services (and each one's metrics) and edges into the order the
+ * lookup functions and the encoding rely on. */
+void cbn__window_sort(struct cbn_window *w);
