@@ -354,6 +354,116 @@ int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg);
 
 void cbn_agg_stats(const struct cbn_agg *agg, struct cbn_agg_stats *out);
 
+/* ---- The Causal Bayesian Network ----------------------------------------
+ *
+ * Built from the RPC graph of the windows (DESIGN.md section 3): per service
+ * X (metrics) -> Z (latent) -> Y (latency), and a callee's latency is a
+ * parent of its caller's latency, so CBN arrows point opposite to RPC
+ * arrows. Each RPC link with a measured network delay adds a network node
+ * as a further parent of the caller's latency. Services that call each other
+ * in a cycle (a <-> b, or longer) are merged into one metanode, which keeps
+ * the graph acyclic.
+ *
+ * The graph grows as windows show new services and edges, and forgets
+ * services and edges not seen for age_out_windows observed windows. Its
+ * version changes exactly when its structure (nodes, members, parents,
+ * links) changes, so model shards keyed by it are rebuilt only when needed.
+ *
+ * Node order is topological with callees first (CBN roots, the backends,
+ * come first and the frontend last) and stable: ties are broken by name, so
+ * the same structure always yields the same order. */
+struct cbn_graph;
+
+struct cbn_graph_config
+{
+    unsigned age_out_windows; /* 0 -> 20 */
+};
+
+/* A latency node: one service, or a metanode of services in a call cycle.
+ * Everything is owned by the graph and valid until the next
+ * cbn_graph_observe() or cbn_graph_free(). */
+struct cbn_graph_node
+{
+    const char *name; /* the service, or members joined by "+" */
+    size_t n_members;
+    const char *const *members; /* sorted services */
+    int inferred;               /* known only as a callee named by clients */
+    size_t n_parents;
+    const size_t *parents; /* indexes of callee nodes, all < own index */
+    size_t n_links;
+    const size_t *links; /* indexes into the link list: network nodes
+                            that are parents of this node */
+};
+
+/* A network node: the link caller -> callee between two services. */
+struct cbn_graph_link
+{
+    const char *caller, *callee;
+    size_t caller_node, callee_node;
+};
+
+int cbn_graph_new(const struct cbn_graph_config *config,
+                  struct cbn_graph **out);
+void cbn_graph_free(struct cbn_graph *graph);
+
+/* Adds the services and edges of @w, ages out what has not been seen for
+ * too long, and rebuilds the structure if it changed (then *changed = 1 and
+ * the version is incremented). Returns SM_OK or SM_ENOMEM: then the
+ * sightings of @w may be recorded but the structure and version are
+ * unchanged (the next window rebuilds it). Observe windows in order. */
+int cbn_graph_observe(struct cbn_graph *graph,
+                      const struct cbn_window *w,
+                      int *changed);
+
+/* The structure version: 0 while empty, then 1, 2, ... */
+uint64_t cbn_graph_version(const struct cbn_graph *graph);
+
+size_t cbn_graph_node_count(const struct cbn_graph *graph);
+const struct cbn_graph_node *cbn_graph_node(const struct cbn_graph *graph,
+                                            size_t i);
+size_t cbn_graph_link_count(const struct cbn_graph *graph);
+const struct cbn_graph_link *cbn_graph_link(const struct cbn_graph *graph,
+                                            size_t i);
+
+/* Returns the index of the node holding @service, or SIZE_MAX. */
+size_t cbn_graph_find(const struct cbn_graph *graph, const char *service);
+
+/* ---- Normal values -------------------------------------------------------
+ *
+ * The "normal" state a counterfactual restores a service to: for each of
+ * its metrics, per percentile, the median over windows that met QoS (every
+ * window when no QoS check is configured; windows without frontend
+ * requests never count). Also, per RPC link, the zero-load network delay:
+ * the median of the per-window p50 client-minus-server difference over the
+ * link's low-load windows (call count at or below the link's 25th
+ * percentile of calls), the calibration the network nodes are read
+ * against. */
+struct cbn_normals;
+
+int cbn_normals_new(struct cbn_normals **out);
+void cbn_normals_free(struct cbn_normals *normals);
+
+/* Takes @w into account. SM_OK or SM_ENOMEM (nothing taken into account). */
+int cbn_normals_observe(struct cbn_normals *normals,
+                        const struct cbn_window *w);
+
+/* Fills @pct with the normal value of (@service, @metric, @peer) and
+ * @windows (may be NULL) with the number of windows behind it. Returns
+ * SM_OK or SM_ENOTFOUND when no QoS-meeting window had the metric. */
+int cbn_normals_metric(const struct cbn_normals *normals,
+                       const char *service,
+                       const char *metric,
+                       const char *peer,
+                       float pct[CBN_N_PCT],
+                       uint32_t *windows);
+
+/* Stores the zero-load network delay of @caller -> @callee in @ms. Returns
+ * SM_OK, or SM_ENOTFOUND before the link has 3 windows with paired calls. */
+int cbn_normals_link_delay(const struct cbn_normals *normals,
+                           const char *caller,
+                           const char *callee,
+                           double *ms);
+
 /* ---- Window log (crash-safe, append-only) ------------------------------
  *
  * Closed windows are appended to a log of segment files under a directory,
