@@ -80,4 +80,47 @@ int node_prom_to_point(const struct node_prom_sample *sample,
                        uint64_t scrape_ns,
                        struct node_points *out);
 
+/* ---- Span fields shared by the trace parsers ------------------------------
+ */
+
+/* Decodes a trace or span id into @out (@n = 16 or 8 bytes) from hex (any
+ * case; shorter ids are left-padded with zeros, as Jaeger's "2") or, for
+ * exporters that send protobuf's JSON mapping, from base64 of exactly @n
+ * bytes. Returns SM_OK or SM_EMALFORMED. */
+int node_decode_id(const char *text, size_t len, uint8_t *out, size_t n);
+
+/* Parses a non-negative decimal integer that fits in 64 bits (OTLP sends
+ * them as strings or numbers). Returns SM_OK or SM_EMALFORMED. */
+int node_parse_u64(const char *text, size_t len, uint64_t *out);
+
+/* The attributes of one span that naming and pairing need, as the parser
+ * met them (borrowed; NULL when absent). */
+struct node_span_attrs
+{
+    const char *http_route;
+    const char *url_path; /* url.path, else http.target (path part) */
+    const char *rpc_service, *rpc_method;
+    const char *peer_service;
+    const char *server_address, *server_port; /* or net.peer.name/port */
+    const char *url_full; /* url.full or http.url: host fallback */
+    const char *instance; /* service.instance.id (resource) */
+    int error;            /* error=true, otel.status_code=ERROR, or a
+                             5xx http status on a SERVER span */
+};
+
+/* Records one attribute into @a if it is one of those above; @value is
+ * borrowed and must outlive @a's use. */
+void node_span_attr(struct node_span_attrs *a,
+                    const char *key,
+                    const char *value);
+
+/* Fills @s->operation and, for CLIENT spans, @s->peer from @a and the span
+ * @name by the naming rule of DESIGN.md section 7 (http.route, else
+ * url.path/http.target, else rpc.service/rpc.method, else the name), with
+ * strings copied into @arena. Returns SM_OK or SM_ENOMEM. */
+int node_span_finish(struct cbn_span *s,
+                     const struct node_span_attrs *a,
+                     const char *name,
+                     struct sm_arena *arena);
+
 #endif /* SM_NODE_INGEST_H */
