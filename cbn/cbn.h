@@ -477,9 +477,9 @@ int cbn_normals_link_delay(const struct cbn_normals *normals,
  *
  *   magic u32 | length u32 | time_ns u64 | crc32c u32 | payload[length]
  *
- * little-endian, where the CRC-32C covers length, time_ns and the payload.
- * Appends go to the newest segment; a segment over segment_bytes is closed
- * and a new one begun.
+ * little-endian, magic "SMWL" (0x4C574D53), where the CRC-32C covers length,
+ * time_ns and the payload. Appends go to the newest segment; a segment over
+ * segment_bytes is closed and a new one begun.
  *
  * Durability: with CBN_LOG_SYNC_EVERY (default) append returns only after
  * fdatasync(2) of the segment (and of the directory when a segment was
@@ -535,7 +535,8 @@ typedef int (*cbn_log_record_cb)(void *arg,
                                  const uint8_t *payload,
                                  size_t len);
 
-/* Calls @cb for every readable record, oldest first. Returns SM_OK, the
+/* Calls @cb for every readable record, oldest first. The callback must not
+ * call append, trim or close on @log (asserted). Returns SM_OK, the
  * callback's non-zero value, SM_EIO or SM_ENOMEM. */
 int cbn_log_replay(struct cbn_log *log, cbn_log_record_cb cb, void *arg);
 
