@@ -1,0 +1,334 @@
+/* Peer flags and config files: one table of keys, two front ends. */
+#include "node/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+
+void node_config_init(struct node_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->listen_http = "127.0.0.1:4318";
+    c->listen_peer = "127.0.0.1:7401";
+    c->qos_percentile = 99;
+    c->window_s = 30;
+    c->lateness_s = -1; /* derived from the window unless set */
+    c->scrape_interval_s = 15;
+    c->actuate = ACT_MODE_DEFAULT;
+    c->log_level = "info";
+}
+
+void node_config_free(struct node_config *c)
+{
+    for (size_t i = 0; i < c->n_owned; i++) {
+        sm_free(c->owned[i]);
+    }
+    sm_free(c->owned);
+    c->owned = NULL;
+    c->n_owned = 0;
+}
+
+static const char *own(struct node_config *c, const char *value)
+{
+    char **grown = sm_reallocarray(c->owned, c->n_owned + 1, sizeof *grown);
+    if (grown == NULL) {
+        return NULL;
+    }
+    c->owned = grown;
+    char *copy = sm_strdup(value);
+    if (copy == NULL) {
+        return NULL;
+    }
+    c->owned[c->n_owned++] = copy;
+    return copy;
+}
+
+static int parse_number(const char *value, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno != 0 || end == value || *end != '\0' || !isfinite(v) || v < min ||
+        v > max) {
+        return SM_EINVAL;
+    }
+    *out = v;
+    return SM_OK;
+}
+
+enum kind { STRING, LIST, NUMBER, ACTUATE };
+
+struct key
+{
+    const char *name;
+    enum kind kind;
+    size_t offset;    /* of the field in struct node_config */
+    size_t count_off; /* LIST: of the count */
+    double min, max;  /* NUMBER */
+};
+
+#define FIELD(f) offsetof(struct node_config, f)
+
+static const struct key keys[] = {
+    {"id", STRING, FIELD(id), 0, 0, 0},
+    {"listen-http", STRING, FIELD(listen_http), 0, 0, 0},
+    {"listen-peer", STRING, FIELD(listen_peer), 0, 0, 0},
+    {"join", LIST, FIELD(join), FIELD(n_join), 0, 0},
+    {"data-dir", STRING, FIELD(data_dir), 0, 0, 0},
+    {"secret-file", STRING, FIELD(secret_file), 0, 0, 0},
+    {"qos-service", STRING, FIELD(qos_service), 0, 0, 0},
+    {"qos-operation", STRING, FIELD(qos_operation), 0, 0, 0},
+    {"qos-percentile", NUMBER, FIELD(qos_percentile), 0, 1, 99.99},
+    {"qos-target-ms", NUMBER, FIELD(qos_target_ms), 0, 0.001, 3.6e6},
+    {"window", NUMBER, FIELD(window_s), 0, 1, 86400},
+    {"lateness", NUMBER, FIELD(lateness_s), 0, 0, 86400},
+    {"scrape", LIST, FIELD(scrape), FIELD(n_scrape), 0, 0},
+    {"scrape-interval", NUMBER, FIELD(scrape_interval_s), 0, 1, 86400},
+    {"actuate", ACTUATE, FIELD(actuate), 0, 0, 0},
+    {"log-level", STRING, FIELD(log_level), 0, 0, 0},
+};
+
+int node_config_set(struct node_config *c,
+                    const char *key,
+                    const char *value,
+                    char errmsg[SM_ERRMSG_SIZE])
+{
+    const struct key *k = NULL;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (strcmp(keys[i].name, key) == 0) {
+            k = &keys[i];
+        }
+    }
+    if (k == NULL) {
+        sm_errmsg_printf(errmsg, "unknown setting '%s'", key);
+        return SM_EINVAL;
+    }
+    char *base = (char *)c;
+    switch (k->kind) {
+        case STRING: {
+            const char *copy = own(c, value);
+            if (copy == NULL) {
+                return SM_ENOMEM;
+            }
+            *(const char **)(base + k->offset) = copy;
+            return SM_OK;
+        }
+        case LIST: {
+            size_t *n = (size_t *)(base + k->count_off);
+            if (*n == NODE_MAX_LIST) {
+                sm_errmsg_printf(errmsg, "more than %d '%s' entries",
+                                 NODE_MAX_LIST, key);
+                return SM_ERANGE;
+            }
+            const char *copy = own(c, value);
+            if (copy == NULL) {
+                return SM_ENOMEM;
+            }
+            ((const char **)(base + k->offset))[(*n)++] = copy;
+            return SM_OK;
+        }
+        case NUMBER:
+            if (parse_number(value, k->min, k->max,
+                             (double *)(base + k->offset)) != SM_OK) {
+                sm_errmsg_printf(errmsg,
+                                 "'%s' must be a number from %g to %g, not "
+                                 "'%s'",
+                                 key, k->min, k->max, value);
+                return SM_EINVAL;
+            }
+            return SM_OK;
+        case ACTUATE:
+            if (act_mode_parse(value, &c->actuate) != SM_OK) {
+                sm_errmsg_printf(errmsg,
+                                 "'actuate' must be dry-run, on or off, not "
+                                 "'%s'",
+                                 value);
+                return SM_EINVAL;
+            }
+            return SM_OK;
+    }
+    return SM_EINTERNAL;
+}
+
+int node_config_parse(struct node_config *c,
+                      const char *text,
+                      size_t len,
+                      char errmsg[SM_ERRMSG_SIZE])
+{
+    size_t line_no = 0, at = 0;
+    char line[4096];
+    while (at < len) {
+        size_t end = at;
+        while (end < len && text[end] != '\n') {
+            end++;
+        }
+        line_no++;
+        size_t n = end - at;
+        if (n >= sizeof line) {
+            sm_errmsg_printf(errmsg, "line %zu: longer than %zu bytes", line_no,
+                             sizeof line - 1);
+            return SM_EMALFORMED;
+        }
+        memcpy(line, text + at, n);
+        line[n] = '\0';
+        at = end + 1;
+        if (memchr(line, '\0', n) != NULL) {
+            sm_errmsg_printf(errmsg, "line %zu: NUL byte", line_no);
+            return SM_EMALFORMED;
+        }
+        char *hash = strchr(line, '#');
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        char *p = line;
+        while (isspace((unsigned char)*p)) {
+            p++;
+        }
+        char *e = p + strlen(p);
+        while (e > p && isspace((unsigned char)e[-1])) {
+            *--e = '\0';
+        }
+        if (*p == '\0') {
+            continue;
+        }
+        char *key = p;
+        while (*p != '\0' && *p != '=' && !isspace((unsigned char)*p)) {
+            p++;
+        }
+        char *key_end = p;
+        while (isspace((unsigned char)*p)) {
+            p++;
+        }
+        if (*p == '=') {
+            p++;
+            while (isspace((unsigned char)*p)) {
+                p++;
+            }
+        }
+        *key_end = '\0';
+        if (*p == '\0') {
+            sm_errmsg_printf(errmsg, "line %zu: '%s' has no value", line_no,
+                             key);
+            return SM_EMALFORMED;
+        }
+        int rv = node_config_set(c, key, p, errmsg);
+        if (rv != SM_OK) {
+            sm_errmsg_wrapf(errmsg, "line %zu", line_no);
+            return rv;
+        }
+    }
+    return SM_OK;
+}
+
+int node_parse_hostport(const char *text, char *host, size_t cap, int *port)
+{
+    const char *colon;
+    const char *h = text;
+    size_t hn;
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':') {
+            return SM_EINVAL;
+        }
+        h = text + 1;
+        hn = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL) {
+            return SM_EINVAL;
+        }
+        hn = (size_t)(colon - text);
+    }
+    if (hn == 0 || hn >= cap) {
+        return SM_EINVAL;
+    }
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || p < 0 || p > 65535) {
+        return SM_EINVAL;
+    }
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, host, addr) != 1 &&
+        inet_pton(AF_INET6, host, addr) != 1) {
+        return SM_EINVAL; /* numeric only: static glibc cannot resolve */
+    }
+    *port = (int)p;
+    return SM_OK;
+}
+
+int node_config_validate(const struct node_config *c,
+                         char errmsg[SM_ERRMSG_SIZE])
+{
+    char host[64];
+    int port;
+    if (node_parse_hostport(c->listen_http, host, sizeof host, &port) !=
+        SM_OK) {
+        sm_errmsg_printf(errmsg,
+                         "--listen-http '%s' is not a numeric HOST:PORT",
+                         c->listen_http);
+        return SM_EINVAL;
+    }
+    if (node_parse_hostport(c->listen_peer, host, sizeof host, &port) !=
+        SM_OK) {
+        sm_errmsg_printf(errmsg,
+                         "--listen-peer '%s' is not a numeric HOST:PORT",
+                         c->listen_peer);
+        return SM_EINVAL;
+    }
+    for (size_t i = 0; i < c->n_join; i++) {
+        if (node_parse_hostport(c->join[i], host, sizeof host, &port) !=
+            SM_OK) {
+            sm_errmsg_printf(errmsg, "--join '%s' is not a numeric HOST:PORT",
+                             c->join[i]);
+            return SM_EINVAL;
+        }
+    }
+    if (c->data_dir == NULL || c->data_dir[0] == '\0') {
+        sm_errmsg_printf(errmsg,
+                         "--data-dir is required (windows, model and "
+                         "diagnoses are kept there)");
+        return SM_EINVAL;
+    }
+    if (c->qos_service != NULL && !(c->qos_target_ms > 0)) {
+        sm_errmsg_printf(errmsg, "--qos-service %s needs --qos-target-ms",
+                         c->qos_service);
+        return SM_EINVAL;
+    }
+    if (c->qos_service == NULL && c->qos_target_ms > 0) {
+        sm_errmsg_printf(errmsg, "--qos-target-ms needs --qos-service");
+        return SM_EINVAL;
+    }
+    if (c->lateness_s >= 0 && c->lateness_s > 10 * c->window_s) {
+        sm_errmsg_printf(errmsg,
+                         "--lateness %g s is more than 10 windows of %g s",
+                         c->lateness_s, c->window_s);
+        return SM_EINVAL;
+    }
+    for (size_t i = 0; i < c->n_scrape; i++) {
+        if (strncmp(c->scrape[i], "http://", 7) != 0) {
+            sm_errmsg_printf(errmsg,
+                             "--scrape '%s': only http:// targets are "
+                             "supported",
+                             c->scrape[i]);
+            return SM_EINVAL;
+        }
+    }
+    if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
+        strcmp(c->log_level, "warn") && strcmp(c->log_level, "error")) {
+        sm_errmsg_printf(errmsg,
+                         "--log-level must be debug, info, warn or "
+                         "error");
+        return SM_EINVAL;
+    }
+    return SM_OK;
+}

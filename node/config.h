@@ -1,0 +1,73 @@
+/* The peer's configuration: flags and the --config file (node-private). */
+#ifndef SM_NODE_CONFIG_H
+#define SM_NODE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "actuate/actuate.h"
+#include "base/err.h"
+
+#define NODE_MAX_LIST 64 /* --join, --scrape entries */
+
+/* Every flag of `sagemesh peer` (DESIGN.md section 7). Strings point into
+ * the config's own storage (node_config_free releases it). */
+struct node_config
+{
+    const char *id;          /* default: the host name */
+    const char *listen_http; /* default 127.0.0.1:4318 */
+    const char *listen_peer; /* default 127.0.0.1:7401 */
+    const char *join[NODE_MAX_LIST];
+    size_t n_join;
+    const char *data_dir;    /* required */
+    const char *secret_file; /* optional until the mesh needs it */
+    const char *qos_service;
+    const char *qos_operation;
+    double qos_percentile; /* default 99 */
+    double qos_target_ms;  /* required with qos_service */
+    double window_s;       /* default 30 */
+    double lateness_s;     /* default 10 % of the window */
+    const char *scrape[NODE_MAX_LIST];
+    size_t n_scrape;
+    double scrape_interval_s; /* default 15 */
+    enum act_mode actuate;    /* default dry-run */
+    const char *log_level;    /* default info */
+    /* Owned copies of every string above. */
+    char **owned;
+    size_t n_owned;
+};
+
+/* Sets the defaults. */
+void node_config_init(struct node_config *c);
+
+/* Frees the strings the config owns. */
+void node_config_free(struct node_config *c);
+
+/* Applies one setting: @key without dashes ("qos-target-ms"), @value as
+ * text. Repeatable keys (join, scrape) append. Returns SM_OK, SM_EINVAL
+ * (unknown key or bad value; @errmsg says which and why), SM_ERANGE (too
+ * many entries) or SM_ENOMEM. */
+int node_config_set(struct node_config *c,
+                    const char *key,
+                    const char *value,
+                    char errmsg[SM_ERRMSG_SIZE]);
+
+/* Parses a config file's text: one "key = value" or "key value" per line,
+ * '#' comments, blank lines, keys as the flags without dashes. Errors carry
+ * "line N: ...". Returns as node_config_set(), or SM_EMALFORMED for a line
+ * without a value. */
+int node_config_parse(struct node_config *c,
+                      const char *text,
+                      size_t len,
+                      char errmsg[SM_ERRMSG_SIZE]);
+
+/* Checks the whole configuration for consistency (a QoS service needs a
+ * target, addresses parse, the window is positive, ...). */
+int node_config_validate(const struct node_config *c,
+                         char errmsg[SM_ERRMSG_SIZE]);
+
+/* Splits "HOST:PORT" (IPv4, or [IPv6]:PORT) into @host (size @cap) and
+ * @port. Returns SM_OK or SM_EINVAL. */
+int node_parse_hostport(const char *text, char *host, size_t cap, int *port);
+
+#endif /* SM_NODE_CONFIG_H */
