@@ -1345,3 +1345,16 @@ int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
     }
     return SM_OK;
 }
+
+void cbn_agg_advance(struct cbn_agg *agg, uint64_t event_ns)
+{
+    advance_event_time(agg, event_ns);
+}
+
+void cbn_agg_resume(struct cbn_agg *agg, uint64_t end_ns)
+{
+    if (end_ns > agg->closed_until) {
+        agg->closed_until = window_start(agg, end_ns);
+    }
+    advance_event_time(agg, end_ns);
+}

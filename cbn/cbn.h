@@ -354,6 +354,17 @@ int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg);
 
 void cbn_agg_stats(const struct cbn_agg *agg, struct cbn_agg_stats *out);
 
+/* Moves event time forward to at least @event_ns without data, so that
+ * windows close on a quiet system. The peer calls it with the wall clock
+ * only when the data it receives is live (its event time is near the wall
+ * clock), never while history is being replayed. */
+void cbn_agg_advance(struct cbn_agg *agg, uint64_t event_ns);
+
+/* Declares every window ending at or before @end_ns closed (they are in the
+ * window log already): data for them counts as late. Call before adding
+ * data, after replaying the log at start-up. */
+void cbn_agg_resume(struct cbn_agg *agg, uint64_t end_ns);
+
 /* ---- The Causal Bayesian Network ----------------------------------------
  *
  * Built from the RPC graph of the windows (DESIGN.md section 3): per service

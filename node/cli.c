@@ -39,8 +39,14 @@ static const struct node_command commands[] = {
      "  --scrape URL              Prometheus target (repeatable)\n"
      "  --scrape-interval SECONDS scrape period\n"
      "  --actuate dry-run|on|off  act on diagnoses (default dry-run)\n"
-     "  --config FILE             the same keys without dashes, one per line\n",
-     NULL},
+     "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+     "  --config FILE             the same keys without dashes, one per line;\n"
+     "                            flags given too override the file\n"
+     "Serves on --listen-http: POST /v1/traces and /v1/metrics (OTLP/HTTP\n"
+     "JSON), POST /api/v2/spans (Zipkin v2), GET /healthz, /readyz, /metrics,\n"
+     "/v1/status. Closed windows are kept in DIR/windows (crash-safe log).\n"
+     "Stops cleanly on SIGINT or SIGTERM, storing the windows still open.\n",
+     node__cmd_peer},
     {"status", "members, leader, term, services, model versions",
      "Usage: sagemesh status [client flags]\n"
      "Shows the mesh as the asked peer sees it.\n" CLIENT_FLAGS,

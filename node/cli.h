@@ -18,6 +18,9 @@ struct node_command
  * and every linked library's version, on @out. Returns NODE_EXIT_OK. */
 int node__cmd_version(int argc, char **argv, FILE *out, FILE *err);
 
+/* `sagemesh peer`: the daemon (see peer.c). */
+int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err);
+
 /* `sagemesh keygen`: writes a new cluster secret (see keygen.c). */
 int node__cmd_keygen(int argc, char **argv, FILE *out, FILE *err);
 

@@ -123,4 +123,38 @@ int node_span_finish(struct cbn_span *s,
                      const char *name,
                      struct sm_arena *arena);
 
+/* ---- Trace and metric parsers ----------------------------------------------
+ *
+ * Each parses one request body (borrowed) completely into @out, or fails
+ * with SM_EMALFORMED and a message for the client in @errmsg (the batch is
+ * then to be discarded), SM_ETOOBIG past the batch's arena limit, or
+ * SM_ENOMEM. Unknown fields are ignored. Spans without a service name get
+ * "unknown_service" as the OpenTelemetry SDKs do. */
+
+/* OTLP/HTTP JSON ExportTraceServiceRequest (POST /v1/traces). */
+int node_otlp_traces(const uint8_t *body,
+                     size_t len,
+                     struct node_spans *out,
+                     char errmsg[SM_ERRMSG_SIZE]);
+
+/* OTLP/HTTP JSON ExportMetricsServiceRequest (POST /v1/metrics): gauges and
+ * sums (cumulative sums become rates); histograms contribute their
+ * mean (sum/count) as a gauge. */
+int node_otlp_metrics(const uint8_t *body,
+                      size_t len,
+                      struct node_points *out,
+                      char errmsg[SM_ERRMSG_SIZE]);
+
+/* Zipkin v2 JSON span list (POST /api/v2/spans). */
+int node_zipkin_spans(const uint8_t *body,
+                      size_t len,
+                      struct node_spans *out,
+                      char errmsg[SM_ERRMSG_SIZE]);
+
+/* Jaeger query API JSON ({"data":[trace...]}, `sagemesh import --jaeger`). */
+int node_jaeger_traces(const uint8_t *body,
+                       size_t len,
+                       struct node_spans *out,
+                       char errmsg[SM_ERRMSG_SIZE]);
+
 #endif /* SM_NODE_INGEST_H */

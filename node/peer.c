@@ -1,0 +1,1011 @@
+/* `sagemesh peer`: the daemon on one host.
+ *
+ * One libuv loop owns everything: the HTTP server (OTLP, Zipkin, health,
+ * metrics, status), the Prometheus scrapers, the window aggregator and the
+ * window log. Request bodies are parsed into a batch, the batch goes to the
+ * aggregator whole or not at all, and the answer says which. A timer closes
+ * windows whose end the watermark has passed; each closed window is
+ * appended to the log (durable before the next one), then fed to the CBN
+ * structure and the normal values. At start-up the log is replayed to
+ * rebuild them, and the aggregator resumes after the last stored window.
+ *
+ * Training, diagnoses and the mesh build on this loop (issues 4, 6, 7). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/rng.h"
+#include "cbn/cbn.h"
+#include "node/cli.h"
+#include "node/config.h"
+#include "node/http.h"
+#include "node/ingest.h"
+#include "node/node.h"
+#include "node/peer.h"
+#include "node/prom.h"
+#include "sm_build.h"
+
+#define MOD             "peer"
+#define NS              UINT64_C(1000000000)
+#define BATCH_LIMIT     (256u << 20) /* arena bytes for one parsed body */
+#define MAX_BODY        (20u << 20)  /* OTLP's recommended request limit */
+#define SCRAPE_MAX_BODY (32u << 20)
+#define RETAIN_BYTES    (4ull << 30)
+#define RETAIN_NS       (7ull * 24 * 3600 * NS)
+/* Event time counts as live when within this of the wall clock. */
+#define LIVE_SLACK_NS (UINT64_C(3600) * NS)
+
+struct scrape_target
+{
+    struct node_peer *peer;
+    const char *url;
+    char instance[128]; /* host:port of the URL */
+    uv_timer_t timer;
+    int in_flight;
+    uint64_t scrapes, failures, samples;
+};
+
+/* HTTP answers by status code, for /metrics. */
+static const int counted_codes[] = {200, 202, 400, 404, 405, 408,
+                                    413, 415, 429, 431, 500, 503};
+#define N_CODES (sizeof counted_codes / sizeof counted_codes[0])
+
+struct node_peer
+{
+    struct node_config *cfg;
+    const struct sm_clock *clock;
+    uv_loop_t *loop;
+    struct node_http_server *http;
+    struct cbn_agg *agg;
+    struct cbn_log *log;
+    struct cbn_graph *graph;
+    struct cbn_normals *normals;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    struct scrape_target targets[NODE_MAX_LIST];
+    size_t n_targets;
+    struct node_spans spans;
+    struct node_points points;
+    int ready, stopping, open_handles;
+    uint64_t last_data_mono_ns;
+    /* Figures for /metrics and /v1/status. */
+    uint64_t windows_stored, windows_replayed, windows_violated;
+    uint64_t store_errors, batches_rejected;
+    uint64_t http_codes[N_CODES + 1]; /* last: any other code */
+    uint64_t newest_window_end_ns;
+    double last_qos_ms;
+    int last_qos_violated;
+    void (*on_window)(void *arg, const struct cbn_window *w);
+    void *on_window_arg;
+};
+
+/* ---- Windows ------------------------------------------------------------- */
+
+static void take_window(struct node_peer *p,
+                        const struct cbn_window *w,
+                        int replayed)
+{
+    int changed = 0;
+    if (cbn_graph_observe(p->graph, w, &changed) != SM_OK ||
+        cbn_normals_observe(p->normals, w) != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "out of memory updating the CBN", NULL);
+    }
+    if (changed) {
+        sm_log(SM_LOG_INFO, MOD, "CBN changed",
+               "version=%" PRIu64 " nodes=%zu links=%zu",
+               cbn_graph_version(p->graph), cbn_graph_node_count(p->graph),
+               cbn_graph_link_count(p->graph));
+    }
+    p->newest_window_end_ns = w->end_ns;
+    p->last_qos_ms = w->qos_latency_ms;
+    p->last_qos_violated = w->qos_violated;
+    p->windows_violated += w->qos_violated != 0;
+    if (!replayed && w->qos_violated) {
+        sm_log(SM_LOG_WARN, MOD, "QoS violated",
+               "window_end=%" PRIu64
+               " latency_ms=%.1f target_ms=%.1f "
+               "percentile=%g",
+               w->end_ns / NS, w->qos_latency_ms, w->qos_target_ms,
+               w->qos_percentile);
+    }
+    if (p->on_window != NULL) {
+        p->on_window(p->on_window_arg, w);
+    }
+}
+
+/* Stores and takes in one closed window; owns @w. */
+static void window_closed(void *arg, struct cbn_window *w)
+{
+    struct node_peer *p = arg;
+    uint8_t *buf;
+    size_t len;
+    char err[SM_ERRMSG_SIZE] = "";
+    int rv = cbn_window_encode(w, &buf, &len);
+    if (rv == SM_OK) {
+        rv = cbn_log_append(p->log, w->end_ns, buf, len, err);
+        sm_free(buf);
+    }
+    if (rv == SM_OK) {
+        p->windows_stored++;
+    } else {
+        /* The window still feeds the model in memory; the operator must
+         * know it will not survive a restart. */
+        p->store_errors++;
+        sm_log(SM_LOG_ERROR, MOD, "cannot store a closed window",
+               "window_end=%" PRIu64 " error=%s cause=\"%s\"", w->end_ns / NS,
+               sm_errname(rv), err);
+    }
+    take_window(p, w, 0);
+    cbn_window_free(w);
+    /* Retention by age is measured in event time, against the newest
+     * window, so that replayed history is not trimmed by the wall clock. */
+    if (cbn_log_trim(p->log, p->newest_window_end_ns, err) != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "window log retention failed", "cause=\"%s\"",
+               err);
+    }
+}
+
+static int replay_record(void *arg,
+                         uint64_t time_ns,
+                         const uint8_t *payload,
+                         size_t len)
+{
+    struct node_peer *p = arg;
+    (void)time_ns;
+    struct cbn_window *w;
+    int rv = cbn_window_decode(payload, len, &w);
+    if (rv != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "skipping an unreadable stored window",
+               "error=%s", sm_errname(rv));
+        return 0;
+    }
+    take_window(p, w, 1);
+    p->windows_replayed++;
+    cbn_window_free(w);
+    return 0;
+}
+
+static void close_windows(struct node_peer *p)
+{
+    if (cbn_agg_close_ready(p->agg, window_closed, p) != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "out of memory closing a window; retrying",
+               NULL);
+    }
+}
+
+/* Once a second: close what the watermark allows; on a quiet system with
+ * live data, let the wall clock move event time on. */
+static void on_tick(uv_timer_t *t)
+{
+    struct node_peer *p = t->data;
+    struct cbn_agg_stats st;
+    cbn_agg_stats(p->agg, &st);
+    uint64_t now = sm_clock_wall_ns(p->clock);
+    uint64_t newest = st.watermark_ns + (uint64_t)(p->cfg->lateness_s * NS);
+    uint64_t quiet = sm_clock_mono_ns(p->clock) - p->last_data_mono_ns;
+    uint64_t window = (uint64_t)(p->cfg->window_s * NS);
+    if (st.windows_open > 0 && newest + LIVE_SLACK_NS > now && quiet > window) {
+        cbn_agg_advance(p->agg, now);
+    }
+    close_windows(p);
+}
+
+/* ---- HTTP ------------------------------------------------------------------
+ */
+
+static void count_code(struct node_peer *p, int code)
+{
+    for (size_t i = 0; i < N_CODES; i++) {
+        if (counted_codes[i] == code) {
+            p->http_codes[i]++;
+            return;
+        }
+    }
+    p->http_codes[N_CODES]++;
+}
+
+/* Response bodies live here until the server has copied them. */
+static char reply_buf[1 << 16];
+
+static void reply(struct node_http_response *res,
+                  int status,
+                  const char *content_type,
+                  const char *fmt,
+                  ...) __attribute__((format(printf, 4, 5)));
+
+static void reply(struct node_http_response *res,
+                  int status,
+                  const char *content_type,
+                  const char *fmt,
+                  ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(reply_buf, sizeof reply_buf, fmt, ap);
+    va_end(ap);
+    res->status = status;
+    res->content_type = content_type;
+    res->body = reply_buf;
+    res->body_len =
+        n < 0
+            ? 0
+            : ((size_t)n < sizeof reply_buf ? (size_t)n : sizeof reply_buf - 1);
+}
+
+/* Writes @msg as a JSON string body {"error": msg}. */
+static void reply_error(struct node_http_response *res,
+                        int status,
+                        const char *msg)
+{
+    char esc[SM_ERRMSG_SIZE * 2];
+    size_t k = 0;
+    for (const char *c = msg; *c != '\0' && k + 7 < sizeof esc; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u == '"' || u == '\\') {
+            esc[k++] = '\\';
+            esc[k++] = (char)u;
+        } else if (u < 0x20) {
+            k += (size_t)snprintf(esc + k, sizeof esc - k, "\\u%04x", u);
+        } else {
+            esc[k++] = (char)u;
+        }
+    }
+    esc[k] = '\0';
+    reply(res, status, "application/json", "{\"error\":\"%s\"}\n", esc);
+}
+
+static int is_json(const char *content_type)
+{
+    return content_type[0] == '\0' ||
+           strncmp(content_type, "application/json", 16) == 0;
+}
+
+/* Answers for an ingest outcome: 200/202, 400, 413, 429, 503. */
+static void reply_ingest(struct node_peer *p,
+                         struct node_http_response *res,
+                         int rv,
+                         const char *err,
+                         int ok_status)
+{
+    switch (rv) {
+        case SM_OK:
+            p->last_data_mono_ns = sm_clock_mono_ns(p->clock);
+            close_windows(p);
+            reply(res, ok_status, "application/json", "{}");
+            return;
+        case SM_EMALFORMED:
+            p->batches_rejected++;
+            reply_error(res, 400, err);
+            return;
+        case SM_ETOOBIG:
+            p->batches_rejected++;
+            reply_error(res, 413, "batch too large");
+            return;
+        case SM_EAGAIN:
+            p->batches_rejected++;
+            res->retry_after_s = 1;
+            reply_error(res, 429,
+                        "too many spans waiting for their RPC "
+                        "partner; retry later");
+            return;
+        default:
+            p->batches_rejected++;
+            res->retry_after_s = 5;
+            reply_error(res, 503, "out of memory; retry later");
+            return;
+    }
+}
+
+static void handle_traces(struct node_peer *p,
+                          const struct node_http_request *req,
+                          struct node_http_response *res,
+                          int zipkin)
+{
+    char err[SM_ERRMSG_SIZE] = "";
+    if (!is_json(req->content_type)) {
+        reply_error(res, 415,
+                    zipkin ? "only application/json is supported"
+                           : "only OTLP/HTTP JSON is supported: set "
+                             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json");
+        return;
+    }
+    node_spans_reset(&p->spans);
+    int rv = zipkin
+                 ? node_zipkin_spans(req->body, req->body_len, &p->spans, err)
+                 : node_otlp_traces(req->body, req->body_len, &p->spans, err);
+    if (rv == SM_OK) {
+        rv = cbn_agg_add_spans(p->agg, p->spans.v, p->spans.n);
+        if (rv == SM_EMALFORMED) {
+            sm_errmsg_printf(err,
+                             "a span has no service or ends before it "
+                             "starts");
+        }
+    }
+    reply_ingest(p, res, rv, err, zipkin ? 202 : 200);
+}
+
+static void handle_metrics_post(struct node_peer *p,
+                                const struct node_http_request *req,
+                                struct node_http_response *res)
+{
+    char err[SM_ERRMSG_SIZE] = "";
+    if (!is_json(req->content_type)) {
+        reply_error(res, 415,
+                    "only OTLP/HTTP JSON is supported: set "
+                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/json");
+        return;
+    }
+    node_points_reset(&p->points);
+    int rv = node_otlp_metrics(req->body, req->body_len, &p->points, err);
+    if (rv == SM_OK) {
+        rv = cbn_agg_add_metrics(p->agg, p->points.v, p->points.n);
+    }
+    reply_ingest(p, res, rv, err, 200);
+}
+
+/* Appends Prometheus text for one metric family with a single sample. */
+static int prom_family(char *buf,
+                       size_t cap,
+                       size_t at,
+                       const char *name,
+                       const char *type,
+                       const char *help,
+                       double value)
+{
+    int n =
+        snprintf(buf + at, cap - at, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n",
+                 name, help, name, type, name, value);
+    return n < 0 ? 0 : n;
+}
+
+static void handle_metrics_get(struct node_peer *p,
+                               struct node_http_response *res)
+{
+    struct cbn_agg_stats st;
+    cbn_agg_stats(p->agg, &st);
+    struct cbn_log_stats ls;
+    cbn_log_stats(p->log, &ls);
+    char *b = reply_buf;
+    size_t cap = sizeof reply_buf, at = 0;
+    at += (size_t)snprintf(
+        b + at, cap - at,
+        "# HELP sagemesh_spans_total Spans received, by outcome: accepted, "
+        "late (their window had closed), rejected (no open window).\n"
+        "# TYPE sagemesh_spans_total counter\n"
+        "sagemesh_spans_total{outcome=\"accepted\"} %" PRIu64
+        "\n"
+        "sagemesh_spans_total{outcome=\"late\"} %" PRIu64
+        "\n"
+        "sagemesh_spans_total{outcome=\"rejected\"} %" PRIu64
+        "\n"
+        "# HELP sagemesh_points_total Metric points received, by outcome.\n"
+        "# TYPE sagemesh_points_total counter\n"
+        "sagemesh_points_total{outcome=\"accepted\"} %" PRIu64
+        "\n"
+        "sagemesh_points_total{outcome=\"late\"} %" PRIu64
+        "\n"
+        "sagemesh_points_total{outcome=\"rejected\"} %" PRIu64 "\n",
+        st.spans_accepted, st.spans_late, st.spans_rejected, st.points_accepted,
+        st.points_late, st.points_rejected);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_batches_rejected_total",
+                              "counter",
+                              "Request bodies refused whole (malformed, too "
+                              "large, back-pressure).",
+                              (double)p->batches_rejected);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_windows_open", "gauge",
+                              "Event-time windows still open.",
+                              (double)st.windows_open);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_windows_closed_total",
+                              "counter", "Windows closed since start.",
+                              (double)st.windows_closed);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_windows_stored_total",
+                              "counter",
+                              "Closed windows appended to the window log.",
+                              (double)p->windows_stored);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_store_errors_total", "counter",
+        "Closed windows the log could not store.", (double)p->store_errors);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_window_log_bytes", "gauge",
+                              "Size of the window log on disk.",
+                              (double)ls.bytes);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_pending_spans", "gauge",
+                              "Spans waiting for their RPC partner.",
+                              (double)st.pending_spans);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_watermark_seconds", "gauge",
+                              "Event-time watermark.",
+                              (double)st.watermark_ns / 1e9);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_cbn_version", "gauge",
+                              "Version of the CBN structure.",
+                              (double)cbn_graph_version(p->graph));
+    at += (size_t)prom_family(b, cap, at, "sagemesh_qos_violations_total",
+                              "counter", "Closed windows that violated QoS.",
+                              (double)p->windows_violated);
+    at += (size_t)snprintf(b + at, cap - at,
+                           "# HELP sagemesh_http_responses_total HTTP "
+                           "responses by status code.\n"
+                           "# TYPE sagemesh_http_responses_total counter\n");
+    for (size_t i = 0; i <= N_CODES && at < cap; i++) {
+        if (i == N_CODES) {
+            at += (size_t)snprintf(b + at, cap - at,
+                                   "sagemesh_http_responses_total{code="
+                                   "\"other\"} %" PRIu64 "\n",
+                                   p->http_codes[i]);
+        } else {
+            at += (size_t)snprintf(b + at, cap - at,
+                                   "sagemesh_http_responses_total{code="
+                                   "\"%d\"} %" PRIu64 "\n",
+                                   counted_codes[i], p->http_codes[i]);
+        }
+    }
+    res->status = 200;
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    res->body = b;
+    res->body_len = at < cap ? at : cap - 1;
+}
+
+static void handle_status(struct node_peer *p, struct node_http_response *res)
+{
+    struct cbn_agg_stats st;
+    cbn_agg_stats(p->agg, &st);
+    char *b = reply_buf;
+    size_t cap = sizeof reply_buf;
+    char latency[32] = "null";
+    if (!isnan(p->last_qos_ms)) {
+        snprintf(latency, sizeof latency, "%.3f", p->last_qos_ms);
+    }
+    size_t at = (size_t)snprintf(
+        b, cap,
+        "{\"id\":\"%s\",\"version\":\"%s\",\"ready\":%s,"
+        "\"windows\":{\"open\":%" PRIu64 ",\"closed\":%" PRIu64
+        ",\"stored\":%" PRIu64 ",\"replayed\":%" PRIu64
+        ",\"newest_end_unix_nano\":\"%" PRIu64
+        "\"},"
+        "\"qos\":{\"service\":%s%s%s,\"target_ms\":%g,\"last_latency_ms\":%s,"
+        "\"last_violated\":%s},"
+        "\"cbn\":{\"version\":%" PRIu64 ",\"nodes\":[",
+        p->cfg->id, SM_VERSION, p->ready ? "true" : "false", st.windows_open,
+        st.windows_closed, p->windows_stored, p->windows_replayed,
+        p->newest_window_end_ns, p->cfg->qos_service ? "\"" : "",
+        p->cfg->qos_service ? p->cfg->qos_service : "null",
+        p->cfg->qos_service ? "\"" : "", p->cfg->qos_target_ms, latency,
+        p->last_qos_violated ? "true" : "false", cbn_graph_version(p->graph));
+    for (size_t i = 0; i < cbn_graph_node_count(p->graph) && at < cap; i++) {
+        const struct cbn_graph_node *n = cbn_graph_node(p->graph, i);
+        at += (size_t)snprintf(b + at, cap - at,
+                               "%s{\"name\":\"%s\",\"parents\":%zu,"
+                               "\"inferred\":%s}",
+                               i ? "," : "", n->name, n->n_parents,
+                               n->inferred ? "true" : "false");
+    }
+    if (at < cap) {
+        at += (size_t)snprintf(b + at, cap - at, "]}}\n");
+    }
+    res->status = 200;
+    res->content_type = "application/json";
+    res->body = b;
+    res->body_len = at < cap ? at : cap - 1;
+}
+
+static void handle(void *arg,
+                   const struct node_http_request *req,
+                   struct node_http_response *res)
+{
+    struct node_peer *p = arg;
+    int post = strcmp(req->method, "POST") == 0;
+    int get = strcmp(req->method, "GET") == 0;
+    const char *path = req->path;
+    if (strcmp(path, "/v1/traces") == 0 && post) {
+        handle_traces(p, req, res, 0);
+    } else if (strcmp(path, "/api/v2/spans") == 0 && post) {
+        handle_traces(p, req, res, 1);
+    } else if (strcmp(path, "/v1/metrics") == 0 && post) {
+        handle_metrics_post(p, req, res);
+    } else if (strcmp(path, "/healthz") == 0 && get) {
+        reply(res, 200, "text/plain", "ok\n");
+    } else if (strcmp(path, "/readyz") == 0 && get) {
+        int verbose = strstr(req->query, "verbose") != NULL;
+        if (verbose) {
+            reply(res, p->ready ? 200 : 503, "text/plain",
+                  "[%s] listening\n[%s] window log loaded (%" PRIu64
+                  " windows)\n",
+                  p->http ? "+" : "-", p->ready ? "+" : "-",
+                  p->windows_replayed);
+        } else {
+            reply(res, p->ready ? 200 : 503, "text/plain",
+                  p->ready ? "ok\n" : "not ready\n");
+        }
+    } else if (strcmp(path, "/metrics") == 0 && get) {
+        handle_metrics_get(p, res);
+    } else if (strcmp(path, "/v1/status") == 0 && get) {
+        handle_status(p, res);
+    } else if (strcmp(path, "/v1/traces") == 0 ||
+               strcmp(path, "/v1/metrics") == 0 ||
+               strcmp(path, "/api/v2/spans") == 0 ||
+               strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+               strcmp(path, "/metrics") == 0 ||
+               strcmp(path, "/v1/status") == 0) {
+        reply_error(res, 405, "method not allowed");
+    } else {
+        reply_error(res, 404, "no such endpoint");
+    }
+    count_code(p, res->status);
+}
+
+/* ---- Scraping
+ * ---------------------------------------------------------------- */
+
+struct scrape_ctx
+{
+    struct node_peer *peer;
+    struct scrape_target *target;
+    uint64_t scrape_ns;
+    int rv;
+};
+
+static int scrape_sample(void *arg, const struct node_prom_sample *sample)
+{
+    struct scrape_ctx *c = arg;
+    return node_prom_to_point(sample, &node_default_service_labels,
+                              c->target->instance, c->scrape_ns,
+                              &c->peer->points);
+}
+
+static void scrape_done(void *arg, const struct node_http_result *r)
+{
+    struct scrape_target *t = arg;
+    struct node_peer *p = t->peer;
+    t->in_flight = 0;
+    t->scrapes++;
+    if (p->stopping) {
+        return;
+    }
+    if (r->status != SM_OK || r->http_status != 200) {
+        t->failures++;
+        sm_log(SM_LOG_WARN, MOD, "scrape failed",
+               "url=%s error=%s http_status=%d cause=\"%s\"", t->url,
+               sm_errname(r->status), r->http_status,
+               r->errmsg ? r->errmsg : "");
+        return;
+    }
+    char err[SM_ERRMSG_SIZE] = "";
+    struct scrape_ctx c = {p, t, sm_clock_wall_ns(p->clock), SM_OK};
+    node_points_reset(&p->points);
+    int rv = node_prom_parse((const char *)r->body, r->body_len, scrape_sample,
+                             &c, err);
+    if (rv == SM_OK) {
+        rv = cbn_agg_add_metrics(p->agg, p->points.v, p->points.n);
+    }
+    if (rv != SM_OK) {
+        /* All or nothing: a scrape that does not parse adds nothing. */
+        t->failures++;
+        sm_log(SM_LOG_WARN, MOD, "scrape rejected",
+               "url=%s error=%s cause=\"%s\"", t->url, sm_errname(rv), err);
+        return;
+    }
+    t->samples += p->points.n;
+    p->last_data_mono_ns = sm_clock_mono_ns(p->clock);
+    close_windows(p);
+}
+
+static void scrape_tick(uv_timer_t *timer)
+{
+    struct scrape_target *t = timer->data;
+    if (t->in_flight || t->peer->stopping) {
+        return; /* the previous scrape is still running: skip, not pile up */
+    }
+    uint64_t timeout = (uint64_t)(t->peer->cfg->scrape_interval_s * 1000);
+    if (node_http_get(t->peer->loop, t->url,
+                      "text/plain;version=0.0.4;q=1,*/*;q=0.1", timeout,
+                      SCRAPE_MAX_BODY, scrape_done, t) == SM_OK) {
+        t->in_flight = 1;
+    }
+}
+
+/* ---- Start and stop -------------------------------------------------------
+ */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct node_peer *p = h->data;
+    p->open_handles--;
+}
+
+static void close_handle(struct node_peer *p, uv_handle_t *h)
+{
+    if (!uv_is_closing(h)) {
+        p->open_handles++;
+        h->data = p;
+        uv_close(h, on_handle_closed);
+    }
+}
+
+static void on_http_closed(void *arg)
+{
+    struct node_peer *p = arg;
+    p->open_handles--;
+}
+
+void node_peer_stop(struct node_peer *p)
+{
+    if (p->stopping) {
+        return;
+    }
+    p->stopping = 1;
+    p->ready = 0;
+    /* Keep what the open windows hold: flush them into the log. */
+    if (p->agg != NULL && p->log != NULL &&
+        cbn_agg_flush(p->agg, window_closed, p) != SM_OK) {
+        sm_log(SM_LOG_ERROR, MOD, "out of memory flushing open windows", NULL);
+    }
+    close_handle(p, (uv_handle_t *)&p->tick);
+    close_handle(p, (uv_handle_t *)&p->sigint);
+    close_handle(p, (uv_handle_t *)&p->sigterm);
+    for (size_t i = 0; i < p->n_targets; i++) {
+        close_handle(p, (uv_handle_t *)&p->targets[i].timer);
+    }
+    if (p->http != NULL) {
+        p->open_handles++;
+        node_http_server_close(p->http, on_http_closed, p);
+        p->http = NULL;
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct node_peer *p = s->data;
+    sm_log(SM_LOG_INFO, MOD, "stopping", "signal=%d", signum);
+    node_peer_stop(p);
+}
+
+int node_peer_stopped(const struct node_peer *p)
+{
+    return p->stopping && p->open_handles == 0;
+}
+
+int node_peer_http_port(const struct node_peer *p)
+{
+    return p->http != NULL ? node_http_server_port(p->http) : -1;
+}
+
+void node_peer_on_window(struct node_peer *p,
+                         void (*cb)(void *arg, const struct cbn_window *w),
+                         void *arg)
+{
+    p->on_window = cb;
+    p->on_window_arg = arg;
+}
+
+void node_peer_free(struct node_peer *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    SM_ASSERT(p->open_handles == 0);
+    cbn_agg_free(p->agg);
+    cbn_log_close(p->log);
+    cbn_graph_free(p->graph);
+    cbn_normals_free(p->normals);
+    node_spans_free(&p->spans);
+    node_points_free(&p->points);
+    sm_free(p);
+}
+
+/* Makes the data directory (one level) with mode 0700. */
+static int make_dir(const char *dir, char *errmsg)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        sm_errmsg_printf(errmsg, "cannot create data directory %s: %s", dir,
+                         strerror(errno));
+        return sm_err_from_errno(errno);
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        sm_errmsg_printf(errmsg, "data directory %s is not writable: %s", dir,
+                         strerror(errno));
+        return SM_EPERM;
+    }
+    return SM_OK;
+}
+
+static int open_store(struct node_peer *p, char *errmsg)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/windows", p->cfg->data_dir) >=
+        (int)sizeof dir) {
+        sm_errmsg_printf(errmsg, "data directory path too long");
+        return SM_EINVAL;
+    }
+    int rv = make_dir(p->cfg->data_dir, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    struct cbn_log_config lc = {
+        .dir = dir,
+        .retain_bytes = RETAIN_BYTES,
+        .retain_ns = RETAIN_NS,
+        .sync = CBN_LOG_SYNC_EVERY,
+    };
+    rv = cbn_log_open(&lc, &p->log, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    struct cbn_log_stats ls;
+    cbn_log_stats(p->log, &ls);
+    if (ls.torn_bytes_repaired > 0 || ls.corrupt_records > 0) {
+        sm_log(SM_LOG_WARN, MOD, "window log repaired",
+               "torn_bytes=%" PRIu64 " corrupt_records=%" PRIu64,
+               ls.torn_bytes_repaired, ls.corrupt_records);
+    }
+    rv = cbn_log_replay(p->log, replay_record, p);
+    if (rv != SM_OK) {
+        sm_errmsg_printf(errmsg, "replaying the window log: %s",
+                         sm_strerror(rv));
+        return rv;
+    }
+    if (p->newest_window_end_ns > 0) {
+        cbn_agg_resume(p->agg, p->newest_window_end_ns);
+    }
+    return SM_OK;
+}
+
+static int start_scrapers(struct node_peer *p, char *errmsg)
+{
+    uint64_t every = (uint64_t)(p->cfg->scrape_interval_s * 1000);
+    for (size_t i = 0; i < p->cfg->n_scrape; i++) {
+        struct scrape_target *t = &p->targets[p->n_targets];
+        memset(t, 0, sizeof *t);
+        t->peer = p;
+        t->url = p->cfg->scrape[i];
+        const char *host = t->url + 7; /* validated: starts with http:// */
+        size_t n = strcspn(host, "/?#");
+        snprintf(t->instance, sizeof t->instance, "%.*s", (int)n, host);
+        if (uv_timer_init(p->loop, &t->timer) != 0) {
+            sm_errmsg_printf(errmsg, "cannot create a scrape timer");
+            return SM_EIO;
+        }
+        t->timer.data = t;
+        p->n_targets++;
+        uv_timer_start(&t->timer, scrape_tick, 10 + 97 * i % 1000, every);
+    }
+    return SM_OK;
+}
+
+int node_peer_start(uv_loop_t *loop,
+                    struct node_config *cfg,
+                    const struct sm_clock *clock,
+                    uint64_t seed,
+                    struct node_peer **out,
+                    char errmsg[SM_ERRMSG_SIZE])
+{
+    struct node_peer *p = sm_calloc(1, sizeof *p);
+    if (p == NULL) {
+        return SM_ENOMEM;
+    }
+    p->cfg = cfg;
+    p->clock = clock;
+    p->loop = loop;
+    p->last_qos_ms = NAN;
+    p->last_data_mono_ns = sm_clock_mono_ns(clock);
+    node_spans_init(&p->spans, BATCH_LIMIT);
+    node_points_init(&p->points, BATCH_LIMIT);
+    double lateness =
+        cfg->lateness_s >= 0 ? cfg->lateness_s : cfg->window_s / 10;
+    cfg->lateness_s = lateness;
+    struct cbn_agg_config ac = {
+        .window_ns = (uint64_t)(cfg->window_s * NS),
+        .lateness_ns = (uint64_t)(lateness * NS),
+        .qos_service = cfg->qos_service,
+        .qos_operation = cfg->qos_operation,
+        .qos_percentile = cfg->qos_percentile,
+        .qos_target_ms = cfg->qos_target_ms,
+        .hash_seed = seed,
+    };
+    int rv = cbn_agg_new(&ac, &p->agg);
+    if (rv == SM_OK) {
+        rv = cbn_graph_new(NULL, &p->graph);
+    }
+    if (rv == SM_OK) {
+        rv = cbn_normals_new(&p->normals);
+    }
+    if (rv != SM_OK) {
+        sm_errmsg_printf(errmsg, "cannot set up the aggregator: %s",
+                         sm_strerror(rv));
+        node_peer_free(p);
+        return rv;
+    }
+    rv = open_store(p, errmsg);
+    if (rv != SM_OK) {
+        node_peer_free(p);
+        return rv;
+    }
+    char host[64];
+    int port;
+    SM_ASSERT(node_parse_hostport(cfg->listen_http, host, sizeof host, &port) ==
+              SM_OK); /* validated */
+    struct node_http_server_config hc = {.max_body = MAX_BODY};
+    rv = node_http_server_start(loop, host, port, &hc, handle, p, &p->http,
+                                errmsg);
+    if (rv != SM_OK) {
+        sm_errmsg_wrapf(errmsg, "--listen-http %s", cfg->listen_http);
+        node_peer_free(p);
+        return rv;
+    }
+    uv_timer_init(loop, &p->tick);
+    p->tick.data = p;
+    uv_timer_start(&p->tick, on_tick, 1000, 1000);
+    uv_signal_init(loop, &p->sigint);
+    uv_signal_init(loop, &p->sigterm);
+    p->sigint.data = p->sigterm.data = p;
+    rv = start_scrapers(p, errmsg);
+    if (rv != SM_OK) {
+        node_peer_stop(p);
+        *out = p;
+        return rv;
+    }
+    p->ready = 1;
+    *out = p;
+    return SM_OK;
+}
+
+void node_peer_handle_signals(struct node_peer *p)
+{
+    uv_signal_start(&p->sigint, on_signal, SIGINT);
+    uv_signal_start(&p->sigterm, on_signal, SIGTERM);
+}
+
+/* ---- The command ------------------------------------------------------------
+ */
+
+static int read_file(const char *path, char **text, size_t *len, FILE *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(err, "sagemesh peer: cannot read %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap || cap >= (1u << 20)) {
+            break;
+        }
+        char *grown = realloc(buf, cap * 2);
+        if (grown == NULL) {
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int bad = ferror(f) || buf == NULL || n == cap;
+    fclose(f);
+    if (bad) {
+        fprintf(err, "sagemesh peer: cannot read %s (too large or I/O error)\n",
+                path);
+        free(buf);
+        return -1;
+    }
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+/* Applies --config first, then every other flag over it. */
+static int parse_flags(int argc,
+                       char **argv,
+                       struct node_config *cfg,
+                       FILE *err)
+{
+    char msg[SM_ERRMSG_SIZE];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 1; i < argc; i++) {
+            const char *a = argv[i];
+            if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+                fprintf(err,
+                        "sagemesh peer: unexpected argument '%s'; see "
+                        "'sagemesh peer --help'\n",
+                        a);
+                return -1;
+            }
+            char key[64];
+            const char *value = NULL;
+            const char *eq = strchr(a, '=');
+            size_t kn = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            if (kn >= sizeof key) {
+                fprintf(err, "sagemesh peer: unknown flag '%s'\n", a);
+                return -1;
+            }
+            memcpy(key, a + 2, kn);
+            key[kn] = '\0';
+            if (eq != NULL) {
+                value = eq + 1;
+            } else if (i + 1 < argc) {
+                value = argv[++i];
+            } else {
+                fprintf(err, "sagemesh peer: %s needs a value\n", a);
+                return -1;
+            }
+            int is_config = strcmp(key, "config") == 0;
+            if (pass == 0 && is_config) {
+                char *text;
+                size_t len;
+                if (read_file(value, &text, &len, err) != 0) {
+                    return -1;
+                }
+                int rv = node_config_parse(cfg, text, len, msg);
+                free(text);
+                if (rv != SM_OK) {
+                    fprintf(err, "sagemesh peer: %s: %s\n", value, msg);
+                    return -1;
+                }
+            } else if (pass == 1 && !is_config &&
+                       node_config_set(cfg, key, value, msg) != SM_OK) {
+                fprintf(err, "sagemesh peer: --%s: %s\n", key, msg);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
+{
+    (void)out;
+    struct node_config cfg;
+    node_config_init(&cfg);
+    char host[256];
+    if (gethostname(host, sizeof host) == 0) {
+        host[sizeof host - 1] = '\0';
+        cfg.id = host;
+    }
+    char msg[SM_ERRMSG_SIZE] = "";
+    if (parse_flags(argc, argv, &cfg, err) != 0) {
+        node_config_free(&cfg);
+        return NODE_EXIT_USAGE;
+    }
+    if (node_config_validate(&cfg, msg) != SM_OK) {
+        fprintf(err, "sagemesh peer: %s\n", msg);
+        node_config_free(&cfg);
+        return NODE_EXIT_USAGE;
+    }
+    enum sm_log_level level = SM_LOG_INFO;
+    sm_log_level_parse(cfg.log_level, &level);
+    sm_log_set_level(level);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uint64_t seed = sm_clock_wall_ns(sm_clock_real()) ^ (uint64_t)getpid()
+                                                            << 32;
+    struct node_peer *p = NULL;
+    int rv = node_peer_start(&loop, &cfg, sm_clock_real(), seed, &p, msg);
+    if (rv == SM_OK) {
+        node_peer_handle_signals(p);
+        sm_log(SM_LOG_INFO, MOD, "peer started",
+               "id=%s http=%s data_dir=%s window_s=%g lateness_s=%g "
+               "windows_replayed=%" PRIu64,
+               cfg.id, cfg.listen_http, cfg.data_dir, cfg.window_s,
+               cfg.lateness_s, p->windows_replayed);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else {
+        fprintf(err, "sagemesh peer: %s\n", msg);
+        if (p != NULL) {
+            while (!node_peer_stopped(p) && uv_run(&loop, UV_RUN_ONCE)) {
+            }
+        }
+    }
+    node_peer_free(p);
+    uv_loop_close(&loop);
+    node_config_free(&cfg);
+    return rv == SM_OK ? NODE_EXIT_OK : NODE_EXIT_FAILED;
+}
