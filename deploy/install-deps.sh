@@ -15,7 +15,7 @@ packages=(
     # core libraries (static archives ship with the -dev packages)
     libuv1-dev libnng-dev libmbedtls-dev libmsgpack-dev libopenblas-dev
     libgfortran-12-dev libsodium-dev libraft-dev liblz4-dev libhttp-parser-dev
-    zlib1g-dev
+    zlib1g-dev libyajl-dev
 )
 
 export DEBIAN_FRONTEND=noninteractive

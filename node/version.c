@@ -1,6 +1,7 @@
 /* `sagemesh --version`: what this binary is and what it links. */
 #include <http_parser.h>
 #include <uv.h>
+#include <yajl/yajl_version.h>
 #include <zlib.h>
 
 #include "consensus/consensus.h"
@@ -34,6 +35,10 @@ int node__cmd_version(int argc, char **argv, FILE *out, FILE *err)
     print_library(out, "libuv", uv_version_string());
     print_library(out, "http-parser", http_parser);
     print_library(out, "zlib", zlibVersion());
+    char yajl[32];
+    int y = yajl_version();
+    snprintf(yajl, sizeof yajl, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);
+    print_library(out, "yajl", yajl);
     tp_libraries(print_library, out);
     cons_libraries(print_library, out);
     gvae_libraries(print_library, out);
