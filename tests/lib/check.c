@@ -144,3 +144,47 @@ int check_run(int argc,
     }
     return failures == 0 ? 0 : 1;
 }
+
+char *check_read_sample(const char *name, size_t *len)
+{
+    char path[4096];
+    const char *dir = getenv("SM_SAMPLES_DIR");
+#ifdef SM_SOURCE_ROOT
+    if (dir == NULL || dir[0] == '\0') {
+        dir = SM_SOURCE_ROOT "/../shared/samples";
+    }
+#endif
+    if (dir == NULL) {
+        check__fail(__FILE__, __LINE__, 1,
+                    "SM_SAMPLES_DIR is not set and the build gave no "
+                    "source root");
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        check__fail(__FILE__, __LINE__, 1, "cannot open sample %s", path);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf != NULL) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) {
+            break;
+        }
+        char *grown = realloc(buf, 2 * cap + 1);
+        if (grown == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    fclose(f);
+    if (buf == NULL) {
+        check__fail(__FILE__, __LINE__, 1, "out of memory reading %s", path);
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}

@@ -117,6 +117,12 @@ int check__str_eq(const char *a, const char *b);
  * contents. Ends the test on failure. */
 const char *check_tmpdir(void);
 
+/* Reads the captured sample @name from ../shared/samples (or
+ * $SM_SAMPLES_DIR) into a new buffer (free()) and stores its length in
+ * @len. A missing sample ends the test as a failure: the samples are part
+ * of what is tested, not optional. */
+char *check_read_sample(const char *name, size_t *len);
+
 /* ---- Allocation fault injection (tests/lib/heap.c) --------------------
  *
  * check_heap_install() replaces the sm_* heap with a counting one that can
