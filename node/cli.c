@@ -46,7 +46,7 @@ static const struct node_command commands[] = {
      "JSON), POST /api/v2/spans (Zipkin v2), GET /healthz, /readyz, /metrics,\n"
      "/v1/status. Closed windows are kept in DIR/windows (crash-safe log).\n"
      "Stops cleanly on SIGINT or SIGTERM, storing the windows still open.\n",
-     NULL}, /* wired in once its parsers have landed */
+     node__cmd_peer},
     {"status", "members, leader, term, services, model versions",
      "Usage: sagemesh status [client flags]\n"
      "Shows the mesh as the asked peer sees it.\n" CLIENT_FLAGS,

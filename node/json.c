@@ -41,10 +41,11 @@ static int fail(struct state *st, int code)
     return 0; /* cancels the yajl parse */
 }
 
-static int no_memory(struct state *st)
+/* An arena allocation of @request bytes failed: the limit, or the heap. */
+static int no_memory(struct state *st, size_t request)
 {
-    return fail(st,
-                sm_arena_over_limit(st->arena, 64) ? SM_ETOOBIG : SM_ENOMEM);
+    return fail(
+        st, sm_arena_over_limit(st->arena, request) ? SM_ETOOBIG : SM_ENOMEM);
 }
 
 /* Adds @v to the innermost container, or makes it the root. */
@@ -83,7 +84,7 @@ static int text_value(struct state *st,
 {
     char *copy = sm_arena_strndup(st->arena, (const char *)s, len);
     if (copy == NULL) {
-        return no_memory(st);
+        return no_memory(st, len + 1);
     }
     struct node_json v = {.type = type, .str = copy, .len = len};
     return add(st, &v);
@@ -115,7 +116,7 @@ static int on_key(void *ctx, const unsigned char *s, size_t len)
 {
     struct state *st = ctx;
     st->key = sm_arena_strndup(st->arena, (const char *)s, len);
-    return st->key != NULL ? 1 : no_memory(st);
+    return st->key != NULL ? 1 : no_memory(st, len + 1);
 }
 
 static int open_container(void *ctx, int is_object)
@@ -149,7 +150,7 @@ static int close_container(void *ctx)
         keys = b->is_object ? sm_arena_alloc(st->arena, b->n * sizeof *keys)
                             : NULL;
         if (items == NULL || (b->is_object && keys == NULL)) {
-            return no_memory(st);
+            return no_memory(st, b->n * sizeof *items);
         }
         memcpy(items, b->items, b->n * sizeof *items);
         if (keys != NULL) {

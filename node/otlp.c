@@ -38,6 +38,72 @@ enum frame {
     F_SKIP, /* a subtree we do not read */
 };
 
+/* The object keys the parser acts on, recognised once per key event. */
+enum key_id {
+    K_OTHER,
+    K_RESOURCE_SPANS,
+    K_RESOURCE,
+    K_ATTRIBUTES,
+    K_SCOPE_SPANS, /* and the old instrumentationLibrarySpans */
+    K_SPANS,
+    K_TRACE_ID,
+    K_SPAN_ID,
+    K_PARENT_SPAN_ID,
+    K_START,
+    K_END,
+    K_NAME,
+    K_KIND,
+    K_STATUS,
+    K_CODE,
+    K_KEY,
+    K_VALUE,
+    K_SCALAR_VALUE, /* stringValue, intValue, boolValue, doubleValue */
+};
+
+static const struct
+{
+    const char *name;
+    size_t len;
+    enum key_id id;
+} key_table[] = {
+#define KEY(s, id)          \
+    {                       \
+        s, sizeof s - 1, id \
+    }
+    KEY("resourceSpans", K_RESOURCE_SPANS),
+    KEY("resource", K_RESOURCE),
+    KEY("attributes", K_ATTRIBUTES),
+    KEY("scopeSpans", K_SCOPE_SPANS),
+    KEY("instrumentationLibrarySpans", K_SCOPE_SPANS),
+    KEY("spans", K_SPANS),
+    KEY("traceId", K_TRACE_ID),
+    KEY("spanId", K_SPAN_ID),
+    KEY("parentSpanId", K_PARENT_SPAN_ID),
+    KEY("startTimeUnixNano", K_START),
+    KEY("endTimeUnixNano", K_END),
+    KEY("name", K_NAME),
+    KEY("kind", K_KIND),
+    KEY("status", K_STATUS),
+    KEY("code", K_CODE),
+    KEY("key", K_KEY),
+    KEY("value", K_VALUE),
+    KEY("stringValue", K_SCALAR_VALUE),
+    KEY("intValue", K_SCALAR_VALUE),
+    KEY("boolValue", K_SCALAR_VALUE),
+    KEY("doubleValue", K_SCALAR_VALUE),
+#undef KEY
+};
+
+static enum key_id lookup_key(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < sizeof key_table / sizeof key_table[0]; i++) {
+        if (key_table[i].len == n && memcmp(key_table[i].name, s, n) == 0) {
+            return key_table[i].id;
+        }
+    }
+    return K_OTHER;
+}
+
 /* A growable scratch string (heap; reused across events). */
 struct text
 {
@@ -53,8 +119,7 @@ struct parse
     int error; /* SM_ code once something failed */
     enum frame stack[MAX_DEPTH];
     int depth;
-    char key[64]; /* current object key (truncated keys match nothing) */
-    size_t key_len;
+    enum key_id key; /* the current object key */
     /* Where we are, for messages. */
     size_t rs_index, ss_index, span_index;
     /* The ResourceSpans being read. */
@@ -62,6 +127,7 @@ struct parse
     const char *service, *instance;
     /* The attribute being read, and whose it is. */
     int attr_of_span;
+    int kv_wanted; /* the attribute's key is one the model reads */
     struct text kv_key, kv_value;
     /* The span being read. */
     struct cbn_span *span;
@@ -117,9 +183,9 @@ static int text_set(struct parse *p, struct text *t, const void *s, size_t n)
     return 1;
 }
 
-static int key_is(const struct parse *p, const char *k)
+static int key_is(const struct parse *p, enum key_id k)
 {
-    return strcmp(p->key, k) == 0;
+    return p->key == k;
 }
 
 static enum frame top(const struct parse *p)
@@ -134,8 +200,7 @@ static int push(struct parse *p, enum frame f)
                     MAX_DEPTH);
     }
     p->stack[p->depth++] = f;
-    p->key[0] = '\0';
-    p->key_len = 0;
+    p->key = K_OTHER;
     return 1;
 }
 
@@ -154,6 +219,12 @@ static int wanted_span_key(const char *k)
         }
     }
     return 0;
+}
+
+static int wanted_resource_key(const char *k)
+{
+    return strcmp(k, "service.name") == 0 ||
+           strcmp(k, "service.instance.id") == 0;
 }
 
 static const char *arena_copy(struct parse *p, const struct text *t)
@@ -178,7 +249,7 @@ static int end_kv(struct parse *p)
         }
         return 1;
     }
-    if (wanted_span_key(k)) {
+    if (p->kv_wanted) {
         const char *kc = arena_copy(p, &p->kv_key);
         const char *vc = arena_copy(p, &p->kv_value);
         if (kc == NULL || vc == NULL) {
@@ -242,34 +313,35 @@ static void end_resource_spans(struct parse *p)
 static int span_scalar(struct parse *p, const char *s, size_t n, int is_string)
 {
     struct cbn_span *span = p->span;
-    if (key_is(p, "traceId")) {
+    if (key_is(p, K_TRACE_ID)) {
         if (!is_string || node_decode_id(s, n, span->trace_id, 16) != SM_OK) {
             return stop(p, SM_EMALFORMED, "traceId is not 32 hex digits");
         }
         p->has_trace = 1;
-    } else if (key_is(p, "spanId")) {
+    } else if (key_is(p, K_SPAN_ID)) {
         if (!is_string || node_decode_id(s, n, span->span_id, 8) != SM_OK) {
             return stop(p, SM_EMALFORMED, "spanId is not 16 hex digits");
         }
         p->has_id = 1;
-    } else if (key_is(p, "parentSpanId")) {
+    } else if (key_is(p, K_PARENT_SPAN_ID)) {
         if (!is_string ||
             (n > 0 && node_decode_id(s, n, span->parent_id, 8) != SM_OK)) {
             return stop(p, SM_EMALFORMED, "parentSpanId is not 16 hex digits");
         }
-    } else if (key_is(p, "startTimeUnixNano") || key_is(p, "endTimeUnixNano")) {
-        int start = p->key[0] == 's';
+    } else if (key_is(p, K_START) || key_is(p, K_END)) {
+        int start = key_is(p, K_START);
         if (node_parse_u64(s, n, start ? &span->start_ns : &span->end_ns) !=
             SM_OK) {
-            return stop(p, SM_EMALFORMED, "%s is not a 64-bit integer", p->key);
+            return stop(p, SM_EMALFORMED, "%s is not a 64-bit integer",
+                        start ? "startTimeUnixNano" : "endTimeUnixNano");
         }
         *(start ? &p->has_start : &p->has_end) = 1;
-    } else if (key_is(p, "name")) {
+    } else if (key_is(p, K_NAME)) {
         if (is_string &&
             (p->name = sm_arena_strndup(&p->out->arena, s, n)) == NULL) {
             return no_memory(p);
         }
-    } else if (key_is(p, "kind")) {
+    } else if (key_is(p, K_KIND)) {
         static const char *const names[] = {
             "SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL",
             "SPAN_KIND_SERVER",      "SPAN_KIND_CLIENT",
@@ -301,20 +373,28 @@ static int scalar(void *ctx, const char *s, size_t n, int is_string)
         case F_SPAN:
             return span_scalar(p, s, n, is_string);
         case F_KV:
-            if (key_is(p, "key")) {
-                return text_set(p, &p->kv_key, s, n);
+            if (key_is(p, K_KEY)) {
+                if (!text_set(p, &p->kv_key, s, n)) {
+                    return 0;
+                }
+                p->kv_wanted = p->attr_of_span
+                                   ? wanted_span_key(p->kv_key.s)
+                                   : wanted_resource_key(p->kv_key.s);
+                return 1;
             }
             return 1;
         case F_VALUE:
             /* stringValue, intValue (string or number), boolValue,
              * doubleValue: all kept as text. */
-            if (key_is(p, "stringValue") || key_is(p, "intValue") ||
-                key_is(p, "boolValue") || key_is(p, "doubleValue")) {
+            /* Skip the copy when the key, already seen, is not one the
+             * model reads. */
+            if (key_is(p, K_SCALAR_VALUE) &&
+                !(p->kv_key.set && !p->kv_wanted)) {
                 return text_set(p, &p->kv_value, s, n);
             }
             return 1;
         case F_STATUS:
-            if (key_is(p, "code") &&
+            if (key_is(p, K_CODE) &&
                 ((n == 1 && s[0] == '2') ||
                  (is_string && n == 17 &&
                   memcmp(s, "STATUS_CODE_ERROR", n) == 0))) {
@@ -350,12 +430,7 @@ static int on_string(void *ctx, const unsigned char *s, size_t n)
 static int on_key(void *ctx, const unsigned char *s, size_t n)
 {
     struct parse *p = ctx;
-    size_t k = n < sizeof p->key - 1 ? n : sizeof p->key - 1;
-    memcpy(p->key, s, k);
-    p->key[k] = '\0';
-    if (n >= sizeof p->key - 1) {
-        p->key[0] = '\0'; /* too long to be a key we read */
-    }
+    p->key = lookup_key(s, n);
     return 1;
 }
 
@@ -375,14 +450,15 @@ static int on_start_map(void *ctx)
             f = F_RS;
             break;
         case F_RS:
-            f = key_is(p, "resource") ? F_RESOURCE : F_SKIP;
+            f = key_is(p, K_RESOURCE) ? F_RESOURCE : F_SKIP;
             break;
         case F_ATTR_ARRAY:
             p->kv_key.set = p->kv_value.set = 0;
+            p->kv_wanted = 0;
             f = F_KV;
             break;
         case F_KV:
-            f = key_is(p, "value") ? F_VALUE : F_SKIP;
+            f = key_is(p, K_VALUE) ? F_VALUE : F_SKIP;
             break;
         case F_SS_ARRAY:
             p->span_index = 0;
@@ -395,7 +471,7 @@ static int on_start_map(void *ctx)
             f = F_SPAN;
             break;
         case F_SPAN:
-            f = key_is(p, "status") ? F_STATUS : F_SKIP;
+            f = key_is(p, K_STATUS) ? F_STATUS : F_SKIP;
             break;
         default:
             break;
@@ -407,15 +483,14 @@ static int on_start_array(void *ctx)
 {
     struct parse *p = ctx;
     enum frame f = F_SKIP, t = top(p);
-    if (t == F_ROOT && p->depth == 1 && key_is(p, "resourceSpans")) {
+    if (t == F_ROOT && p->depth == 1 && key_is(p, K_RESOURCE_SPANS)) {
         f = F_RS_ARRAY;
-    } else if ((t == F_RESOURCE || t == F_SPAN) && key_is(p, "attributes")) {
+    } else if ((t == F_RESOURCE || t == F_SPAN) && key_is(p, K_ATTRIBUTES)) {
         p->attr_of_span = t == F_SPAN;
         f = F_ATTR_ARRAY;
-    } else if (t == F_RS && (key_is(p, "scopeSpans") ||
-                             key_is(p, "instrumentationLibrarySpans"))) {
+    } else if (t == F_RS && key_is(p, K_SCOPE_SPANS)) {
         f = F_SS_ARRAY;
-    } else if (t == F_SS && key_is(p, "spans")) {
+    } else if (t == F_SS && key_is(p, K_SPANS)) {
         f = F_SPAN_ARRAY;
     }
     return push(p, f);
@@ -437,7 +512,7 @@ static int on_end_map(void *ctx)
         p->ss_index++;
     }
     p->depth--;
-    p->key[0] = '\0';
+    p->key = K_OTHER;
     return ok;
 }
 
@@ -445,7 +520,7 @@ static int on_end_array(void *ctx)
 {
     struct parse *p = ctx;
     p->depth--;
-    p->key[0] = '\0';
+    p->key = K_OTHER;
     return 1;
 }
 

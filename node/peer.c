@@ -992,10 +992,10 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     if (rv == SM_OK) {
         node_peer_handle_signals(p);
         sm_log(SM_LOG_INFO, MOD, "peer started",
-               "id=%s http=%s data_dir=%s window_s=%g lateness_s=%g "
-               "windows_replayed=%" PRIu64,
-               cfg.id, cfg.listen_http, cfg.data_dir, cfg.window_s,
-               cfg.lateness_s, p->windows_replayed);
+               "id=%s http=%s http_port=%d data_dir=%s window_s=%g "
+               "lateness_s=%g windows_replayed=%" PRIu64,
+               cfg.id, cfg.listen_http, node_peer_http_port(p), cfg.data_dir,
+               cfg.window_s, cfg.lateness_s, p->windows_replayed);
         uv_run(&loop, UV_RUN_DEFAULT);
     } else {
         fprintf(err, "sagemesh peer: %s\n", msg);
