@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "node/cli.h"
+#include "node/client.h"
 #include "node/node.h"
 #include "sm_build.h"
 
@@ -40,6 +41,15 @@ static const struct node_command commands[] = {
      "  --scrape-interval SECONDS scrape period\n"
      "  --actuate dry-run|on|off  act on diagnoses (default dry-run)\n"
      "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+     "  --service-label LABEL     Prometheus label naming the service\n"
+     "                            (repeatable, in order of preference; "
+     "default\n"
+     "                            container, pod, name, service, job, "
+     "groupname)\n"
+     "  --resource-class P=CLASS  metrics named P* belong to CLASS (cpu,\n"
+     "                            memory, network, disk, llc, other), over "
+     "the\n"
+     "                            built-in table (repeatable)\n"
      "  --config FILE             the same keys without dashes, one per line;\n"
      "                            flags given too override the file\n"
      "Serves on --listen-http: POST /v1/traces and /v1/metrics (OTLP/HTTP\n"
@@ -90,8 +100,15 @@ static const struct node_command commands[] = {
      node__cmd_keygen},
     {"import", "import traces from a file",
      "Usage: sagemesh import --jaeger FILE [client flags]\n"
-     "Sends a Jaeger /api/traces JSON file to a peer as spans.\n" CLIENT_FLAGS,
-     NULL},
+     "Reads a Jaeger /api/traces JSON file (the query API's answer, or a UI\n"
+     "export), checks it whole, and sends its spans to the peer as OTLP/HTTP\n"
+     "JSON (POST /v1/traces) in batches of 5,000. Nothing is sent if the file\n"
+     "does not parse.\n"
+     "  --jaeger FILE         the file to import\n"
+     "  --peer HOST:PORT      peer to send to (default $SAGEMESH_PEER, else\n"
+     "                        127.0.0.1:4318)\n"
+     "  --timeout SECONDS     bound on each batch (default 5)\n" EXIT_CODES,
+     node__cmd_import},
     {"sim", "generate telemetry with ground truth",
      "Usage: sagemesh sim [flags]\n"
      "Workload simulator: topologies, load, injected faults, labels.\n",

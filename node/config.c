@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "cbn/cbn.h"
 
 void node_config_init(struct node_config *c)
 {
@@ -93,6 +94,9 @@ static const struct key keys[] = {
     {"scrape-interval", NUMBER, FIELD(scrape_interval_s), 0, 1, 86400},
     {"actuate", ACTUATE, FIELD(actuate), 0, 0, 0},
     {"log-level", STRING, FIELD(log_level), 0, 0, 0},
+    {"service-label", LIST, FIELD(service_label), FIELD(n_service_label), 0, 0},
+    {"resource-class", LIST, FIELD(resource_class), FIELD(n_resource_class), 0,
+     0},
 };
 
 int node_config_set(struct node_config *c,
@@ -320,6 +324,19 @@ int node_config_validate(const struct node_config *c,
                              "--scrape '%s': only http:// targets are "
                              "supported",
                              c->scrape[i]);
+            return SM_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < c->n_resource_class; i++) {
+        const char *eq = strchr(c->resource_class[i], '=');
+        enum cbn_resource res;
+        if (eq == NULL || eq == c->resource_class[i] ||
+            cbn_resource_parse(eq + 1, &res) != SM_OK) {
+            sm_errmsg_printf(errmsg,
+                             "--resource-class '%s' must be PREFIX=CLASS with "
+                             "CLASS one of cpu, memory, network, disk, llc, "
+                             "other",
+                             c->resource_class[i]);
             return SM_EINVAL;
         }
     }

@@ -32,6 +32,14 @@ struct node_config
     double scrape_interval_s; /* default 15 */
     enum act_mode actuate;    /* default dry-run */
     const char *log_level;    /* default info */
+    /* Prometheus labels naming a sample's service, in order of preference
+     * (service-label, repeatable); none given: the default list. */
+    const char *service_label[NODE_MAX_LIST];
+    size_t n_service_label;
+    /* Metric-name prefixes mapped to a resource class, "PREFIX=CLASS"
+     * (resource-class, repeatable), over the built-in table. */
+    const char *resource_class[NODE_MAX_LIST];
+    size_t n_resource_class;
     /* Owned copies of every string above. */
     char **owned;
     size_t n_owned;

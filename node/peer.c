@@ -88,6 +88,9 @@ struct node_peer
     int last_qos_violated;
     void (*on_window)(void *arg, const struct cbn_window *w);
     void *on_window_arg;
+    struct node_service_labels service_labels;
+    struct cbn_resource_rule rules[NODE_MAX_LIST];
+    char rule_prefix[NODE_MAX_LIST][128];
 };
 
 /* ---- Windows ------------------------------------------------------------- */
@@ -556,7 +559,7 @@ struct scrape_ctx
 static int scrape_sample(void *arg, const struct node_prom_sample *sample)
 {
     struct scrape_ctx *c = arg;
-    return node_prom_to_point(sample, &node_default_service_labels,
+    return node_prom_to_point(sample, &c->peer->service_labels,
                               c->target->instance, c->scrape_ns,
                               &c->peer->points);
 }
@@ -798,6 +801,23 @@ int node_peer_start(uv_loop_t *loop,
     p->last_data_mono_ns = sm_clock_mono_ns(clock);
     node_spans_init(&p->spans, BATCH_LIMIT);
     node_points_init(&p->points, BATCH_LIMIT);
+    p->service_labels = node_default_service_labels;
+    if (cfg->n_service_label > 0) {
+        p->service_labels.names = cfg->service_label;
+        p->service_labels.n = cfg->n_service_label;
+    }
+    /* Validated as PREFIX=CLASS; the prefix is the part before the '='. */
+    size_t n_rules = 0;
+    for (size_t i = 0; i < cfg->n_resource_class; i++) {
+        const char *rc = cfg->resource_class[i];
+        const char *eq = strchr(rc, '=');
+        snprintf(p->rule_prefix[n_rules], sizeof p->rule_prefix[0], "%.*s",
+                 (int)(eq - rc), rc);
+        p->rules[n_rules].prefix = p->rule_prefix[n_rules];
+        if (cbn_resource_parse(eq + 1, &p->rules[n_rules].resource) == SM_OK) {
+            n_rules++;
+        }
+    }
     double lateness =
         cfg->lateness_s >= 0 ? cfg->lateness_s : cfg->window_s / 10;
     cfg->lateness_s = lateness;
@@ -808,6 +828,8 @@ int node_peer_start(uv_loop_t *loop,
         .qos_operation = cfg->qos_operation,
         .qos_percentile = cfg->qos_percentile,
         .qos_target_ms = cfg->qos_target_ms,
+        .resource_overrides = n_rules ? p->rules : NULL,
+        .n_resource_overrides = n_rules,
         .hash_seed = seed,
     };
     int rv = cbn_agg_new(&ac, &p->agg);

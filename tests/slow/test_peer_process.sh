@@ -69,6 +69,12 @@ code=$(http GET /v1/status)
 [ "$code" = 200 ] || fail "status answered $code"
 grep -q "\"replayed\":$stored" "$dir/resp" || fail "expected $stored replayed: $(tail -1 "$dir/resp")"
 grep -q '"name":"frontend"' "$dir/resp" || fail "frontend missing from the CBN after replay"
+out=$("$bin" import --jaeger "$samples/jaeger-api-traces.derived.json" \
+    --peer "127.0.0.1:$port" --timeout 10) || fail "import failed: $out"
+echo "# $out"
+grep -q "imported 22 of 22 spans" <<< "$out" || fail "import: $out"
+"$bin" import --jaeger "$dir/resp" --peer "127.0.0.1:$port" > /dev/null 2>&1 &&
+    fail "importing a file that is not Jaeger JSON succeeded"
 kill -TERM "$pid"
 for _ in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || break

@@ -59,6 +59,14 @@ static void test_errors(void)
     CHECK_EQ(node_config_validate(&c, err), SM_EINVAL);
     CHECK_OK(node_config_set(&c, "listen-http", "[::1]:4318", err));
     CHECK_OK(node_config_validate(&c, err));
+    CHECK_OK(node_config_set(&c, "resource-class", "my_queue_=other", err));
+    CHECK_OK(node_config_validate(&c, err));
+    CHECK_OK(node_config_set(&c, "resource-class", "gpu_=gpu", err));
+    CHECK_EQ(node_config_validate(&c, err), SM_EINVAL);
+    CHECK(strstr(err, "PREFIX=CLASS") != NULL);
+    c.n_resource_class = 1;
+    CHECK_OK(node_config_set(&c, "service-label", "app", err));
+    CHECK_EQ(c.n_service_label, 1);
     CHECK_OK(node_config_set(&c, "scrape", "https://x:1/metrics", err));
     CHECK_EQ(node_config_validate(&c, err), SM_EINVAL);
     node_config_free(&c);

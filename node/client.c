@@ -1,0 +1,511 @@
+/* Blocking HTTP client for CLI commands, the OTLP JSON writer, and
+ * `sagemesh import`. CLI commands run outside any event loop, one request
+ * at a time, so plain sockets with poll(2) deadlines are the simple and
+ * honest tool: every step is bounded by the command's --timeout. */
+#include "node/client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node/cli.h"
+#include "node/config.h"
+#include "node/ingest.h"
+#include "node/node.h"
+
+#define MAX_RESPONSE (64u << 20)
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Waits for @events on @fd until @deadline; 1 ready, 0 timed out. */
+static int wait_fd(int fd, short events, double deadline)
+{
+    for (;;) {
+        double left = deadline - mono_s();
+        if (left <= 0) {
+            return 0;
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int rv = poll(&p, 1, (int)(left * 1000) + 1);
+        if (rv > 0) {
+            return 1;
+        }
+        if (rv < 0 && errno != EINTR) {
+            return 1; /* let the following call report the error */
+        }
+    }
+}
+
+static int connect_to(const char *peer, double deadline, char *errmsg)
+{
+    char host[64];
+    int port;
+    if (node_parse_hostport(peer, host, sizeof host, &port) != SM_OK) {
+        sm_errmsg_printf(errmsg, "peer '%s' is not a numeric HOST:PORT", peer);
+        return -SM_EINVAL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        sl = sizeof *a4;
+    } else {
+        inet_pton(AF_INET6, host, &a6->sin6_addr);
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *a6;
+    }
+    int fd =
+        socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        sm_errmsg_printf(errmsg, "socket: %s", strerror(errno));
+        return -SM_EIO;
+    }
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
+        sm_errmsg_printf(errmsg, "connect to %s: %s", peer, strerror(errno));
+        close(fd);
+        return -SM_EIO;
+    }
+    if (!wait_fd(fd, POLLOUT, deadline)) {
+        sm_errmsg_printf(errmsg, "connect to %s: timed out", peer);
+        close(fd);
+        return -SM_ETIMEDOUT;
+    }
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    if (soerr != 0) {
+        sm_errmsg_printf(errmsg, "connect to %s: %s", peer, strerror(soerr));
+        close(fd);
+        return -SM_EIO;
+    }
+    return fd;
+}
+
+static int send_all(int fd,
+                    const char *p,
+                    size_t n,
+                    double deadline,
+                    char *errmsg)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            sm_errmsg_printf(errmsg, "send: %s", strerror(errno));
+            return SM_EIO;
+        }
+        if (!wait_fd(fd, POLLOUT, deadline)) {
+            sm_errmsg_printf(errmsg, "send: timed out");
+            return SM_ETIMEDOUT;
+        }
+    }
+    return SM_OK;
+}
+
+int node_client_request(const char *peer,
+                        const char *method,
+                        const char *path,
+                        const char *content_type,
+                        const void *body,
+                        size_t len,
+                        double timeout_s,
+                        struct node_client_response *out,
+                        char errmsg[SM_ERRMSG_SIZE])
+{
+    double deadline = mono_s() + timeout_s;
+    int fd = connect_to(peer, deadline, errmsg);
+    if (fd < 0) {
+        return -fd;
+    }
+    char head[512];
+    int hn =
+        snprintf(head, sizeof head,
+                 "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sagemesh-cli\r\n"
+                 "Content-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 method, path, peer, content_type, len);
+    int rv = hn > 0 && (size_t)hn < sizeof head
+                 ? send_all(fd, head, (size_t)hn, deadline, errmsg)
+                 : SM_EINVAL;
+    if (rv == SM_OK && len > 0) {
+        rv = send_all(fd, body, len, deadline, errmsg);
+    }
+    char *buf = NULL;
+    size_t got = 0, cap = 0;
+    while (rv == SM_OK) {
+        if (cap - got < 4096) {
+            cap = cap ? cap * 2 : 65536;
+            char *grown = cap > MAX_RESPONSE ? NULL : realloc(buf, cap + 1);
+            if (grown == NULL) {
+                rv = cap > MAX_RESPONSE ? SM_ETOOBIG : SM_ENOMEM;
+                sm_errmsg_printf(errmsg, "response too large");
+                break;
+            }
+            buf = grown;
+        }
+        ssize_t r = recv(fd, buf + got, cap - got, 0);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r == 0) {
+            break;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            if (!wait_fd(fd, POLLIN, deadline)) {
+                rv = SM_ETIMEDOUT;
+                sm_errmsg_printf(errmsg,
+                                 "no complete answer from %s within "
+                                 "%g s",
+                                 peer, timeout_s);
+            }
+        } else {
+            rv = SM_EIO;
+            sm_errmsg_printf(errmsg, "receive: %s", strerror(errno));
+        }
+    }
+    close(fd);
+    int status = 0;
+    char *sep = NULL;
+    if (rv == SM_OK) {
+        buf[got] = '\0';
+        sep = strstr(buf, "\r\n\r\n");
+        if (sep == NULL || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+            rv = SM_EMALFORMED;
+            sm_errmsg_printf(errmsg, "%s did not answer HTTP", peer);
+        }
+    }
+    if (rv != SM_OK) {
+        free(buf);
+        return rv;
+    }
+    size_t off = (size_t)(sep + 4 - buf);
+    memmove(buf, buf + off, got - off + 1);
+    out->status = status;
+    out->body = buf;
+    out->len = got - off;
+    return SM_OK;
+}
+
+/* ---- OTLP JSON writer
+ * -------------------------------------------------------- */
+
+struct sbuf
+{
+    char *s;
+    size_t len, cap;
+    int failed;
+};
+
+static void sb_put(struct sbuf *b, const char *p, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        char *grown = realloc(b->s, cap);
+        if (grown == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    }
+}
+
+/* A JSON string, escaped. */
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            sb_printf(b, "\\u%04x", c);
+        } else {
+            sb_put(b, (const char *)&c, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static void sb_hex(struct sbuf *b, const uint8_t *id, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char hex[33];
+    for (size_t i = 0; i < n; i++) {
+        hex[2 * i] = digits[id[i] >> 4];
+        hex[2 * i + 1] = digits[id[i] & 15];
+    }
+    sb_put(b, "\"", 1);
+    sb_put(b, hex, 2 * n);
+    sb_put(b, "\"", 1);
+}
+
+static void sb_attr(struct sbuf *b, int first, const char *key, const char *v)
+{
+    sb_printf(b, "%s{\"key\":", first ? "" : ",");
+    sb_str(b, key);
+    sb_put(b, ",\"value\":{\"stringValue\":", 24);
+    sb_str(b, v);
+    sb_put(b, "}}", 2);
+}
+
+static int zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int node_otlp_write(const struct cbn_span *spans,
+                    size_t n,
+                    char **out,
+                    size_t *len)
+{
+    struct sbuf b = {NULL, 0, 0, 0};
+    char *done = calloc(n ? n : 1, 1);
+    if (done == NULL) {
+        return SM_ENOMEM;
+    }
+    sb_put(&b, "{\"resourceSpans\":[", 18);
+    int first_rs = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (done[i]) {
+            continue;
+        }
+        /* One ResourceSpans per (service, instance). */
+        const char *svc = spans[i].service, *inst = spans[i].instance;
+        sb_printf(&b, "%s{\"resource\":{\"attributes\":[", first_rs ? "" : ",");
+        first_rs = 0;
+        sb_attr(&b, 1, "service.name", svc);
+        if (inst != NULL && inst[0] != '\0') {
+            sb_attr(&b, 0, "service.instance.id", inst);
+        }
+        sb_put(&b, "]},\"scopeSpans\":[{\"spans\":[", 27);
+        int first = 1;
+        for (size_t k = i; k < n; k++) {
+            const struct cbn_span *s = &spans[k];
+            if (done[k] || strcmp(s->service, svc) != 0 ||
+                strcmp(s->instance ? s->instance : "", inst ? inst : "") != 0) {
+                continue;
+            }
+            done[k] = 1;
+            sb_put(&b,
+                   first ? "{\"traceId\":" : ",{\"traceId\":", first ? 11 : 12);
+            first = 0;
+            sb_hex(&b, s->trace_id, 16);
+            sb_put(&b, ",\"spanId\":", 10);
+            sb_hex(&b, s->span_id, 8);
+            if (!zero(s->parent_id, 8)) {
+                sb_put(&b, ",\"parentSpanId\":", 16);
+                sb_hex(&b, s->parent_id, 8);
+            }
+            sb_put(&b, ",\"name\":", 8);
+            sb_str(&b, s->operation ? s->operation : "");
+            sb_printf(&b,
+                      ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
+                      "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
+                      (int)s->kind, s->start_ns, s->end_ns);
+            int first_attr = 1;
+            if (s->operation != NULL && s->operation[0] != '\0') {
+                sb_attr(&b, 1, "http.route", s->operation);
+                first_attr = 0;
+            }
+            if (s->kind == CBN_SPAN_CLIENT && s->peer != NULL &&
+                s->peer[0] != '\0') {
+                sb_attr(&b, first_attr, "peer.service", s->peer);
+            }
+            sb_printf(&b, "],\"status\":{\"code\":%d}}", s->error ? 2 : 0);
+        }
+        sb_put(&b, "]}]}", 4);
+    }
+    sb_put(&b, "]}", 2);
+    free(done);
+    if (b.failed) {
+        free(b.s);
+        return SM_ENOMEM;
+    }
+    *out = b.s;
+    *len = b.len;
+    return SM_OK;
+}
+
+/* ---- sagemesh import
+ * ----------------------------------------------------------- */
+
+#define IMPORT_BATCH 5000
+
+static int read_all(const char *path, uint8_t **data, size_t *len, FILE *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(err, "sagemesh import: cannot read %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 20, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf != NULL) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) {
+            break;
+        }
+        uint8_t *grown = cap >= (1u << 30) ? NULL : realloc(buf, cap * 2);
+        if (grown == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int bad = ferror(f) || buf == NULL;
+    fclose(f);
+    if (bad) {
+        fprintf(err,
+                "sagemesh import: cannot read %s (I/O error or over 1 GiB)\n",
+                path);
+        free(buf);
+        return -1;
+    }
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+int node__cmd_import(int argc, char **argv, FILE *out, FILE *err)
+{
+    static const struct option options[] = {
+        {"jaeger", required_argument, NULL, 'j'},
+        {"peer", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *file = NULL, *peer = getenv("SAGEMESH_PEER");
+    double timeout = 5;
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (c == 'j') {
+            file = optarg;
+        } else if (c == 'p') {
+            peer = optarg;
+        } else if (c == 't') {
+            timeout = atof(optarg);
+        } else {
+            fprintf(err,
+                    "sagemesh import: unknown or incomplete option '%s'; "
+                    "see 'sagemesh import --help'\n",
+                    argv[optind - 1]);
+            return NODE_EXIT_USAGE;
+        }
+    }
+    if (file == NULL || optind < argc || !(timeout > 0)) {
+        fprintf(err,
+                "sagemesh import: usage: sagemesh import --jaeger FILE "
+                "[--peer HOST:PORT] [--timeout SECONDS]\n");
+        return NODE_EXIT_USAGE;
+    }
+    if (peer == NULL || peer[0] == '\0') {
+        peer = "127.0.0.1:4318";
+    }
+    uint8_t *data;
+    size_t len;
+    if (read_all(file, &data, &len, err) != 0) {
+        return NODE_EXIT_FAILED;
+    }
+    struct node_spans spans;
+    node_spans_init(&spans, 1u << 30);
+    char msg[SM_ERRMSG_SIZE] = "";
+    int rv = node_jaeger_traces(data, len, &spans, msg);
+    free(data);
+    if (rv != SM_OK) {
+        fprintf(err, "sagemesh import: %s: %s\n", file,
+                msg[0] ? msg : sm_strerror(rv));
+        node_spans_free(&spans);
+        return NODE_EXIT_FAILED;
+    }
+    int code = NODE_EXIT_OK;
+    size_t sent = 0;
+    for (size_t at = 0; at < spans.n && code == NODE_EXIT_OK;
+         at += IMPORT_BATCH) {
+        size_t n = spans.n - at < IMPORT_BATCH ? spans.n - at : IMPORT_BATCH;
+        char *body;
+        size_t blen;
+        struct node_client_response resp = {0, NULL, 0};
+        rv = node_otlp_write(spans.v + at, n, &body, &blen);
+        if (rv == SM_OK) {
+            rv = node_client_request(peer, "POST", "/v1/traces",
+                                     "application/json", body, blen, timeout,
+                                     &resp, msg);
+            free(body);
+        }
+        if (rv != SM_OK) {
+            fprintf(err, "sagemesh import: %s: %s\n", peer,
+                    msg[0] ? msg : sm_strerror(rv));
+            code = NODE_EXIT_FAILED;
+        } else if (resp.status != 200) {
+            fprintf(err, "sagemesh import: %s answered %d: %s\n", peer,
+                    resp.status, resp.body);
+            code = NODE_EXIT_FAILED;
+        } else {
+            sent += n;
+        }
+        free(resp.body);
+    }
+    fprintf(out, "imported %zu of %zu spans from %s into %s\n", sent, spans.n,
+            file, peer);
+    node_spans_free(&spans);
+    return code;
+}
