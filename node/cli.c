@@ -83,9 +83,14 @@ static const struct node_command commands[] = {
      "secret.\n" CLIENT_FLAGS,
      NULL},
     {"flush", "close the open windows now",
-     "Usage: sagemesh flush [client flags]\nNeeds the cluster "
-     "secret.\n" CLIENT_FLAGS,
-     NULL},
+     "Usage: sagemesh flush [--peer HOST:PORT] [--secret-file FILE]\n"
+     "                      [--timeout SECONDS]\n"
+     "Closes every open window of the peer now and stores it, as if the\n"
+     "watermark had passed; data for those windows then counts as late.\n"
+     "Needs the cluster secret (--secret-file or $SAGEMESH_SECRET_FILE): the\n"
+     "call carries an HMAC credential, good once, within 60 s of the peer's\n"
+     "clock.\n" EXIT_CODES,
+     node__cmd_flush},
     {"actions", "list, approve or roll back corrective actions",
      "Usage: sagemesh actions list|approve ID|rollback ID [client "
      "flags]\n" CLIENT_FLAGS,

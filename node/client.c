@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -137,18 +138,35 @@ int node_client_request(const char *peer,
                         struct node_client_response *out,
                         char errmsg[SM_ERRMSG_SIZE])
 {
+    return node_client_request_auth(peer, method, path, content_type, NULL,
+                                    body, len, timeout_s, out, errmsg);
+}
+
+int node_client_request_auth(const char *peer,
+                             const char *method,
+                             const char *path,
+                             const char *content_type,
+                             const char *authorization,
+                             const void *body,
+                             size_t len,
+                             double timeout_s,
+                             struct node_client_response *out,
+                             char errmsg[SM_ERRMSG_SIZE])
+{
     double deadline = mono_s() + timeout_s;
     int fd = connect_to(peer, deadline, errmsg);
     if (fd < 0) {
         return -fd;
     }
     char head[512];
-    int hn =
-        snprintf(head, sizeof head,
-                 "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sagemesh-cli\r\n"
-                 "Content-Type: %s\r\nContent-Length: %zu\r\n"
-                 "Connection: close\r\n\r\n",
-                 method, path, peer, content_type, len);
+    int hn = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sagemesh-cli"
+                      "\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "%s%s%sConnection: close\r\n\r\n",
+                      method, path, peer, content_type, len,
+                      authorization ? "Authorization: " : "",
+                      authorization ? authorization : "",
+                      authorization ? "\r\n" : "");
     int rv = hn > 0 && (size_t)hn < sizeof head
                  ? send_all(fd, head, (size_t)hn, deadline, errmsg)
                  : SM_EINVAL;
@@ -508,4 +526,110 @@ int node__cmd_import(int argc, char **argv, FILE *out, FILE *err)
             file, peer);
     node_spans_free(&spans);
     return code;
+}
+
+/* ---- Secrets and sagemesh flush
+ * ------------------------------------------------ */
+
+int node_read_secret(const char *path,
+                     struct tp_secret *secret,
+                     FILE *err,
+                     char errmsg[SM_ERRMSG_SIZE])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        sm_errmsg_printf(errmsg, "cannot read secret file %s: %s", path,
+                         strerror(errno));
+        return sm_err_from_errno(errno);
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0 && err != NULL) {
+        fprintf(err,
+                "sagemesh: warning: %s is readable by group or others; "
+                "chmod 600 it\n",
+                path);
+    }
+    char text[256];
+    ssize_t n = read(fd, text, sizeof text);
+    close(fd);
+    if (n < 0 || tp_init() != SM_OK ||
+        tp_secret_parse(text, (size_t)n, secret) != SM_OK) {
+        sm_errmsg_printf(errmsg,
+                         "%s is not a cluster secret (64 hex digits; make "
+                         "one with 'sagemesh keygen')",
+                         path);
+        explicit_bzero(text, sizeof text);
+        return SM_EMALFORMED;
+    }
+    explicit_bzero(text, sizeof text);
+    return SM_OK;
+}
+
+int node__cmd_flush(int argc, char **argv, FILE *out, FILE *err)
+{
+    static const struct option options[] = {
+        {"peer", required_argument, NULL, 'p'},
+        {"secret-file", required_argument, NULL, 's'},
+        {"timeout", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *peer = getenv("SAGEMESH_PEER");
+    const char *secret_file = getenv("SAGEMESH_SECRET_FILE");
+    double timeout = 5;
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (c == 'p') {
+            peer = optarg;
+        } else if (c == 's') {
+            secret_file = optarg;
+        } else if (c == 't') {
+            timeout = atof(optarg);
+        } else {
+            fprintf(err,
+                    "sagemesh flush: unknown or incomplete option '%s'; "
+                    "see 'sagemesh flush --help'\n",
+                    argv[optind - 1]);
+            return NODE_EXIT_USAGE;
+        }
+    }
+    if (optind < argc || !(timeout > 0)) {
+        fprintf(err,
+                "sagemesh flush: usage: sagemesh flush [--peer HOST:PORT] "
+                "[--secret-file FILE] [--timeout SECONDS]\n");
+        return NODE_EXIT_USAGE;
+    }
+    if (secret_file == NULL || secret_file[0] == '\0') {
+        fprintf(err,
+                "sagemesh flush: needs the cluster secret: "
+                "--secret-file FILE or SAGEMESH_SECRET_FILE\n");
+        return NODE_EXIT_USAGE;
+    }
+    if (peer == NULL || peer[0] == '\0') {
+        peer = "127.0.0.1:4318";
+    }
+    struct tp_secret secret;
+    char msg[SM_ERRMSG_SIZE] = "";
+    if (node_read_secret(secret_file, &secret, err, msg) != SM_OK) {
+        fprintf(err, "sagemesh flush: %s\n", msg);
+        return NODE_EXIT_FAILED;
+    }
+    char auth[TP_AUTH_HEADER_MAX];
+    tp_credential_sign(&secret, "POST", "/v1/flush", (uint64_t)time(NULL), "",
+                       0, auth);
+    tp_secret_wipe(&secret);
+    struct node_client_response resp = {0, NULL, 0};
+    int rv =
+        node_client_request_auth(peer, "POST", "/v1/flush", "application/json",
+                                 auth, NULL, 0, timeout, &resp, msg);
+    if (rv != SM_OK) {
+        fprintf(err, "sagemesh flush: %s\n", msg);
+        return NODE_EXIT_FAILED;
+    }
+    int ok = resp.status == 200;
+    fprintf(ok ? out : err, "%s%s%s", ok ? "" : "sagemesh flush: ", resp.body,
+            resp.len > 0 && resp.body[resp.len - 1] == '\n' ? "" : "\n");
+    free(resp.body);
+    return ok ? NODE_EXIT_OK : NODE_EXIT_FAILED;
 }

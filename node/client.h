@@ -8,6 +8,7 @@
 
 #include "base/err.h"
 #include "cbn/cbn.h"
+#include "transport/transport.h"
 
 /* A response: status code and body (NUL-terminated, malloc()ed, free it). */
 struct node_client_response
@@ -32,6 +33,18 @@ int node_client_request(const char *peer,
                         struct node_client_response *out,
                         char errmsg[SM_ERRMSG_SIZE]);
 
+/* As node_client_request(), with an Authorization header (may be NULL). */
+int node_client_request_auth(const char *peer,
+                             const char *method,
+                             const char *path,
+                             const char *content_type,
+                             const char *authorization,
+                             const void *body,
+                             size_t len,
+                             double timeout_s,
+                             struct node_client_response *out,
+                             char errmsg[SM_ERRMSG_SIZE]);
+
 /* Writes @n spans as one OTLP/HTTP JSON ExportTraceServiceRequest into a
  * new malloc()ed, NUL-terminated buffer (*@out, length *@len), grouped by
  * service, with the operation as http.route and a CLIENT span's peer as
@@ -41,6 +54,17 @@ int node_otlp_write(const struct cbn_span *spans,
                     size_t n,
                     char **out,
                     size_t *len);
+
+/* Reads the cluster secret from @path into @secret. Returns SM_OK, or an
+ * error with @errmsg saying why (unreadable, not a secret). Warns on @err
+ * (may be NULL) when the file is readable by group or others. */
+int node_read_secret(const char *path,
+                     struct tp_secret *secret,
+                     FILE *err,
+                     char errmsg[SM_ERRMSG_SIZE]);
+
+/* `sagemesh flush`: closes the peer's open windows now. */
+int node__cmd_flush(int argc, char **argv, FILE *out, FILE *err);
 
 /* `sagemesh import --jaeger FILE`. */
 int node__cmd_import(int argc, char **argv, FILE *out, FILE *err);

@@ -28,6 +28,7 @@
 #include "base/rng.h"
 #include "cbn/cbn.h"
 #include "node/cli.h"
+#include "node/client.h"
 #include "node/config.h"
 #include "node/http.h"
 #include "node/ingest.h"
@@ -91,6 +92,12 @@ struct node_peer
     struct node_service_labels service_labels;
     struct cbn_resource_rule rules[NODE_MAX_LIST];
     char rule_prefix[NODE_MAX_LIST][128];
+    /* Mutating calls: the cluster secret, and the credentials already used
+     * (a credential is good once). */
+    struct tp_secret secret;
+    int has_secret;
+    uint8_t seen_mac[256][TP_MAC_SIZE];
+    size_t seen_next;
 };
 
 /* ---- Windows ------------------------------------------------------------- */
@@ -500,6 +507,64 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
     res->body_len = at < cap ? at : cap - 1;
 }
 
+#define AUTH_WINDOW_S 60
+
+/* Checks the credential of a mutating call; answers 401 and returns 0 if
+ * it does not pass. */
+static int authorized(struct node_peer *p,
+                      const struct node_http_request *req,
+                      struct node_http_response *res)
+{
+    if (!p->has_secret) {
+        reply_error(res, 401,
+                    "this peer has no --secret-file: mutating calls "
+                    "are disabled");
+        return 0;
+    }
+    uint8_t mac[TP_MAC_SIZE];
+    const char *why;
+    uint64_t now = sm_clock_wall_ns(p->clock) / NS;
+    if (tp_credential_verify(&p->secret, req->method, req->path,
+                             req->authorization, now, AUTH_WINDOW_S, req->body,
+                             req->body_len, mac, &why) != SM_OK) {
+        reply_error(res, 401, why);
+        return 0;
+    }
+    /* Within the window a credential could be replayed: remember the last
+     * 256 (more than any operator issues in a minute) and refuse repeats. */
+    size_t n_seen = sizeof p->seen_mac / sizeof p->seen_mac[0];
+    for (size_t i = 0; i < n_seen; i++) {
+        if (memcmp(p->seen_mac[i], mac, TP_MAC_SIZE) == 0) {
+            reply_error(res, 401, "credential already used");
+            return 0;
+        }
+    }
+    memcpy(p->seen_mac[p->seen_next], mac, TP_MAC_SIZE);
+    p->seen_next = (p->seen_next + 1) % n_seen;
+    return 1;
+}
+
+static void handle_flush(struct node_peer *p,
+                         const struct node_http_request *req,
+                         struct node_http_response *res)
+{
+    if (!authorized(p, req, res)) {
+        return;
+    }
+    struct cbn_agg_stats before, after;
+    cbn_agg_stats(p->agg, &before);
+    if (cbn_agg_flush(p->agg, window_closed, p) != SM_OK) {
+        res->retry_after_s = 5;
+        reply_error(res, 503, "out of memory closing windows; retry later");
+        return;
+    }
+    cbn_agg_stats(p->agg, &after);
+    sm_log(SM_LOG_INFO, MOD, "flushed", "windows=%" PRIu64,
+           after.windows_closed - before.windows_closed);
+    reply(res, 200, "application/json", "{\"windows_closed\":%" PRIu64 "}\n",
+          after.windows_closed - before.windows_closed);
+}
+
 static void handle(void *arg,
                    const struct node_http_request *req,
                    struct node_http_response *res)
@@ -514,6 +579,8 @@ static void handle(void *arg,
         handle_traces(p, req, res, 1);
     } else if (strcmp(path, "/v1/metrics") == 0 && post) {
         handle_metrics_post(p, req, res);
+    } else if (strcmp(path, "/v1/flush") == 0 && post) {
+        handle_flush(p, req, res);
     } else if (strcmp(path, "/healthz") == 0 && get) {
         reply(res, 200, "text/plain", "ok\n");
     } else if (strcmp(path, "/readyz") == 0 && get) {
@@ -537,7 +604,8 @@ static void handle(void *arg,
                strcmp(path, "/api/v2/spans") == 0 ||
                strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
                strcmp(path, "/metrics") == 0 ||
-               strcmp(path, "/v1/status") == 0) {
+               strcmp(path, "/v1/status") == 0 ||
+               strcmp(path, "/v1/flush") == 0) {
         reply_error(res, 405, "method not allowed");
     } else {
         reply_error(res, 404, "no such endpoint");
@@ -701,6 +769,7 @@ void node_peer_free(struct node_peer *p)
     cbn_normals_free(p->normals);
     node_spans_free(&p->spans);
     node_points_free(&p->points);
+    tp_secret_wipe(&p->secret);
     sm_free(p);
 }
 
@@ -844,6 +913,14 @@ int node_peer_start(uv_loop_t *loop,
                          sm_strerror(rv));
         node_peer_free(p);
         return rv;
+    }
+    if (cfg->secret_file != NULL) {
+        rv = node_read_secret(cfg->secret_file, &p->secret, stderr, errmsg);
+        if (rv != SM_OK) {
+            node_peer_free(p);
+            return rv;
+        }
+        p->has_secret = 1;
     }
     rv = open_store(p, errmsg);
     if (rv != SM_OK) {

@@ -46,6 +46,45 @@ int tp_secret_parse(const char *text, size_t len, struct tp_secret *secret);
 /* Overwrites @secret with zeros in a way the compiler cannot elide. */
 void tp_secret_wipe(struct tp_secret *secret);
 
+/* ---- Client credentials ------------------------------------------------
+ *
+ * Mutating calls to a peer (flush, train, members, actions) carry
+ *
+ *   Authorization: SagemeshHMAC ts=<unix seconds>,mac=<64 hex digits>
+ *
+ * where mac = HMAC-SHA-256 over "METHOD\nPATH\nTS\n" followed by the body,
+ * keyed with a subkey of the cluster secret (libsodium's KDF, context
+ * "smclient"), so the secret itself never travels. A peer accepts a
+ * credential whose timestamp is within its window of its own clock and that
+ * it has not seen before (the caller keeps the seen MACs). */
+#define TP_AUTH_HEADER_MAX 128
+#define TP_MAC_SIZE        32
+
+/* Writes the Authorization header value for a request into @header.
+ * Requires tp_init(). Cannot fail. */
+void tp_credential_sign(const struct tp_secret *secret,
+                        const char *method,
+                        const char *path,
+                        uint64_t ts_s,
+                        const void *body,
+                        size_t len,
+                        char header[TP_AUTH_HEADER_MAX]);
+
+/* Checks @header against the request: syntax, timestamp within @window_s
+ * of @now_s, MAC (constant-time). On SM_OK stores the MAC in @mac (for the
+ * caller's replay cache). Returns SM_OK or SM_EAUTH (any failure; the reason
+ * is in @why, a static string). */
+int tp_credential_verify(const struct tp_secret *secret,
+                         const char *method,
+                         const char *path,
+                         const char *header,
+                         uint64_t now_s,
+                         uint64_t window_s,
+                         const void *body,
+                         size_t len,
+                         uint8_t mac[TP_MAC_SIZE],
+                         const char **why);
+
 /* Reports the libraries transport/ links (nng, libsodium, msgpack-c) to
  * @cb, once each, synchronously. */
 void tp_libraries(sm_libver_cb cb, void *arg);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -15,6 +16,7 @@
 #include "check.h"
 #include "node/config.h"
 #include "node/peer.h"
+#include "transport/transport.h"
 
 static uv_loop_t loop;
 static struct sm_fake_clock fake;
@@ -42,10 +44,16 @@ static void on_window(void *arg, const struct cbn_window *w)
     edge_seen |= e != NULL && e->paired > 0;
 }
 
+static const char *secret_path;
+static const char *auth_header; /* sent by http() when set */
+
 static void start_peer(const char *dir)
 {
     char err[SM_ERRMSG_SIZE];
     node_config_init(&cfg);
+    if (secret_path != NULL) {
+        REQUIRE_OK(node_config_set(&cfg, "secret-file", secret_path, err));
+    }
     REQUIRE_OK(node_config_set(&cfg, "listen-http", "127.0.0.1:0", err));
     REQUIRE_OK(node_config_set(&cfg, "data-dir", dir, err));
     REQUIRE_OK(node_config_set(&cfg, "qos-service", "frontend", err));
@@ -108,11 +116,13 @@ static int http(const char *method,
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
     char head[256];
-    int hn = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      "application/json\r\nContent-Length: %zu\r\n"
-                      "Connection: close\r\n\r\n",
-                      method, path, len);
+    int hn =
+        snprintf(head, sizeof head,
+                 "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 "application/json\r\nContent-Length: %zu\r\n"
+                 "%s%s%sConnection: close\r\n\r\n",
+                 method, path, len, auth_header ? "Authorization: " : "",
+                 auth_header ? auth_header : "", auth_header ? "\r\n" : "");
     /* Write while letting the server read: the body may exceed the
      * socket buffer. */
     size_t sent = 0, total = (size_t)hn + len;
@@ -212,7 +222,49 @@ static void test_bad_start(void)
     node_config_free(&cfg);
 }
 
+static void test_flush_needs_the_secret(void)
+{
+    const char *dir = check_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/secret", dir);
+    REQUIRE_OK(tp_init());
+    struct tp_secret secret;
+    tp_secret_generate(&secret);
+    char text[TP_SECRET_HEX_SIZE];
+    tp_secret_format(&secret, text);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    REQUIRE(chmod(path, 0600) == 0);
+    char data[600];
+    snprintf(data, sizeof data, "%s/data", dir);
+    secret_path = path;
+    start_peer(data);
+    secret_path = NULL;
+    static char resp[1 << 16];
+    CHECK_EQ(post_sample("otlp-sample.json"), 200);
+    /* No credential, a bad one, then a good one used twice. */
+    CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 401);
+    auth_header = "SagemeshHMAC ts=1,mac=00";
+    CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 401);
+    char header[TP_AUTH_HEADER_MAX];
+    tp_credential_sign(&secret, "POST", "/v1/flush",
+                       sm_clock_wall_ns(&fake.clock) / 1000000000u, "", 0,
+                       header);
+    auth_header = header;
+    CHECK_EQ(windows_seen, 0);
+    CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp, "\"windows_closed\":1") != NULL);
+    CHECK_EQ(windows_seen, 1);
+    CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 401);
+    CHECK(strstr(resp, "already used") != NULL);
+    auth_header = NULL;
+    tp_secret_wipe(&secret);
+}
+
 static const struct check_test tests[] = {
+    {"flush needs the secret", test_flush_needs_the_secret},
     {"ingest, store and replay", test_ingest_store_and_replay},
     {"bad data directory", test_bad_start},
 };

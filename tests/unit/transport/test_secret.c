@@ -81,7 +81,48 @@ static void test_libraries(void)
     CHECK_EQ(seen.msgpack, 1);
 }
 
+static void test_credentials(void)
+{
+    struct tp_secret s, other;
+    tp_secret_generate(&s);
+    tp_secret_generate(&other);
+    char h[TP_AUTH_HEADER_MAX];
+    uint8_t mac[TP_MAC_SIZE];
+    const char *why;
+    tp_credential_sign(&s, "POST", "/v1/flush", 1000, "{}", 2, h);
+    CHECK(strncmp(h, "SagemeshHMAC ts=1000,mac=", 25) == 0);
+    CHECK_OK(tp_credential_verify(&s, "POST", "/v1/flush", h, 1030, 60, "{}", 2,
+                                  mac, &why));
+    /* Anything changed, or a wrong key, or an old timestamp: refused. */
+    CHECK_EQ(tp_credential_verify(&other, "POST", "/v1/flush", h, 1030, 60,
+                                  "{}", 2, mac, &why),
+             SM_EAUTH);
+    CHECK(strstr(why, "wrong cluster secret") != NULL);
+    CHECK_EQ(tp_credential_verify(&s, "POST", "/v1/train", h, 1030, 60, "{}", 2,
+                                  mac, &why),
+             SM_EAUTH);
+    CHECK_EQ(tp_credential_verify(&s, "POST", "/v1/flush", h, 1030, 60, "{ }",
+                                  3, mac, &why),
+             SM_EAUTH);
+    CHECK_EQ(tp_credential_verify(&s, "POST", "/v1/flush", h, 1100, 60, "{}", 2,
+                                  mac, &why),
+             SM_EAUTH);
+    CHECK(strstr(why, "expired") != NULL);
+    CHECK_EQ(tp_credential_verify(&s, "POST", "/v1/flush", h, 900, 60, "{}", 2,
+                                  mac, &why),
+             SM_EAUTH);
+    static const char *const bad[] = {
+        "", "Bearer x", "SagemeshHMAC ts=,mac=", "SagemeshHMAC ts=1000,mac=zz",
+        "SagemeshHMAC ts=1000"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(tp_credential_verify(&s, "POST", "/v1/flush", bad[i], 1000, 60,
+                                      "{}", 2, mac, &why),
+                 SM_EAUTH);
+    }
+}
+
 static const struct check_test tests[] = {
+    {"credentials", test_credentials},
     {"roundtrip", test_roundtrip},
     {"parse is strict", test_parse_strict},
     {"libraries", test_libraries},
