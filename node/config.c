@@ -22,6 +22,7 @@ void node_config_init(struct node_config *c)
     c->window_s = 30;
     c->lateness_s = -1; /* derived from the window unless set */
     c->scrape_interval_s = 15;
+    c->age_out = 20;
     c->actuate = ACT_MODE_DEFAULT;
     c->log_level = "info";
 }
@@ -93,6 +94,7 @@ static const struct key keys[] = {
     {"scrape", LIST, FIELD(scrape), FIELD(n_scrape), 0, 0},
     {"scrape-interval", NUMBER, FIELD(scrape_interval_s), 0, 1, 86400},
     {"actuate", ACTUATE, FIELD(actuate), 0, 0, 0},
+    {"age-out", NUMBER, FIELD(age_out), 0, 1, 100000},
     {"log-level", STRING, FIELD(log_level), 0, 0, 0},
     {"service-label", LIST, FIELD(service_label), FIELD(n_service_label), 0, 0},
     {"resource-class", LIST, FIELD(resource_class), FIELD(n_resource_class), 0,

@@ -30,6 +30,8 @@ struct node_config
     const char *scrape[NODE_MAX_LIST];
     size_t n_scrape;
     double scrape_interval_s; /* default 15 */
+    double age_out;           /* windows before a silent service leaves the
+                                 CBN; default 20 */
     enum act_mode actuate;    /* default dry-run */
     const char *log_level;    /* default info */
     /* Prometheus labels naming a sample's service, in order of preference

@@ -60,9 +60,11 @@ extern const struct node_service_labels node_default_service_labels;
 /* Turns one scraped sample into a metric point appended to @out, or into
  * nothing (returns SM_OK without adding) when it carries no usable value:
  * histogram buckets and summary quantiles (their _sum and _count are kept),
- * NaN and infinite values, samples with none of the service labels.
+ * NaN and infinite values, samples with none of the service labels when
+ * there is no @default_service.
  *
- * service  = the first present label of @labels;
+ * service  = the first present label of @labels, else @default_service
+ *            (may be NULL; e.g. a node_exporter's host-wide metrics);
  * instance = the "instance" label, else @target (the scraped host:port);
  * name     = the metric name, plus its non-identity labels in canonical
  *            order, e.g. node_cpu_seconds_total{mode="idle"}, so that
@@ -76,6 +78,7 @@ extern const struct node_service_labels node_default_service_labels;
  * Returns SM_ENOMEM when the batch cannot grow (arena limit included). */
 int node_prom_to_point(const struct node_prom_sample *sample,
                        const struct node_service_labels *labels,
+                       const char *default_service,
                        const char *target,
                        uint64_t scrape_ns,
                        struct node_points *out);

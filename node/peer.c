@@ -50,11 +50,12 @@
 struct scrape_target
 {
     struct node_peer *peer;
-    const char *url;
+    char url[1024];     /* without the #service=... fragment */
+    char service[128];  /* default service, "" if none */
     char instance[128]; /* host:port of the URL */
     uv_timer_t timer;
     int in_flight;
-    uint64_t scrapes, failures, samples;
+    uint64_t scrapes, failures, samples, skipped;
 };
 
 /* HTTP answers by status code, for /metrics. */
@@ -408,6 +409,28 @@ static void handle_metrics_get(struct node_peer *p,
         "sagemesh_points_total{outcome=\"rejected\"} %" PRIu64 "\n",
         st.spans_accepted, st.spans_late, st.spans_rejected, st.points_accepted,
         st.points_late, st.points_rejected);
+    uint64_t scrapes = 0, scrape_failures = 0, kept = 0, skipped = 0;
+    for (size_t i = 0; i < p->n_targets; i++) {
+        scrapes += p->targets[i].scrapes;
+        scrape_failures += p->targets[i].failures;
+        kept += p->targets[i].samples;
+        skipped += p->targets[i].skipped;
+    }
+    at += (size_t)snprintf(
+        b + at, cap - at,
+        "# HELP sagemesh_scrapes_total Prometheus scrapes, by outcome.\n"
+        "# TYPE sagemesh_scrapes_total counter\n"
+        "sagemesh_scrapes_total{outcome=\"ok\"} %" PRIu64
+        "\n"
+        "sagemesh_scrapes_total{outcome=\"failed\"} %" PRIu64
+        "\n"
+        "# HELP sagemesh_scrape_samples_total Scraped samples: kept as metric "
+        "points, or skipped (buckets, quantiles, no service, NaN).\n"
+        "# TYPE sagemesh_scrape_samples_total counter\n"
+        "sagemesh_scrape_samples_total{outcome=\"kept\"} %" PRIu64
+        "\n"
+        "sagemesh_scrape_samples_total{outcome=\"skipped\"} %" PRIu64 "\n",
+        scrapes - scrape_failures, scrape_failures, kept, skipped);
     at += (size_t)prom_family(b, cap, at, "sagemesh_batches_rejected_total",
                               "counter",
                               "Request bodies refused whole (malformed, too "
@@ -621,13 +644,15 @@ struct scrape_ctx
     struct node_peer *peer;
     struct scrape_target *target;
     uint64_t scrape_ns;
-    int rv;
+    uint64_t seen;
 };
 
 static int scrape_sample(void *arg, const struct node_prom_sample *sample)
 {
     struct scrape_ctx *c = arg;
+    c->seen++;
     return node_prom_to_point(sample, &c->peer->service_labels,
+                              c->target->service[0] ? c->target->service : NULL,
                               c->target->instance, c->scrape_ns,
                               &c->peer->points);
 }
@@ -650,7 +675,7 @@ static void scrape_done(void *arg, const struct node_http_result *r)
         return;
     }
     char err[SM_ERRMSG_SIZE] = "";
-    struct scrape_ctx c = {p, t, sm_clock_wall_ns(p->clock), SM_OK};
+    struct scrape_ctx c = {p, t, sm_clock_wall_ns(p->clock), 0};
     node_points_reset(&p->points);
     int rv = node_prom_parse((const char *)r->body, r->body_len, scrape_sample,
                              &c, err);
@@ -665,6 +690,7 @@ static void scrape_done(void *arg, const struct node_http_result *r)
         return;
     }
     t->samples += p->points.n;
+    t->skipped += c.seen - p->points.n;
     p->last_data_mono_ns = sm_clock_mono_ns(p->clock);
     close_windows(p);
 }
@@ -837,10 +863,22 @@ static int start_scrapers(struct node_peer *p, char *errmsg)
         struct scrape_target *t = &p->targets[p->n_targets];
         memset(t, 0, sizeof *t);
         t->peer = p;
-        t->url = p->cfg->scrape[i];
+        /* "http://host:port/path#service=NAME": the fragment names the
+         * service of samples that carry none of the service labels. */
+        const char *url = p->cfg->scrape[i];
+        const char *frag = strchr(url, '#');
+        snprintf(t->url, sizeof t->url, "%.*s",
+                 (int)(frag ? (size_t)(frag - url) : strlen(url)), url);
+        if (frag != NULL && strncmp(frag, "#service=", 9) == 0) {
+            snprintf(t->service, sizeof t->service, "%s", frag + 9);
+        }
         const char *host = t->url + 7; /* validated: starts with http:// */
         size_t n = strcspn(host, "/?#");
-        snprintf(t->instance, sizeof t->instance, "%.*s", (int)n, host);
+        if (n >= sizeof t->instance) {
+            n = sizeof t->instance - 1;
+        }
+        memcpy(t->instance, host, n); /* both live in *t: no snprintf */
+        t->instance[n] = '\0';
         if (uv_timer_init(p->loop, &t->timer) != 0) {
             sm_errmsg_printf(errmsg, "cannot create a scrape timer");
             return SM_EIO;
@@ -903,7 +941,9 @@ int node_peer_start(uv_loop_t *loop,
     };
     int rv = cbn_agg_new(&ac, &p->agg);
     if (rv == SM_OK) {
-        rv = cbn_graph_new(NULL, &p->graph);
+        struct cbn_graph_config gc = {.age_out_windows =
+                                          (unsigned)cfg->age_out};
+        rv = cbn_graph_new(&gc, &p->graph);
     }
     if (rv == SM_OK) {
         rv = cbn_normals_new(&p->normals);

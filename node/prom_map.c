@@ -67,6 +67,7 @@ static void put(struct builder *b, const char *s)
 
 int node_prom_to_point(const struct node_prom_sample *sample,
                        const struct node_service_labels *labels,
+                       const char *default_service,
                        const char *target,
                        uint64_t scrape_ns,
                        struct node_points *out)
@@ -86,6 +87,10 @@ int node_prom_to_point(const struct node_prom_sample *sample,
         service_label = labels->names[i];
     }
     if (service == NULL) {
+        service = default_service;
+        service_label = "";
+    }
+    if (service == NULL || service[0] == '\0') {
         return SM_OK;
     }
     /* Canonical label order. */

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "check.h"
 #include "node/config.h"
+#include "node/http.h"
 #include "node/peer.h"
 #include "transport/transport.h"
 
@@ -263,7 +264,72 @@ static void test_flush_needs_the_secret(void)
     tp_secret_wipe(&secret);
 }
 
+/* A Prometheus exporter on the same loop, serving a captured sample. */
+static char *exporter_text;
+static size_t exporter_len;
+static int exporter_hits;
+
+static void exporter(void *arg,
+                     const struct node_http_request *req,
+                     struct node_http_response *res)
+{
+    (void)arg;
+    (void)req;
+    exporter_hits++;
+    res->status = 200;
+    res->content_type = "text/plain; version=0.0.4";
+    res->body = exporter_text;
+    res->body_len = exporter_len;
+}
+
+static void test_scrape(void)
+{
+    exporter_text =
+        check_read_sample("process-exporter-sample.txt", &exporter_len);
+    struct node_http_server *srv;
+    char err[SM_ERRMSG_SIZE];
+    REQUIRE_OK(node_http_server_start(&loop, "127.0.0.1", 0, NULL, exporter,
+                                      NULL, &srv, err));
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics#service=host",
+             node_http_server_port(srv));
+    node_config_init(&cfg);
+    REQUIRE_OK(node_config_set(&cfg, "listen-http", "127.0.0.1:0", err));
+    REQUIRE_OK(node_config_set(&cfg, "data-dir", check_tmpdir(), err));
+    REQUIRE_OK(node_config_set(&cfg, "scrape", url, err));
+    REQUIRE_OK(node_config_set(&cfg, "scrape-interval", "1", err));
+    REQUIRE_OK(node_config_validate(&cfg, err));
+    REQUIRE_OK(node_peer_start(&loop, &cfg, &fake.clock, 3, &peer, err));
+    node_peer_on_window(peer, on_window, NULL);
+    /* The first scrape starts 10 ms after start: let the loop wait for
+     * its timer (the peer's repeating timers bound each wait to 1 s), a
+     * bounded number of times. */
+    static char resp[1 << 16];
+    for (int i = 0; i < 50 && exporter_hits == 0; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    REQUIRE(exporter_hits > 0);
+    const char *kept = NULL;
+    for (int i = 0; i < 400 && kept == NULL; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        REQUIRE_EQ(http("GET", "/metrics", "", 0, resp, sizeof resp), 200);
+        kept = strstr(resp, "sagemesh_scrape_samples_total{outcome=\"kept\"} ");
+        if (kept != NULL && atoi(kept + 47) == 0) {
+            kept = NULL;
+        }
+    }
+    REQUIRE(kept != NULL);
+    CHECK(strstr(resp, "sagemesh_scrapes_total{outcome=\"ok\"} 1") != NULL);
+    /* The scraped process groups became services with cpu metrics. */
+    stop_peer();
+    node_http_server_close(srv, NULL, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    free(exporter_text);
+    CHECK(windows_seen >= 1);
+}
+
 static const struct check_test tests[] = {
+    {"scrape a Prometheus exporter", test_scrape},
     {"flush needs the secret", test_flush_needs_the_secret},
     {"ingest, store and replay", test_ingest_store_and_replay},
     {"bad data directory", test_bad_start},

@@ -29,8 +29,8 @@ static int convert(const char *name,
                    double value)
 {
     struct node_prom_sample s = {name, name, type, labels, n, value, 0, 0};
-    return node_prom_to_point(&s, &node_default_service_labels, "10.0.0.7:9100",
-                              1795421730000000000u, &pts);
+    return node_prom_to_point(&s, &node_default_service_labels, NULL,
+                              "10.0.0.7:9100", 1795421730000000000u, &pts);
 }
 
 static void test_cadvisor_container(void)
@@ -80,6 +80,15 @@ static void test_skipped_samples(void)
     CHECK_OK(convert("rpc_seconds_bucket", NODE_PROM_HISTOGRAM, svc, 2, 3));
     CHECK_OK(convert("gc_seconds", NODE_PROM_SUMMARY, q, 2, 0.1));
     CHECK_OK(convert("up", NODE_PROM_GAUGE, none, 1, 1));
+    /* With a default service (a node_exporter target), it is kept. */
+    struct node_prom_sample up = {"up", "up", NODE_PROM_GAUGE, none, 1, 1,
+                                  0,    0};
+    CHECK_OK(node_prom_to_point(&up, &node_default_service_labels, "host-7",
+                                "t", 1, &pts));
+    REQUIRE_EQ(pts.n, 1);
+    CHECK_STR(pts.v[0].service, "host-7");
+    CHECK_STR(pts.v[0].name, "up");
+    pts.n = 0;
     CHECK_OK(convert("temp", NODE_PROM_GAUGE, svc, 1, NAN));
     CHECK_EQ(pts.n, 0);
     /* Summary and histogram sums and counts are kept, as counters. */
@@ -114,8 +123,8 @@ static void test_out_of_memory(void)
         node_points_init(&b, 0);
         check_heap_fault(k, 1);
         struct node_prom_sample s = {"m", "m", NODE_PROM_GAUGE, l, 2, 1, 0, 0};
-        int rv =
-            node_prom_to_point(&s, &node_default_service_labels, "t", 1, &b);
+        int rv = node_prom_to_point(&s, &node_default_service_labels, NULL, "t",
+                                    1, &b);
         CHECK(rv == SM_OK || rv == SM_ENOMEM);
         CHECK_EQ(b.n, rv == SM_OK ? 1 : 0);
         node_points_free(&b);
