@@ -493,7 +493,7 @@ static int store_decode(struct reader *r, struct store *st, uint32_t max_bins)
     }
     /* Every count takes at least one byte: this bounds the allocation by
      * the input length. */
-    if (bins > r->left || lo < -INDEX_LIMIT ||
+    if (bins > r->left || lo < -INDEX_LIMIT || lo > INDEX_LIMIT ||
         lo + (int64_t)bins > INDEX_LIMIT) {
         return SM_EMALFORMED;
     }

@@ -5,5 +5,6 @@
 set -u
 target=$1 corpus=$2 scratch=$3 seconds=$4
 mkdir -p "$scratch"
+# Crash inputs land in the scratch directory too; the log names them.
 exec "$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
-    -print_final_stats=1 "$scratch" "$corpus"
+    -print_final_stats=1 -artifact_prefix="$scratch/" "$scratch" "$corpus"
