@@ -287,6 +287,95 @@ static double bench_replay(const char *dir, double *ref_s)
     return t1 - t0;
 }
 
+/* A heap that counts live bytes (sizes kept in a header). */
+static size_t live_bytes;
+
+static void *count_malloc(void *d, size_t n)
+{
+    (void)d;
+    size_t *p = malloc(n + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+    p[0] = n;
+    live_bytes += n;
+    return (char *)p + 16;
+}
+
+static void *count_calloc(void *d, size_t n, size_t size)
+{
+    void *p = count_malloc(d, n * size);
+    if (p != NULL) {
+        memset(p, 0, n * size);
+    }
+    return p;
+}
+
+static void *count_realloc(void *d, void *ptr, size_t n)
+{
+    if (ptr == NULL) {
+        return count_malloc(d, n);
+    }
+    size_t *h = (size_t *)((char *)ptr - 16);
+    size_t old = h[0];
+    size_t *p = realloc(h, n + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+    p[0] = n;
+    live_bytes = live_bytes - old + n;
+    return (char *)p + 16;
+}
+
+static void count_free(void *d, void *ptr)
+{
+    (void)d;
+    if (ptr != NULL) {
+        size_t *h = (size_t *)((char *)ptr - 16);
+        live_bytes -= h[0];
+        free(h);
+    }
+}
+
+/* Heap held by one open window of the 30-service application after
+ * @n_requests paired requests (with metrics), per service. */
+static void bench_memory(size_t n_requests)
+{
+    static const struct sm_heap counting = {NULL, count_malloc, count_calloc,
+                                            count_realloc, count_free};
+    sm_heap_set(&counting);
+    struct cbn_agg *agg = new_agg(3600 * S);
+    size_t base = live_bytes;
+    struct sm_rng rng;
+    sm_rng_seed(&rng, 5);
+    struct cbn_span s[1 + 2 * FANOUT];
+    for (size_t r = 0; r < n_requests; r++) {
+        size_t n = request(s, &rng, T0 + r * 1000000, r + 1);
+        cbn_agg_add_spans(agg, s, n);
+    }
+    for (int k = 0; k < N_SERVICES; k++) {
+        for (int m = 0; m < 6; m++) {
+            struct cbn_metric_point p = {
+                names[k], "r1", "m", "", "", T0 + (uint64_t)m, (double)m, 0};
+            char name[16];
+            snprintf(name, sizeof name, "metric_%d", m);
+            p.name = name;
+            cbn_agg_add_metrics(agg, &p, 1);
+        }
+    }
+    struct cbn_agg_stats st;
+    cbn_agg_stats(agg, &st);
+    size_t held = live_bytes - base;
+    printf(
+        "memory: one open window, %zu requests (%zu spans) over %d "
+        "services, %llu spans pending: %.1f KiB, %.1f KiB per service\n",
+        n_requests, n_requests * (1 + 2 * FANOUT), N_SERVICES,
+        (unsigned long long)st.pending_spans, (double)held / 1024,
+        (double)held / 1024 / N_SERVICES);
+    cbn_agg_free(agg);
+    sm_heap_set(NULL);
+}
+
 int main(int argc, char **argv)
 {
     int runs = argc > 1 ? atoi(argv[1]) : 5;
@@ -305,6 +394,8 @@ int main(int argc, char **argv)
         "aggregate: %.0f spans/s (median of %d; reference id-hash pass "
         "%.0f spans/s, ratio %.3f)\n",
         agg_m, runs, ref_m, agg_m / ref_m);
+
+    bench_memory(20000);
 
     char dir[] = "/tmp/sagemesh-bench-XXXXXX";
     if (mkdtemp(dir) == NULL) {

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <yajl/yajl_parse.h>
 #include "base/alloc.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
@@ -134,6 +135,44 @@ static void make_body(struct body *b, struct sm_rng *rng, uint64_t t0)
     put(b, "]}");
 }
 
+/* The floor for any yajl-based parser: yajl with callbacks that do nothing.
+ */
+static int nop(void *c)
+{
+    (void)c;
+    return 1;
+}
+static int nop_bool(void *c, int b)
+{
+    (void)c;
+    (void)b;
+    return 1;
+}
+static int nop_num(void *c, const char *s, size_t n)
+{
+    (void)c;
+    (void)s;
+    (void)n;
+    return 1;
+}
+static int nop_str(void *c, const unsigned char *s, size_t n)
+{
+    (void)c;
+    (void)s;
+    (void)n;
+    return 1;
+}
+static const yajl_callbacks nop_callbacks = {
+    nop, nop_bool, NULL, NULL, nop_num, nop_str, nop, nop_str, nop, nop, nop};
+
+static void yajl_only(const struct body *b)
+{
+    yajl_handle h = yajl_alloc(&nop_callbacks, NULL, NULL);
+    yajl_parse(h, (const unsigned char *)b->s, b->len);
+    yajl_complete_parse(h);
+    yajl_free(h);
+}
+
 /* A heap that counts live bytes (size kept in a header). */
 static size_t live_bytes;
 
@@ -211,13 +250,18 @@ int main(int argc, char **argv)
     node_spans_init(&batch, 256u << 20);
     char err[SM_ERRMSG_SIZE];
     char *copy = malloc(bodies[0].cap);
-    double parse[100], ingest[100], ref[100];
+    double parse[100], ingest[100], ref[100], yajl[100];
     for (int r = 0; r < runs; r++) {
         double t0 = now_s();
         for (int i = 0; i < N_BODIES; i++) {
             memcpy(copy, bodies[i].s, bodies[i].len);
         }
         ref[r] = (double)bytes / (now_s() - t0) / 1e6;
+        t0 = now_s();
+        for (int i = 0; i < N_BODIES; i++) {
+            yajl_only(&bodies[i]);
+        }
+        yajl[r] = (double)(N_BODIES * SPANS_PER_BODY) / (now_s() - t0);
         t0 = now_s();
         for (int i = 0; i < N_BODIES; i++) {
             node_spans_reset(&batch);
@@ -257,6 +301,11 @@ int main(int argc, char **argv)
            pm * (double)bytes / (N_BODIES * SPANS_PER_BODY) / 1e6, runs);
     printf("ingest (parse + aggregate): %.0f spans/s (median of %d)\n", im,
            runs);
+    double ym = median(yajl, runs);
+    printf(
+        "reference yajl with empty callbacks: %.0f spans/s; parse runs at "
+        "%.2f of it\n",
+        ym, pm / ym);
     printf("reference memcpy: %.0f MB/s; parse runs at %.4f of it\n", rm,
            pm * (double)bytes / (N_BODIES * SPANS_PER_BODY) / 1e6 / rm);
 
