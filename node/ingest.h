@@ -107,8 +107,10 @@ struct node_span_attrs
     const char *server_address, *server_port; /* or net.peer.name/port */
     const char *url_full; /* url.full or http.url: host fallback */
     const char *instance; /* service.instance.id (resource) */
-    int error;            /* error=true, otel.status_code=ERROR, or a
-                             5xx http status on a SERVER span */
+    int error;            /* error=true or otel.status_code=ERROR */
+    int status_5xx;       /* http.response.status_code (or the old
+                             http.status_code) >= 500: an error on a SERVER
+                             span (on a CLIENT span the callee failed) */
 };
 
 /* Records one attribute into @a if it is one of those above; @value is

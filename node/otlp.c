@@ -209,10 +209,12 @@ static int push(struct parse *p, enum frame f)
 static int wanted_span_key(const char *k)
 {
     static const char *const keys[] = {
-        "http.route",  "url.path",        "http.target",    "rpc.service",
-        "rpc.method",  "peer.service",    "server.address", "net.peer.name",
-        "server.port", "net.peer.port",   "url.full",       "http.url",
-        "error",       "otel.status_code"};
+        "http.route",      "url.path",         "http.target",
+        "rpc.service",     "rpc.method",       "peer.service",
+        "server.address",  "net.peer.name",    "server.port",
+        "net.peer.port",   "url.full",         "http.url",
+        "error",           "otel.status_code", "http.response.status_code",
+        "http.status_code"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (strcmp(k, keys[i]) == 0) {
             return 1;

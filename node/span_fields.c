@@ -1,6 +1,7 @@
 /* Span ids, integers, operation names and peers, shared by the OTLP,
  * Zipkin and Jaeger parsers so that all three agree exactly. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "node/ingest.h"
@@ -136,6 +137,9 @@ void node_span_attr(struct node_span_attrs *a,
         a->url_full = value;
     } else if (strcmp(key, "service.instance.id") == 0) {
         a->instance = value;
+    } else if (strcmp(key, "http.response.status_code") == 0 ||
+               strcmp(key, "http.status_code") == 0) {
+        a->status_5xx = atoi(value) >= 500;
     } else if ((strcmp(key, "error") == 0 && strcmp(value, "true") == 0) ||
                (strcmp(key, "otel.status_code") == 0 &&
                 strcmp(value, "ERROR") == 0)) {
@@ -195,7 +199,7 @@ int node_span_finish(struct cbn_span *s,
     }
     s->operation = op;
     s->instance = a->instance != NULL ? a->instance : "";
-    s->error |= a->error;
+    s->error |= a->error || (a->status_5xx && s->kind == CBN_SPAN_SERVER);
     s->peer = "";
     if (s->kind != CBN_SPAN_CLIENT) {
         return SM_OK;

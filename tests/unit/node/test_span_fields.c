@@ -94,6 +94,19 @@ static void test_peer_fallbacks(void)
     s.error = 0;
     REQUIRE_OK(node_span_finish(&s, &e, "GET", &arena));
     CHECK(s.error);
+    /* A 5xx answer is an error of the server, not of the calling client. */
+    struct node_span_attrs h = {0};
+    node_span_attr(&h, "http.response.status_code", "503");
+    s.error = 0;
+    REQUIRE_OK(node_span_finish(&s, &h, "GET", &arena));
+    CHECK(!s.error);
+    struct cbn_span srv = {.kind = CBN_SPAN_SERVER};
+    REQUIRE_OK(node_span_finish(&srv, &h, "GET", &arena));
+    CHECK(srv.error);
+    node_span_attr(&h, "http.response.status_code", "404");
+    srv.error = 0;
+    REQUIRE_OK(node_span_finish(&srv, &h, "GET", &arena));
+    CHECK(!srv.error);
     sm_arena_free(&arena);
 }
 
