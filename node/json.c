@@ -125,14 +125,15 @@ static int open_container(void *ctx, int is_object)
     if (st->depth == NODE_JSON_MAX_DEPTH) {
         return fail(st, SM_EMALFORMED);
     }
-    /* The container's own key must survive its children's keys. */
     struct builder *b = &st->stack[st->depth];
     b->n = 0;
     b->is_object = is_object;
-    /* Remember the key this container is stored under in the parent. */
-    struct node_json placeholder = {.type = is_object ? NODE_JSON_OBJECT
-                                                      : NODE_JSON_ARRAY};
-    if (!add(st, &placeholder)) {
+    /* Add the container to its parent now, under the current key (its
+     * children's keys overwrite st->key); its items are filled in when it
+     * closes. */
+    struct node_json entry = {.type = is_object ? NODE_JSON_OBJECT
+                                                : NODE_JSON_ARRAY};
+    if (!add(st, &entry)) {
         return 0;
     }
     st->depth++;
@@ -197,7 +198,7 @@ int node_json_parse(const uint8_t *text,
     }
     st->arena = arena;
     /* The root is a value like any other: a top-level container adds a
-     * placeholder at depth 0 that is st->root itself. */
+     * container entry at depth 0 that is st->root itself. */
     yajl_handle h = yajl_alloc(&callbacks, NULL, st);
     int rv = SM_OK;
     if (h == NULL) {
