@@ -312,12 +312,9 @@ static int read_times(struct jaeger *j,
         node_json_u64(dur, &dur_us) != SM_OK) {
         return bad(j, "duration is not a non-negative integer");
     }
-    if (start_us > UINT64_MAX / 1000 || dur_us > UINT64_MAX / 1000 ||
-        start_us * 1000 > UINT64_MAX - dur_us * 1000) {
+    if (node_span_set_us(s, start_us, dur_us) != SM_OK) {
         return bad(j, "startTime or duration out of range");
     }
-    s->start_ns = start_us * 1000;
-    s->end_ns = s->start_ns + dur_us * 1000;
     return SM_OK;
 }
 

@@ -106,6 +106,17 @@ int node_parse_u64(const char *text, size_t len, uint64_t *out)
     return SM_OK;
 }
 
+int node_span_set_us(struct cbn_span *s, uint64_t start_us, uint64_t dur_us)
+{
+    if (start_us > UINT64_MAX / 1000 || dur_us > UINT64_MAX / 1000 ||
+        start_us * 1000 > UINT64_MAX - dur_us * 1000) {
+        return SM_ERANGE;
+    }
+    s->start_ns = start_us * 1000;
+    s->end_ns = s->start_ns + dur_us * 1000;
+    return SM_OK;
+}
+
 void node_span_attr(struct node_span_attrs *a,
                     const char *key,
                     const char *value)

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
+#include "count_heap.h"
 
 #define N_SERVICES 30
 #define FANOUT     5
@@ -287,65 +288,13 @@ static double bench_replay(const char *dir, double *ref_s)
     return t1 - t0;
 }
 
-/* A heap that counts live bytes (sizes kept in a header). */
-static size_t live_bytes;
-
-static void *count_malloc(void *d, size_t n)
-{
-    (void)d;
-    size_t *p = malloc(n + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-    p[0] = n;
-    live_bytes += n;
-    return (char *)p + 16;
-}
-
-static void *count_calloc(void *d, size_t n, size_t size)
-{
-    void *p = count_malloc(d, n * size);
-    if (p != NULL) {
-        memset(p, 0, n * size);
-    }
-    return p;
-}
-
-static void *count_realloc(void *d, void *ptr, size_t n)
-{
-    if (ptr == NULL) {
-        return count_malloc(d, n);
-    }
-    size_t *h = (size_t *)((char *)ptr - 16);
-    size_t old = h[0];
-    size_t *p = realloc(h, n + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-    p[0] = n;
-    live_bytes = live_bytes - old + n;
-    return (char *)p + 16;
-}
-
-static void count_free(void *d, void *ptr)
-{
-    (void)d;
-    if (ptr != NULL) {
-        size_t *h = (size_t *)((char *)ptr - 16);
-        live_bytes -= h[0];
-        free(h);
-    }
-}
-
 /* Heap held by one open window of the 30-service application after
  * @n_requests paired requests (with metrics), per service. */
 static void bench_memory(size_t n_requests)
 {
-    static const struct sm_heap counting = {NULL, count_malloc, count_calloc,
-                                            count_realloc, count_free};
-    sm_heap_set(&counting);
+    count_heap_install(1);
     struct cbn_agg *agg = new_agg(3600 * S);
-    size_t base = live_bytes;
+    size_t base = count_heap_live();
     struct sm_rng rng;
     sm_rng_seed(&rng, 5);
     struct cbn_span s[1 + 2 * FANOUT];
@@ -365,7 +314,7 @@ static void bench_memory(size_t n_requests)
     }
     struct cbn_agg_stats st;
     cbn_agg_stats(agg, &st);
-    size_t held = live_bytes - base;
+    size_t held = count_heap_live() - base;
     printf(
         "memory: one open window, %zu requests (%zu spans) over %d "
         "services, %llu spans pending: %.1f KiB, %.1f KiB per service\n",
@@ -373,7 +322,7 @@ static void bench_memory(size_t n_requests)
         (unsigned long long)st.pending_spans, (double)held / 1024,
         (double)held / 1024 / N_SERVICES);
     cbn_agg_free(agg);
-    sm_heap_set(NULL);
+    count_heap_install(0);
 }
 
 int main(int argc, char **argv)

@@ -20,6 +20,7 @@
 #include "base/alloc.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
+#include "count_heap.h"
 #include "node/ingest.h"
 
 #define SPANS_PER_BODY 1000
@@ -173,57 +174,6 @@ static void yajl_only(const struct body *b)
     yajl_free(h);
 }
 
-/* A heap that counts live bytes (size kept in a header). */
-static size_t live_bytes;
-
-static void *count_malloc(void *d, size_t n)
-{
-    (void)d;
-    size_t *p = malloc(n + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-    p[0] = n;
-    live_bytes += n;
-    return (char *)p + 16;
-}
-
-static void *count_calloc(void *d, size_t n, size_t size)
-{
-    void *p = count_malloc(d, n * size);
-    if (p != NULL) {
-        memset(p, 0, n * size);
-    }
-    return p;
-}
-
-static void *count_realloc(void *d, void *ptr, size_t n)
-{
-    (void)d;
-    if (ptr == NULL) {
-        return count_malloc(d, n);
-    }
-    size_t *h = (size_t *)((char *)ptr - 16);
-    size_t old = h[0];
-    size_t *p = realloc(h, n + 16);
-    if (p == NULL) {
-        return NULL;
-    }
-    p[0] = n;
-    live_bytes = live_bytes - old + n;
-    return (char *)p + 16;
-}
-
-static void count_free(void *d, void *ptr)
-{
-    (void)d;
-    if (ptr != NULL) {
-        size_t *h = (size_t *)((char *)ptr - 16);
-        live_bytes -= h[0];
-        free(h);
-    }
-}
-
 static void discard(void *arg, struct cbn_window *w)
 {
     (void)arg;
@@ -311,14 +261,12 @@ int main(int argc, char **argv)
 
     /* Memory: one window's worth of these spans, aggregator only. */
     node_spans_free(&batch);
-    static const struct sm_heap counting = {NULL, count_malloc, count_calloc,
-                                            count_realloc, count_free};
-    sm_heap_set(&counting);
+    count_heap_install(1);
     node_spans_init(&batch, 256u << 20);
     struct cbn_agg_config c = {.window_ns = 3600000000000ull, .hash_seed = 1};
     struct cbn_agg *agg;
     cbn_agg_new(&c, &agg);
-    size_t before = live_bytes;
+    size_t before = count_heap_live();
     for (int i = 0; i < N_BODIES; i++) {
         node_spans_reset(&batch);
         node_otlp_traces((const uint8_t *)bodies[i].s, bodies[i].len, &batch,
@@ -327,7 +275,7 @@ int main(int argc, char **argv)
     }
     struct cbn_agg_stats st;
     cbn_agg_stats(agg, &st);
-    size_t held = live_bytes - before;
+    size_t held = count_heap_live() - before;
     /* These bodies hold no CLIENT/SERVER pairs (parent ids are random), so
      * every span waits in the pairing table: this measures its cost per
      * waiting span (bench_cbn measures a window of paired traffic). */
@@ -338,7 +286,7 @@ int main(int argc, char **argv)
         (double)held / (double)(st.pending_spans ? st.pending_spans : 1));
     cbn_agg_free(agg);
     node_spans_free(&batch);
-    sm_heap_set(NULL);
+    count_heap_install(0);
     for (int i = 0; i < N_BODIES; i++) {
         free(bodies[i].s);
     }
