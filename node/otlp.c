@@ -60,48 +60,53 @@ enum key_id {
     K_SCALAR_VALUE, /* stringValue, intValue, boolValue, doubleValue */
 };
 
-static const struct
-{
-    const char *name;
-    size_t len;
-    enum key_id id;
-} key_table[] = {
-#define KEY(s, id)          \
-    {                       \
-        s, sizeof s - 1, id \
-    }
-    KEY("resourceSpans", K_RESOURCE_SPANS),
-    KEY("resource", K_RESOURCE),
-    KEY("attributes", K_ATTRIBUTES),
-    KEY("scopeSpans", K_SCOPE_SPANS),
-    KEY("instrumentationLibrarySpans", K_SCOPE_SPANS),
-    KEY("spans", K_SPANS),
-    KEY("traceId", K_TRACE_ID),
-    KEY("spanId", K_SPAN_ID),
-    KEY("parentSpanId", K_PARENT_SPAN_ID),
-    KEY("startTimeUnixNano", K_START),
-    KEY("endTimeUnixNano", K_END),
-    KEY("name", K_NAME),
-    KEY("kind", K_KIND),
-    KEY("status", K_STATUS),
-    KEY("code", K_CODE),
-    KEY("key", K_KEY),
-    KEY("value", K_VALUE),
-    KEY("stringValue", K_SCALAR_VALUE),
-    KEY("intValue", K_SCALAR_VALUE),
-    KEY("boolValue", K_SCALAR_VALUE),
-    KEY("doubleValue", K_SCALAR_VALUE),
-#undef KEY
-};
-
+/* Recognises a key by its length first, then its bytes; memcmp with a
+ * constant size compiles to a few compares. This runs for every key of
+ * every span, so it is kept branch-light. */
 static enum key_id lookup_key(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < sizeof key_table / sizeof key_table[0]; i++) {
-        if (key_table[i].len == n && memcmp(key_table[i].name, s, n) == 0) {
-            return key_table[i].id;
-        }
+#define IS(lit) (memcmp(s, lit, sizeof lit - 1) == 0)
+    switch (n) {
+        case 3:
+            return IS("key") ? K_KEY : K_OTHER;
+        case 4:
+            return IS("name")   ? K_NAME
+                   : IS("kind") ? K_KIND
+                   : IS("code") ? K_CODE
+                                : K_OTHER;
+        case 5:
+            return IS("spans") ? K_SPANS : IS("value") ? K_VALUE : K_OTHER;
+        case 6:
+            return IS("spanId") ? K_SPAN_ID : IS("status") ? K_STATUS : K_OTHER;
+        case 7:
+            return IS("traceId") ? K_TRACE_ID : K_OTHER;
+        case 8:
+            return IS("resource")   ? K_RESOURCE
+                   : IS("intValue") ? K_SCALAR_VALUE
+                                    : K_OTHER;
+        case 9:
+            return IS("boolValue") ? K_SCALAR_VALUE : K_OTHER;
+        case 10:
+            return IS("attributes")   ? K_ATTRIBUTES
+                   : IS("scopeSpans") ? K_SCOPE_SPANS
+                                      : K_OTHER;
+        case 11:
+            return IS("stringValue") || IS("doubleValue") ? K_SCALAR_VALUE
+                                                          : K_OTHER;
+        case 12:
+            return IS("parentSpanId") ? K_PARENT_SPAN_ID : K_OTHER;
+        case 13:
+            return IS("resourceSpans") ? K_RESOURCE_SPANS : K_OTHER;
+        case 15:
+            return IS("endTimeUnixNano") ? K_END : K_OTHER;
+        case 17:
+            return IS("startTimeUnixNano") ? K_START : K_OTHER;
+        case 27:
+            return IS("instrumentationLibrarySpans") ? K_SCOPE_SPANS : K_OTHER;
+        default:
+            return K_OTHER;
     }
-    return K_OTHER;
+#undef IS
 }
 
 /* A growable scratch string (heap; reused across events). */
@@ -208,15 +213,37 @@ static int push(struct parse *p, enum frame f)
  * node_span_attr() understands. */
 static int wanted_span_key(const char *k)
 {
-    static const char *const keys[] = {
-        "http.route",      "url.path",         "http.target",
-        "rpc.service",     "rpc.method",       "peer.service",
-        "server.address",  "net.peer.name",    "server.port",
-        "net.peer.port",   "url.full",         "http.url",
-        "error",           "otel.status_code", "http.response.status_code",
-        "http.status_code"};
+#define KEY(s)          \
+    {                   \
+        s, sizeof s - 1 \
+    }
+    static const struct
+    {
+        const char *name;
+        size_t len;
+    } keys[] = {
+        KEY("http.route"),
+        KEY("url.path"),
+        KEY("http.target"),
+        KEY("rpc.service"),
+        KEY("rpc.method"),
+        KEY("peer.service"),
+        KEY("server.address"),
+        KEY("net.peer.name"),
+        KEY("server.port"),
+        KEY("net.peer.port"),
+        KEY("url.full"),
+        KEY("http.url"),
+        KEY("error"),
+        KEY("otel.status_code"),
+        KEY("http.response.status_code"),
+        KEY("http.status_code"),
+    };
+#undef KEY
+    size_t n = strlen(k);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        if (strcmp(k, keys[i]) == 0) {
+        if (keys[i].len == n && keys[i].name[0] == k[0] &&
+            memcmp(keys[i].name, k, n) == 0) {
             return 1;
         }
     }

@@ -6,18 +6,20 @@
 
 #include "node/ingest.h"
 
+/* Hex digit values, -1 for anything else: a table, because every span id
+ * of every request goes through here. */
+static const signed char hex_table[256] = {
+#define R16 -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+    R16, R16, R16, 0,   1,   2,   3,   4,   5,   6,   7,   8,   9,   -1, -1, -1,
+    -1,  -1,  -1,  -1,  10,  11,  12,  13,  14,  15,  -1,  -1,  -1,  -1, -1, -1,
+    -1,  -1,  -1,  R16, -1,  10,  11,  12,  13,  14,  15,  -1,  -1,  -1, -1, -1,
+    -1,  -1,  -1,  -1,  R16, R16, R16, R16, R16, R16, R16, R16, R16,
+#undef R16
+};
+
 static int hex_value(char c)
 {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
+    return hex_table[(unsigned char)c];
 }
 
 static int b64_value(char c)
