@@ -6,7 +6,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 bash deploy/install-deps.sh
-[ -f build/build.ninja ] || meson setup build --buildtype=release
+# The same configuration as deploy/test.sh, so the two share the tree.
+[ -f build/build.ninja ] || meson setup build --buildtype=release -Dwerror=true
 ninja -C build sagemesh
 
 # `sagemesh demo` (3 local peers, simulated application, injected fault)
