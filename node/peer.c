@@ -767,6 +767,13 @@ static void on_signal(uv_signal_t *s, int signum)
 
 int node_peer_stopped(const struct node_peer *p)
 {
+    /* A scrape in flight still holds the target: wait for its callback
+     * (bounded by the scrape timeout) before the peer may be freed. */
+    for (size_t i = 0; i < p->n_targets; i++) {
+        if (p->targets[i].in_flight) {
+            return 0;
+        }
+    }
     return p->stopping && p->open_handles == 0;
 }
 

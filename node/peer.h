@@ -33,7 +33,8 @@ void node_peer_handle_signals(struct node_peer *p);
  * must run until node_peer_stopped(). Idempotent. */
 void node_peer_stop(struct node_peer *p);
 
-/* Non-zero once stop has finished closing handles. */
+/* Non-zero once stop has finished closing handles and no scrape is in
+ * flight. */
 int node_peer_stopped(const struct node_peer *p);
 
 /* Frees a stopped (or never started) peer; NULL is a no-op. */

@@ -72,8 +72,10 @@ static void start_peer(const char *dir)
 static void stop_peer(void)
 {
     node_peer_stop(peer);
-    for (int i = 0; i < 1000 && !node_peer_stopped(peer); i++) {
-        uv_run(&loop, UV_RUN_NOWAIT);
+    /* UV_RUN_ONCE waits for the remaining handles (a scrape in flight is
+     * bounded by its timeout); it returns at once when none is left. */
+    for (int i = 0; i < 100 && !node_peer_stopped(peer); i++) {
+        uv_run(&loop, UV_RUN_ONCE);
     }
     REQUIRE(node_peer_stopped(peer));
     node_peer_free(peer);
