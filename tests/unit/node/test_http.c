@@ -2,6 +2,7 @@
  * bodies (length, chunked, gzip), limits, keep-alive, pipelining, timeouts,
  * the connection cap, the GET client, and clean shutdown. */
 #include <malloc.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1193,13 +1194,32 @@ static void test_get_plain_and_404(void)
     CHECK_STR(last.query, "q=1");
     CHECK_STR(last.user_agent, "sagemesh");
 
-    snprintf(url, sizeof url, "http://localhost:%d/notfound",
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/notfound",
              node_http_server_port(server));
     fetch(url, 1000, 0);
     CHECK_EQ(got.status, SM_OK);
     CHECK_EQ(got.http_status, 404);
     CHECK_EQ(got.body_len, 4);
     CHECK(memcmp(got.body, "nope", 4) == 0);
+
+    /* Names go through uv_getaddrinfo. Whether "localhost" resolves depends
+     * on the machine (/etc/hosts, and the NSS modules a static binary
+     * loads), so the lookup path is exercised only where the resolver
+     * itself can do it. */
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo("localhost", NULL, &hints, &res) == 0) {
+        freeaddrinfo(res);
+        snprintf(url, sizeof url, "http://localhost:%d/notfound",
+                 node_http_server_port(server));
+        fetch(url, 1000, 0);
+        CHECK_EQ(got.status, SM_OK);
+        CHECK_EQ(got.http_status, 404);
+    } else {
+        printf(
+            "# localhost does not resolve on this machine: name lookup "
+            "not exercised\n");
+    }
 }
 
 static void test_get_chunked_gzip_close(void)
