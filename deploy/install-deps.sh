@@ -10,7 +10,7 @@ fi
 
 packages=(
     # toolchain and build
-    build-essential meson ninja-build pkg-config file git python3
+    build-essential meson ninja-build pkg-config file git python3 netbase
     clang libclang-rt-14-dev clang-format
     # core libraries (static archives ship with the -dev packages)
     libuv1-dev libnng-dev libmbedtls-dev libmsgpack-dev libopenblas-dev
