@@ -96,10 +96,16 @@ int node_decode_id(const char *text, size_t len, uint8_t *out, size_t n);
  * them as strings or numbers). Returns SM_OK or SM_EMALFORMED. */
 int node_parse_u64(const char *text, size_t len, uint64_t *out);
 
-/* Sets @s's start and end from a start time and a duration in
- * microseconds (Zipkin and Jaeger). Returns SM_OK, or SM_ERANGE when the
- * nanosecond times would not fit in 64 bits (@s untouched). */
-int node_span_set_us(struct cbn_span *s, uint64_t start_us, uint64_t dur_us);
+struct node_json;
+
+/* Reads a span's start time (member @start_key) and optional "duration",
+ * both in microseconds (Zipkin and Jaeger), into @s's start_ns and end_ns.
+ * Returns SM_OK, or SM_EMALFORMED with the reason ("timestamp is missing",
+ * ...) in @why, a buffer of SM_ERRMSG_SIZE bytes; @s is then untouched. */
+int node_span_read_us(struct cbn_span *s,
+                      const struct node_json *span,
+                      const char *start_key,
+                      char *why);
 
 /* The attributes of one span that naming and pairing need, as the parser
  * met them (borrowed; NULL when absent). */

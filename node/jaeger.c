@@ -295,29 +295,6 @@ static int read_parent(struct jaeger *j,
     return SM_OK;
 }
 
-static int read_times(struct jaeger *j,
-                      const struct node_json *span,
-                      struct cbn_span *s)
-{
-    const struct node_json *start = node_json_get(span, "startTime");
-    const struct node_json *dur = node_json_get(span, "duration");
-    uint64_t start_us, dur_us = 0;
-    if (start == NULL || start->type == NODE_JSON_NULL) {
-        return bad(j, "startTime is missing");
-    }
-    if (node_json_u64(start, &start_us) != SM_OK) {
-        return bad(j, "startTime is not a non-negative integer");
-    }
-    if (dur != NULL && dur->type != NODE_JSON_NULL &&
-        node_json_u64(dur, &dur_us) != SM_OK) {
-        return bad(j, "duration is not a non-negative integer");
-    }
-    if (node_span_set_us(s, start_us, dur_us) != SM_OK) {
-        return bad(j, "startTime or duration out of range");
-    }
-    return SM_OK;
-}
-
 struct span_tags
 {
     struct cbn_span *s;
@@ -411,7 +388,10 @@ static int read_span(struct jaeger *j,
         rv = read_parent(j, span, s);
     }
     if (rv == SM_OK) {
-        rv = read_times(j, span, s);
+        char why[SM_ERRMSG_SIZE];
+        rv = node_span_read_us(s, span, "startTime", why) == SM_OK
+                 ? SM_OK
+                 : bad(j, "%s", why);
     }
     struct process p = {0};
     if (rv == SM_OK) {

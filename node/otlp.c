@@ -608,12 +608,16 @@ int node_otlp_traces(const uint8_t *body,
     }
     p->out = out;
     p->errmsg = errmsg;
+    errmsg[0] = '\0';
     int rv = run_yajl(&trace_callbacks, p, &p->error, body, len, errmsg);
     if (rv == SM_OK && !p->root_is_object) {
         rv = SM_EMALFORMED;
         sm_errmsg_printf(errmsg,
                          "expected an ExportTraceServiceRequest "
                          "object");
+    }
+    if (rv != SM_OK && errmsg[0] == '\0') {
+        sm_errmsg_printf(errmsg, "%s", sm_strerror(rv));
     }
     sm_free(p->kv_key.s);
     sm_free(p->kv_value.s);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "node/ingest.h"
+#include "node/json.h"
 
 /* Hex digit values, -1 for anything else: a table, because every span id
  * of every request goes through here. */
@@ -108,11 +109,31 @@ int node_parse_u64(const char *text, size_t len, uint64_t *out)
     return SM_OK;
 }
 
-int node_span_set_us(struct cbn_span *s, uint64_t start_us, uint64_t dur_us)
+int node_span_read_us(struct cbn_span *s,
+                      const struct node_json *span,
+                      const char *start_key,
+                      char *why)
 {
+    const struct node_json *start = node_json_get(span, start_key);
+    const struct node_json *dur = node_json_get(span, "duration");
+    uint64_t start_us, dur_us = 0;
+    if (start == NULL || start->type == NODE_JSON_NULL) {
+        sm_errmsg_printf(why, "%s is missing", start_key);
+        return SM_EMALFORMED;
+    }
+    if (node_json_u64(start, &start_us) != SM_OK) {
+        sm_errmsg_printf(why, "%s is not a non-negative integer", start_key);
+        return SM_EMALFORMED;
+    }
+    if (dur != NULL && dur->type != NODE_JSON_NULL &&
+        node_json_u64(dur, &dur_us) != SM_OK) {
+        sm_errmsg_printf(why, "duration is not a non-negative integer");
+        return SM_EMALFORMED;
+    }
     if (start_us > UINT64_MAX / 1000 || dur_us > UINT64_MAX / 1000 ||
         start_us * 1000 > UINT64_MAX - dur_us * 1000) {
-        return SM_ERANGE;
+        sm_errmsg_printf(why, "%s or duration out of range", start_key);
+        return SM_EMALFORMED;
     }
     s->start_ns = start_us * 1000;
     s->end_ns = s->start_ns + dur_us * 1000;

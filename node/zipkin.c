@@ -139,30 +139,6 @@ static int read_id(struct zipkin *z,
     return SM_OK;
 }
 
-/* timestamp and duration, microseconds to nanoseconds. */
-static int read_times(struct zipkin *z,
-                      const struct node_json *span,
-                      struct cbn_span *s)
-{
-    const struct node_json *ts = node_json_get(span, "timestamp");
-    const struct node_json *dur = node_json_get(span, "duration");
-    uint64_t start_us, dur_us = 0;
-    if (ts == NULL || ts->type == NODE_JSON_NULL) {
-        return bad(z, "timestamp is missing");
-    }
-    if (node_json_u64(ts, &start_us) != SM_OK) {
-        return bad(z, "timestamp is not a non-negative integer");
-    }
-    if (dur != NULL && dur->type != NODE_JSON_NULL &&
-        node_json_u64(dur, &dur_us) != SM_OK) {
-        return bad(z, "duration is not a non-negative integer");
-    }
-    if (node_span_set_us(s, start_us, dur_us) != SM_OK) {
-        return bad(z, "timestamp or duration out of range");
-    }
-    return SM_OK;
-}
-
 static int read_kind(struct zipkin *z,
                      const struct node_json *span,
                      struct cbn_span *s)
@@ -304,7 +280,10 @@ static int read_span(struct zipkin *z, const struct node_json *span)
         rv = read_kind(z, span, s);
     }
     if (rv == SM_OK) {
-        rv = read_times(z, span, s);
+        char why[SM_ERRMSG_SIZE];
+        rv = node_span_read_us(s, span, "timestamp", why) == SM_OK
+                 ? SM_OK
+                 : bad(z, "%s", why);
     }
     if (rv == SM_OK) {
         rv = read_endpoints(z, span, s);

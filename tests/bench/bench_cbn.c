@@ -21,32 +21,13 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/rng.h"
+#include "bench_util.h"
 #include "cbn/cbn.h"
-#include "count_heap.h"
 
 #define N_SERVICES 30
 #define FANOUT     5
 #define S          1000000000ull
 #define T0         (1795421730ull * S)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static char names[N_SERVICES][32];
 
@@ -138,7 +119,7 @@ static double bench_aggregate(size_t n_requests, double *ref_rate)
     for (size_t r = 0; r < n_requests; r++) {
         request(&spans[r * per], &rng, T0 + r * 100000, r + 1);
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     uint64_t h = 0;
     for (size_t i = 0; i < total; i++) {
         uint64_t a, b;
@@ -146,14 +127,14 @@ static double bench_aggregate(size_t n_requests, double *ref_rate)
         memcpy(&b, spans[i].span_id, 8);
         h = (h ^ a ^ b) * 0x9e3779b97f4a7c15u;
     }
-    double t1 = now_s();
+    double t1 = bench_now_s();
     if (h == 42) {
         printf("#");
     }
     *ref_rate = (double)total / (t1 - t0);
 
     struct cbn_agg *agg = new_agg(30 * S);
-    t0 = now_s();
+    t0 = bench_now_s();
     for (size_t at = 0; at < total; at += 512) {
         size_t n = total - at < 512 ? total - at : 512;
         if (cbn_agg_add_spans(agg, spans + at, n) != SM_OK) {
@@ -162,7 +143,7 @@ static double bench_aggregate(size_t n_requests, double *ref_rate)
         cbn_agg_close_ready(agg, discard, NULL);
     }
     cbn_agg_flush(agg, discard, NULL);
-    t1 = now_s();
+    t1 = bench_now_s();
     cbn_agg_free(agg);
     free(spans);
     return (double)total / (t1 - t0);
@@ -251,7 +232,7 @@ static int replay_one(void *arg, uint64_t t, const uint8_t *p, size_t len)
 static double bench_replay(const char *dir, double *ref_s)
 {
     /* Reference: read(2) every segment file once. */
-    double t0 = now_s();
+    double t0 = bench_now_s();
     DIR *d = opendir(dir);
     struct dirent *e;
     static char buf[1 << 20];
@@ -267,9 +248,9 @@ static double bench_replay(const char *dir, double *ref_s)
         close(fd);
     }
     closedir(d);
-    *ref_s = now_s() - t0;
+    *ref_s = bench_now_s() - t0;
 
-    t0 = now_s();
+    t0 = bench_now_s();
     struct cbn_log_config lc = {.dir = dir, .sync = CBN_LOG_SYNC_NONE};
     struct cbn_log *log;
     char err[SM_ERRMSG_SIZE];
@@ -281,7 +262,7 @@ static double bench_replay(const char *dir, double *ref_s)
         fprintf(stderr, "replay failed (%zu windows)\n", r.windows);
         exit(1);
     }
-    double t1 = now_s();
+    double t1 = bench_now_s();
     cbn_graph_free(r.graph);
     cbn_normals_free(r.normals);
     cbn_log_close(log);
@@ -338,7 +319,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < runs; i++) {
         agg[i] = bench_aggregate(20000, &ref[i]);
     }
-    double agg_m = median(agg, runs), ref_m = median(ref, runs);
+    double agg_m = bench_median(agg, runs), ref_m = bench_median(ref, runs);
     printf(
         "aggregate: %.0f spans/s (median of %d; reference id-hash pass "
         "%.0f spans/s, ratio %.3f)\n",
@@ -357,7 +338,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < runs; i++) {
         rep[i] = bench_replay(logdir, &rref[i]);
     }
-    double rep_m = median(rep, runs), rref_m = median(rref, runs);
+    double rep_m = bench_median(rep, runs), rref_m = bench_median(rref, runs);
     printf(
         "replay: 1000 windows x %d services in %.3f s (median of %d; "
         "reference read(2) of the files %.4f s, ratio %.1f)\n",

@@ -19,32 +19,13 @@
 #include <yajl/yajl_parse.h>
 #include "base/alloc.h"
 #include "base/rng.h"
+#include "bench_util.h"
 #include "cbn/cbn.h"
-#include "count_heap.h"
 #include "node/ingest.h"
 
 #define SPANS_PER_BODY 1000
 #define N_BODIES       20
 #define N_SERVICES     10
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Appends to a growing body. */
 struct body
@@ -202,17 +183,17 @@ int main(int argc, char **argv)
     char *copy = malloc(bodies[0].cap);
     double parse[100], ingest[100], ref[100], yajl[100];
     for (int r = 0; r < runs; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < N_BODIES; i++) {
             memcpy(copy, bodies[i].s, bodies[i].len);
         }
-        ref[r] = (double)bytes / (now_s() - t0) / 1e6;
-        t0 = now_s();
+        ref[r] = (double)bytes / (bench_now_s() - t0) / 1e6;
+        t0 = bench_now_s();
         for (int i = 0; i < N_BODIES; i++) {
             yajl_only(&bodies[i]);
         }
-        yajl[r] = (double)(N_BODIES * SPANS_PER_BODY) / (now_s() - t0);
-        t0 = now_s();
+        yajl[r] = (double)(N_BODIES * SPANS_PER_BODY) / (bench_now_s() - t0);
+        t0 = bench_now_s();
         for (int i = 0; i < N_BODIES; i++) {
             node_spans_reset(&batch);
             if (node_otlp_traces((const uint8_t *)bodies[i].s, bodies[i].len,
@@ -221,7 +202,7 @@ int main(int argc, char **argv)
                 return 1;
             }
         }
-        parse[r] = (double)(N_BODIES * SPANS_PER_BODY) / (now_s() - t0);
+        parse[r] = (double)(N_BODIES * SPANS_PER_BODY) / (bench_now_s() - t0);
         struct cbn_agg_config c = {.window_ns = 30000000000ull,
                                    .lateness_ns = 5000000000ull,
                                    .qos_service = "svc-0",
@@ -229,7 +210,7 @@ int main(int argc, char **argv)
                                    .hash_seed = 1};
         struct cbn_agg *agg;
         cbn_agg_new(&c, &agg);
-        t0 = now_s();
+        t0 = bench_now_s();
         for (int i = 0; i < N_BODIES; i++) {
             node_spans_reset(&batch);
             if (node_otlp_traces((const uint8_t *)bodies[i].s, bodies[i].len,
@@ -240,18 +221,18 @@ int main(int argc, char **argv)
             }
             cbn_agg_close_ready(agg, discard, NULL);
         }
-        ingest[r] = (double)(N_BODIES * SPANS_PER_BODY) / (now_s() - t0);
+        ingest[r] = (double)(N_BODIES * SPANS_PER_BODY) / (bench_now_s() - t0);
         cbn_agg_free(agg);
     }
     printf("body: %zu spans, %.0f bytes per span\n", (size_t)SPANS_PER_BODY,
            (double)bytes / (N_BODIES * SPANS_PER_BODY));
-    double pm = median(parse, runs), im = median(ingest, runs),
-           rm = median(ref, runs);
+    double pm = bench_median(parse, runs), im = bench_median(ingest, runs),
+           rm = bench_median(ref, runs);
     printf("parse: %.0f spans/s, %.1f MB/s (median of %d)\n", pm,
            pm * (double)bytes / (N_BODIES * SPANS_PER_BODY) / 1e6, runs);
     printf("ingest (parse + aggregate): %.0f spans/s (median of %d)\n", im,
            runs);
-    double ym = median(yajl, runs);
+    double ym = bench_median(yajl, runs);
     printf(
         "reference yajl with empty callbacks: %.0f spans/s; parse runs at "
         "%.2f of it\n",

@@ -1,8 +1,10 @@
-/* The counting heap: each block carries its size in a 16-byte header. */
-#include "count_heap.h"
+/* Benchmark helpers. The counting heap: each block carries its size in a
+ * 16-byte header. */
+#include "bench_util.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 
@@ -67,4 +69,23 @@ void count_heap_install(int on)
 size_t count_heap_live(void)
 {
     return live_bytes;
+}
+
+double bench_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
