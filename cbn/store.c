@@ -48,7 +48,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "cbn/cbn.h"
-#include "cbn/crc32c.h"
+#include "base/crc32c.h"
 
 #define RECORD_MAGIC       0x4C574D53u /* "SMWL" as little-endian bytes */
 #define HEADER_SIZE        20u
@@ -271,8 +271,8 @@ static int read_record(struct reader *rd,
         return rv == RD_SHORT ? SM_OK : rv;
     }
     h = rd->buf + rd->pos;
-    uint32_t crc = cbn__crc32c(0, h + 4, 12);
-    crc = cbn__crc32c(crc, h + HEADER_SIZE, len);
+    uint32_t crc = sm_crc32c(0, h + 4, 12);
+    crc = sm_crc32c(crc, h + HEADER_SIZE, len);
     if (crc != get_u32(h + 16)) {
         return SM_OK;
     }
@@ -726,8 +726,8 @@ int cbn_log_append(struct cbn_log *log,
     put_u32(header, RECORD_MAGIC);
     put_u32(header + 4, (uint32_t)len);
     put_u64(header + 8, time_ns);
-    uint32_t crc = cbn__crc32c(0, header + 4, 12);
-    crc = cbn__crc32c(crc, payload, len);
+    uint32_t crc = sm_crc32c(0, header + 4, 12);
+    crc = sm_crc32c(crc, payload, len);
     put_u32(header + 16, crc);
     struct iovec iov[2] = {
         {.iov_base = header, .iov_len = HEADER_SIZE},

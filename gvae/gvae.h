@@ -1,8 +1,36 @@
-/* gvae: the graphical conditional VAE on OpenBLAS (no network, no I/O). */
+/* gvae: the graphical conditional VAE on OpenBLAS (no network, no I/O).
+ *
+ * One CVAE per CBN node (a service, or a metanode of services calling each
+ * other in a cycle), wired along the CBN of cbn/cbn.h (DESIGN.md section 3):
+ *   encoder q(Z | X, Y, Y_parents), prior p(Z | X), decoder
+ *   p(Y | X, Z, Y_parents)
+ * where, for node i:
+ *   X  = the metrics of its services (percentile vectors), their request
+ *        load, and the network delay (client minus server time) of every RPC
+ *        edge INTO its services: the callee owns its incoming edges;
+ *   Y  = the server-side latency of its services and the client-side latency
+ *        of every edge into them;
+ *   Y_parents = for every edge from one of its services to a callee node,
+ *        the callee's server latency and that edge's client latency (both
+ *        outputs of the callee's node).
+ * Latencies are modelled as log(1 + ms), metrics as sign(v) log(1 + |v|),
+ * each feature then standardised with training statistics stored in the
+ * model: queueing makes latencies heavy-tailed and their changes
+ * multiplicative, which the log turns into the additive, homoscedastic
+ * errors a Gaussian decoder assumes.
+ *
+ * Decoders are trained on observed parent latencies (teacher forcing), so
+ * every node's CVAE trains independently: training runs one worker per core
+ * over the nodes. */
 #ifndef SM_GVAE_H
 #define SM_GVAE_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
 #include "base/version.h"
+#include "cbn/cbn.h"
 
 /* Caps the number of threads OpenBLAS uses for one product. The peer runs all
  * model math on one compute thread and sets this to 1 by default: OpenBLAS
@@ -15,5 +43,245 @@ void gvae_blas_set_threads(int threads);
 /* Reports OpenBLAS (version, kernel chosen for this CPU, thread cap) to @cb,
  * synchronously. */
 void gvae_libraries(sm_libver_cb cb, void *arg);
+
+/* ---- Training ------------------------------------------------------------ */
+
+struct gvae_config
+{
+    unsigned latent;          /* Z dimensions per node */
+    unsigned hidden_layers;   /* 2..4: 3..5 fully connected layers per MLP */
+    unsigned hidden_min;      /* hidden widths: the MLP's input size rounded */
+    unsigned hidden_max;      /* up to a multiple of 16, within these bounds */
+    float alpha;              /* loss = alpha (recon + beta KL) + */
+    float beta;               /*        (1 - alpha) GSNN recon */
+    float dropout;            /* after the last hidden layer */
+    float learning_rate;      /* Adam */
+    float weight_decay;       /* decoupled (AdamW) */
+    float clip_norm;          /* global gradient norm */
+    unsigned batch;           /* windows per step (>= 2) */
+    unsigned max_epochs;      /* per node */
+    unsigned patience;        /* epochs without validation gain before stop */
+    float val_fraction;       /* of windows held out for early stopping */
+    float violation_share;    /* oversample QoS-violating windows up to this
+                                 share of an epoch when they are rarer */
+    unsigned finetune_epochs; /* cap for warm-started nodes (partial) */
+    unsigned threads;         /* training workers; 0: one per online core */
+    uint64_t seed;            /* same seed, data and machine: same model */
+};
+
+/* Fills @config with the defaults: latent 4, 2 hidden layers of 32..96,
+ * alpha 0.7, beta 1, dropout 0.1, lr 3e-3, weight decay 1e-4, clip 5,
+ * batch 64, 120 epochs, patience 12, validation 0.15, violation share
+ * 0.2, fine-tune 30 epochs, threads 0, seed 1. */
+void gvae_config_default(struct gvae_config *config);
+
+/* How to build a model when a previous one exists. */
+enum gvae_retrain {
+    GVAE_RETRAIN_FULL,    /* every node from scratch */
+    GVAE_RETRAIN_PARTIAL, /* nodes whose inputs or outputs changed, and their
+                             CBN descendants (callers, up to the frontend)
+                             are retrained; every other node keeps the
+                             previous model's weights. Changed nodes are
+                             reshaped: first-layer rows of input features
+                             that still exist are kept when widths allow;
+                             descendants that kept their shape are
+                             fine-tuned from their previous weights. */
+};
+
+struct gvae_model;
+
+struct gvae_train_report
+{
+    size_t nodes;
+    size_t nodes_trained;   /* from scratch or reshaped */
+    size_t nodes_finetuned; /* warm-started and trained (partial) */
+    size_t nodes_kept;      /* copied unchanged (partial) */
+    size_t windows_train, windows_val;
+    size_t windows_violating; /* among the training windows */
+    uint64_t steps;           /* optimizer steps, all nodes */
+    double flops;             /* in matrix products, all nodes */
+    double seconds;           /* wall time */
+    double val_loss;          /* mean over nodes of the best validation
+                                 loss per window */
+};
+
+/* Trains a model for @graph on @n windows (borrowed, in time order; the last
+ * @n_new of them are new since @prev was trained: batches interleave new and
+ * old windows; 0 means all are treated alike). @prev (borrowed, may be NULL)
+ * is the model to warm-start from in GVAE_RETRAIN_PARTIAL mode. Windows are
+ * split into training and validation sets by the seed.
+ *
+ * On success stores a new model owned by the caller (gvae_model_free) in
+ * @out, fills @report (may be NULL) and returns SM_OK. Errors: SM_EINVAL
+ * (bad config, empty graph, fewer than 8 windows) or SM_ENOMEM, with
+ * @errmsg saying why; @out untouched. Thread-safe with respect to other
+ * models; spawns and joins its own workers. */
+int gvae_train(const struct gvae_config *config,
+               const struct cbn_graph *graph,
+               const struct cbn_window *const *windows,
+               size_t n,
+               size_t n_new,
+               const struct gvae_model *prev,
+               enum gvae_retrain mode,
+               struct gvae_model **out,
+               struct gvae_train_report *report,
+               char errmsg[SM_ERRMSG_SIZE]);
+
+void gvae_model_free(struct gvae_model *model);
+
+/* The CBN structure version the model was trained for. */
+uint64_t gvae_model_graph_version(const struct gvae_model *model);
+size_t gvae_model_node_count(const struct gvae_model *model);
+/* Name of node @i (topological order, callees first), borrowed. */
+const char *gvae_model_node_name(const struct gvae_model *model, size_t i);
+/* Parameter count of all CVAEs. */
+size_t gvae_model_params(const struct gvae_model *model);
+
+/* ---- Reconstruction quality --------------------------------------------
+ *
+ * Generated against observed latencies (server latency of every service at
+ * every percentile, in ms) on windows the model was not trained on:
+ *   teacher-forced: each decoder gets the observed parent latencies;
+ *   generated:      decoders run from the CBN roots to the frontend on
+ *                   their parents' generated latencies.
+ * Z is the prior mean p(Z | X) (nothing of Y is used). R^2 is computed per
+ * feature (over windows) and averaged over features with variance, so the
+ * spread between services cannot inflate it; RMSE is in ms over all. */
+struct gvae_eval
+{
+    size_t windows, features;
+    double r2_forced, rmse_forced_ms;
+    double r2_generated, rmse_generated_ms;
+    double r2_frontend; /* the frontend's p99 (generated), when named */
+};
+
+int gvae_evaluate(const struct gvae_model *model,
+                  const struct cbn_window *const *windows,
+                  size_t n,
+                  const char *frontend,
+                  struct gvae_eval *out);
+
+/* ---- Counterfactual sweeps ---------------------------------------------- */
+
+enum gvae_abduction {
+    /* Abduction-action-prediction: each node's Z from the posterior
+     * q(Z | X, Y, Y_parents) of the observed window and the residual
+     * u = Y - decoder(X, Z, Y_parents) kept, so nodes not affected by the
+     * intervention replay exactly. The default. */
+    GVAE_ABDUCT_POSTERIOR,
+    /* The paper's sweep taken literally: regenerated nodes draw Z from the
+     * prior p(Z | X') with no residual. Kept for comparison: it erases the
+     * anomalies the intervention did not cause. */
+    GVAE_ABDUCT_PRIOR,
+};
+
+enum gvae_rank {
+    GVAE_RANK_EFFECT,          /* frontend latency reduction (ms) */
+    GVAE_RANK_EFFECT_EVIDENCE, /* effect / excess x robust z */
+    GVAE_RANK_EVIDENCE,        /* robust z alone (no model) */
+    GVAE_RANK_GATED_EVIDENCE,  /* effect >= gate x excess first, by z */
+};
+
+const char *gvae_rank_name(enum gvae_rank rank);
+const char *gvae_abduction_name(enum gvae_abduction abduction);
+
+struct gvae_sweep_config
+{
+    const char *qos_service; /* the frontend (required) */
+    double qos_percentile;   /* e.g. 99 */
+    double qos_target_ms;    /* > 0 */
+    unsigned samples;        /* S abduction samples per candidate, >= 1 */
+    double p_threshold;      /* P(QoS met) that names a culprit */
+    unsigned max_culprits;   /* greedy limit */
+    double gate;             /* share of the excess over the target an
+                                effect must reach to count */
+    enum gvae_abduction abduction;
+    enum gvae_rank rank;
+    uint64_t seed;
+};
+
+/* Fills @config with the defaults (no QoS service or target): 64 samples,
+ * threshold 0.9, 3 culprits, gate 0.1, posterior abduction, gated evidence
+ * ranking, seed 1. */
+void gvae_sweep_config_default(struct gvae_sweep_config *config);
+
+struct gvae_candidate
+{
+    const char *service;   /* CBN node name */
+    double score;          /* by the configured ranking, higher first */
+    double effect_ms;      /* observed - counterfactual frontend latency,
+                              mean over samples */
+    double p_qos_met;      /* share of samples meeting the target */
+    double evidence;       /* robust z of its inputs and latencies */
+    unsigned out_of_range; /* inputs outside the training range */
+};
+
+struct gvae_culprit
+{
+    const char *service;
+    enum cbn_resource resource; /* CBN_RES_UNKNOWN if no class stood out */
+    double p_qos_met;           /* of restoring the culprits so far */
+    double effect_ms;
+    double resource_effect_ms; /* of restoring only that class */
+};
+
+struct gvae_diagnosis
+{
+    double latency_ms; /* observed frontend latency at the percentile */
+    double target_ms;
+    int violated;
+    size_t n_culprits; /* 0: nothing restores QoS (e.g. a load spike) */
+    struct gvae_culprit *culprits;
+    size_t n_ranking; /* every candidate, best first */
+    struct gvae_candidate *ranking;
+    size_t n_path; /* CBN path from the first culprit to the frontend */
+    const char **path;
+    size_t n_unseen; /* "service: feature" inputs outside training range */
+    const char **unseen;
+    size_t rows; /* decoder rows evaluated (cost) */
+};
+
+/* Diagnoses window @w (borrowed; violated or not) with the model: a batched
+ * service-level sweep over every candidate, greedy culprit sets, then a
+ * resource-level sweep inside each culprit. @normals (may be NULL) gives the
+ * normal metric values to restore; without it, or for inputs it lacks, the
+ * model's own medians over QoS-meeting training windows are used.
+ *
+ * On success stores a diagnosis owned by the caller (gvae_diagnosis_free;
+ * it copies every string, so it outlives the model) and returns SM_OK.
+ * Errors: SM_EINVAL (bad config), SM_ENOTFOUND (the QoS service is not in
+ * the model, or the window has no latency for it), SM_ENOMEM; @errmsg says
+ * which. Deterministic for a given model, window and config. */
+int gvae_diagnose(const struct gvae_model *model,
+                  const struct cbn_window *w,
+                  const struct cbn_normals *normals,
+                  const struct gvae_sweep_config *config,
+                  struct gvae_diagnosis **out,
+                  char errmsg[SM_ERRMSG_SIZE]);
+
+void gvae_diagnosis_free(struct gvae_diagnosis *diagnosis);
+
+/* ---- Checkpoints -------------------------------------------------------
+ *
+ * A self-describing msgpack document (format name, version, config, per
+ * node its features with their normalisation and normals, and every MLP's
+ * layer shapes and weights), followed by a CRC-32C of the document. */
+
+/* Serialises @model into a new buffer owned by the caller (sm_free).
+ * Returns SM_OK or SM_ENOMEM. */
+int gvae_model_save(const struct gvae_model *model, uint8_t **buf, size_t *len);
+
+/* Parses a checkpoint (borrowed) into a new model owned by the caller.
+ * @expect_graph_version is the CBN version the caller needs (0: any).
+ * Errors: SM_ECORRUPT (checksum), SM_EMALFORMED (not a valid checkpoint:
+ * truncated, wrong types, inconsistent shapes), SM_EUNSUPPORTED (another
+ * format version), SM_EINVAL (trained for another CBN version), SM_ENOMEM;
+ * @errmsg says what; @out untouched. Allocation is bounded by a small
+ * multiple of @len. */
+int gvae_model_load(const uint8_t *buf,
+                    size_t len,
+                    uint64_t expect_graph_version,
+                    struct gvae_model **out,
+                    char errmsg[SM_ERRMSG_SIZE]);
 
 #endif /* SM_GVAE_H */

@@ -17,7 +17,7 @@
 #include "base/err.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
-#include "cbn/crc32c.h"
+#include "base/crc32c.h"
 #include "check.h"
 
 #define HEADER   20u
@@ -267,15 +267,15 @@ static uint32_t crc_bitwise(uint32_t crc, const uint8_t *p, size_t len)
 static void test_crc32c(void)
 {
     const char *v = "123456789";
-    CHECK_EQ(cbn__crc32c(0, v, 9), 0xE3069283u);
-    CHECK_EQ(cbn__crc32c_portable(0, v, 9), 0xE3069283u);
-    CHECK_EQ(cbn__crc32c(0, NULL, 0), 0);
+    CHECK_EQ(sm_crc32c(0, v, 9), 0xE3069283u);
+    CHECK_EQ(sm_crc32c_portable(0, v, 9), 0xE3069283u);
+    CHECK_EQ(sm_crc32c(0, NULL, 0), 0);
     uint8_t zeros[32] = {0};
-    CHECK_EQ(cbn__crc32c(0, zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4 */
-    int hw = cbn__crc32c_has_hw();
+    CHECK_EQ(sm_crc32c(0, zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4 */
+    int hw = sm_crc32c_has_hw();
     printf("# crc32c hardware path: %s\n", hw ? "sse4.2" : "none");
     if (hw) {
-        CHECK_EQ(cbn__crc32c_hw(0, v, 9), 0xE3069283u);
+        CHECK_EQ(sm_crc32c_hw(0, v, 9), 0xE3069283u);
     }
 
     static uint8_t buf[4096 + 8];
@@ -289,14 +289,14 @@ static void test_crc32c(void)
         size_t len = (size_t)sm_rng_below(&r, t < 100 ? 24 : 4096);
         uint32_t seed = t % 3 == 0 ? 0 : (uint32_t)sm_rng_u64(&r);
         uint32_t want = crc_bitwise(seed, buf + off, len);
-        CHECK_EQ(cbn__crc32c_portable(seed, buf + off, len), want);
-        CHECK_EQ(cbn__crc32c(seed, buf + off, len), want);
+        CHECK_EQ(sm_crc32c_portable(seed, buf + off, len), want);
+        CHECK_EQ(sm_crc32c(seed, buf + off, len), want);
         if (hw) {
-            CHECK_EQ(cbn__crc32c_hw(seed, buf + off, len), want);
+            CHECK_EQ(sm_crc32c_hw(seed, buf + off, len), want);
         }
         size_t cut = len == 0 ? 0 : (size_t)sm_rng_below(&r, len + 1);
-        uint32_t chained = cbn__crc32c(seed, buf + off, cut);
-        CHECK_EQ(cbn__crc32c(chained, buf + off + cut, len - cut), want);
+        uint32_t chained = sm_crc32c(seed, buf + off, cut);
+        CHECK_EQ(sm_crc32c(chained, buf + off + cut, len - cut), want);
     }
 }
 

@@ -8,7 +8,7 @@
  * per step with eight independent lookups (Kounavis and Berry, "A
  * Systematic Approach to Building High Performance Software-based CRC
  * Generators", 2005). */
-#include "cbn/crc32c.h"
+#include "base/crc32c.h"
 
 #include <string.h>
 
@@ -78,7 +78,7 @@ static const uint32_t table[8][256] = {
     TABLE(BITS_4), TABLE(BITS_5), TABLE(BITS_6), TABLE(BITS_7),
 };
 
-uint32_t cbn__crc32c_portable(uint32_t crc, const void *data, size_t len)
+uint32_t sm_crc32c_portable(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = data;
     uint32_t c = ~crc;
@@ -126,7 +126,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t crc,
 }
 #endif
 
-bool cbn__crc32c_has_hw(void)
+bool sm_crc32c_has_hw(void)
 {
 #if HAVE_SSE42
     __builtin_cpu_init();
@@ -136,9 +136,9 @@ bool cbn__crc32c_has_hw(void)
 #endif
 }
 
-uint32_t cbn__crc32c_hw(uint32_t crc, const void *data, size_t len)
+uint32_t sm_crc32c_hw(uint32_t crc, const void *data, size_t len)
 {
-    SM_ASSERT(cbn__crc32c_has_hw());
+    SM_ASSERT(sm_crc32c_has_hw());
 #if HAVE_SSE42
     return crc_sse42(crc, data, len);
 #else
@@ -146,7 +146,7 @@ uint32_t cbn__crc32c_hw(uint32_t crc, const void *data, size_t len)
 #endif
 }
 
-uint32_t cbn__crc32c(uint32_t crc, const void *data, size_t len)
+uint32_t sm_crc32c(uint32_t crc, const void *data, size_t len)
 {
 #if HAVE_SSE42
     __builtin_cpu_init(); /* cheap once done; needed in static binaries */
@@ -154,5 +154,5 @@ uint32_t cbn__crc32c(uint32_t crc, const void *data, size_t len)
         return crc_sse42(crc, data, len);
     }
 #endif
-    return cbn__crc32c_portable(crc, data, len);
+    return sm_crc32c_portable(crc, data, len);
 }

@@ -1,0 +1,200 @@
+/* gvae internals: the model's layout (which window values feed which node),
+ * the per-node CVAE, and helpers shared by training, sweeps and
+ * checkpoints. */
+#ifndef SM_GVAE_INTERNAL_H
+#define SM_GVAE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbn/cbn.h"
+#include "gvae/gvae.h"
+#include "gvae/nn.h"
+
+/* ---- Layout ---------------------------------------------------------------
+ * A group is one vector read from a window (CBN_N_PCT percentiles, or one
+ * value for load); a feature is one element of a group. */
+enum gvae_kind {
+    GVAE_LATENCY, /* server latency of a service */
+    GVAE_CLIENT,  /* client latency of an edge */
+    GVAE_NETWORK, /* network delay of an edge (client - server) */
+    GVAE_METRIC,  /* a metric of a service */
+    GVAE_LOAD,    /* requests per second into a service (never restored) */
+};
+
+struct gvae_group
+{
+    char *key; /* unique in the model, e.g. "lat:user" */
+    enum gvae_kind kind;
+    enum cbn_resource res; /* X groups: the class restored with it */
+    char *service;         /* the service, or an edge's callee */
+    char *caller;          /* edges: the caller; else "" */
+    char *metric, *peer;   /* metrics; else "" */
+    unsigned width;        /* CBN_N_PCT, or 1 for load */
+    size_t offset;         /* of its first feature in the node's vector */
+    size_t src_node;       /* Y_parent groups: the callee node ... */
+    size_t src_offset;     /* ... and the group's offset in its Y */
+};
+
+/* Per-feature statistics, in transformed units (see gvae.h). */
+struct gvae_stat
+{
+    float mean, std;   /* standardisation */
+    float lo, hi;      /* range seen in training */
+    float median, iqr; /* robust scale of anomaly evidence */
+    float normal;      /* median over QoS-meeting windows */
+};
+
+/* ---- CVAE of one node ----------------------------------------------------
+ * Encoder input [X | Y | Yp], prior input X, decoder input [X | Z | Yp].
+ * Heads are Gaussians (means then log-variances). One float block holds
+ * everything (nn.h), plus a copy of the best parameters and state for early
+ * stopping. */
+struct gvae_cvae
+{
+    size_t nx, ny, np, nz, batch;
+    struct nn_pool pool;
+    float *block; /* pool block followed by the best-copy region */
+    size_t block_floats;
+    struct nn_mlp enc, prior, dec;
+    /* training buffers (acts) */
+    float *xb, *yb, *mb, *pb; /* batch rows gathered */
+    float *enc_in, *dec_in, *eps, *zq, *zp;
+    float *dq, *dp, *dout, *ddec_in;
+    float *best; /* n_params values then n_state state */
+};
+
+struct gvae_node
+{
+    char *name;
+    size_t n_members;
+    char **members;
+    size_t n_parents;
+    size_t *parents;
+    size_t n_xg, n_yg, n_pg;
+    struct gvae_group *xg, *yg, *pg;
+    size_t nx, ny, np;
+    struct gvae_stat *xs, *ys, *ps;
+    struct gvae_cvae cvae;
+    int trained; /* has weights */
+};
+
+struct gvae_model
+{
+    struct gvae_config config;
+    uint64_t graph_version;
+    size_t n_nodes;
+    struct gvae_node *nodes;
+};
+
+/* ---- layout.c ---- */
+
+/* Transforms a raw value of @kind into model units (log1p / signed log1p). */
+float gvae__transform(enum gvae_kind kind, double v);
+/* Inverse of gvae__transform for latency kinds (ms). */
+double gvae__untransform(enum gvae_kind kind, float t);
+
+/* Builds the nodes of @graph with their groups, from the services, edges and
+ * metrics seen in @windows. Stats are left zero. SM_OK or SM_ENOMEM. */
+int gvae__layout(struct gvae_model *m,
+                 const struct cbn_graph *graph,
+                 const struct cbn_window *const *windows,
+                 size_t n);
+
+/* Sets @g (zeroed first) to a group of @kind with copies of the names and
+ * its key. SM_OK, or SM_ENOMEM (free @g with gvae__group_free anyway). */
+int gvae__group_set(struct gvae_group *g,
+                    enum gvae_kind kind,
+                    enum cbn_resource res,
+                    const char *service,
+                    const char *caller,
+                    const char *metric,
+                    const char *peer);
+void gvae__group_free(struct gvae_group *g);
+
+/* Reads group @g of window @w into @out (g->width transformed values, NaN
+ * where missing). */
+void gvae__read_group(const struct gvae_group *g,
+                      const struct cbn_window *w,
+                      float *out);
+
+/* Fills the stats of node @i's X and Y groups from windows with @use set,
+ * and copies the Y_parent stats from the parents' Y stats (so parents must
+ * be done first). */
+void gvae__node_stats(struct gvae_model *m,
+                      size_t i,
+                      const struct cbn_window *const *windows,
+                      size_t n,
+                      const uint8_t *use);
+/* Copies Y_parent stats of node @i from its parents (after a parent's stats
+ * changed). */
+void gvae__node_parent_stats(struct gvae_model *m, size_t i);
+
+/* Standardised vectors of node @i for window @w: @x (nx, NaN -> 0), @y
+ * (ny), @ymask (ny: 1 observed, 0 missing, y set to 0), @p (np, NaN -> 0).
+ * Any output may be NULL. */
+void gvae__node_vectors(const struct gvae_node *node,
+                        const struct cbn_window *w,
+                        float *x,
+                        float *y,
+                        float *ymask,
+                        float *p);
+
+/* Whether two nodes have the same inputs and outputs (group keys). */
+int gvae__same_layout(const struct gvae_node *a, const struct gvae_node *b);
+
+/* Frees everything a node owns (strings, groups, stats, CVAE block). */
+void gvae__node_clear(struct gvae_node *node);
+
+/* ---- cvae.c ---- */
+
+/* Sizes and allocates the CVAE of @node (shapes from the node and @config);
+ * weights initialised from @rng. SM_OK or SM_ENOMEM. */
+int gvae__cvae_create(struct gvae_cvae *c,
+                      const struct gvae_node *node,
+                      const struct gvae_config *config,
+                      struct sm_rng *rng);
+void gvae__cvae_destroy(struct gvae_cvae *c);
+
+/* The hidden shape of an MLP with @in inputs and @out outputs. */
+void gvae__mlp_shape(struct nn_mlp_shape *s,
+                     const struct gvae_config *cfg,
+                     size_t in,
+                     size_t out);
+
+/* One optimizer step on @rows (batch) windows whose standardised vectors are
+ * gathered in c->xb, yb, mb, pb. Returns the loss per window. Adds the
+ * matrix-product flops to *flops. */
+double gvae__cvae_step(struct gvae_cvae *c,
+                       size_t rows,
+                       const struct gvae_config *cfg,
+                       struct nn_adam *adam,
+                       struct sm_rng *rng,
+                       double *flops);
+
+/* Loss per window of @rows gathered rows in inference mode, with Z at the
+ * posterior and prior means (deterministic). */
+double gvae__cvae_eval(struct gvae_cvae *c,
+                       size_t rows,
+                       const struct gvae_config *cfg);
+
+/* Inference-mode forward of @mlp on @n rows (any n), reading only the
+ * model (const): @out gets n x out; @scratch holds 2 x n x widest floats. */
+void gvae__mlp_infer(const struct nn_mlp *mlp,
+                     size_t n,
+                     const float *x,
+                     float *out,
+                     float *scratch);
+size_t gvae__mlp_widest(const struct nn_mlp *mlp);
+
+/* Copies parameters (values) and state between CVAEs of identical shapes. */
+void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);
+
+/* Checks a training config; SM_OK or SM_EINVAL with @errmsg set. */
+int gvae__config_check(const struct gvae_config *c, char *errmsg);
+
+/* ---- misc ---- */
+int gvae__strcmp_p(const void *a, const void *b);
+char *gvae__strdup(const char *s);
+
+#endif /* SM_GVAE_INTERNAL_H */

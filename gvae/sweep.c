@@ -1,0 +1,1081 @@
+/* Counterfactual sweeps (abduction, action, prediction) and the diagnosis
+ * built on them; reconstruction quality of a model. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "gvae/internal.h"
+
+void gvae_sweep_config_default(struct gvae_sweep_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->qos_percentile = 99;
+    c->samples = 64;
+    c->p_threshold = 0.9;
+    c->max_culprits = 3;
+    c->gate = 0.1;
+    c->abduction = GVAE_ABDUCT_POSTERIOR;
+    c->rank = GVAE_RANK_GATED_EVIDENCE;
+    c->seed = 1;
+}
+
+const char *gvae_rank_name(enum gvae_rank rank)
+{
+    switch (rank) {
+        case GVAE_RANK_EFFECT:
+            return "effect";
+        case GVAE_RANK_EFFECT_EVIDENCE:
+            return "effect-x-evidence";
+        case GVAE_RANK_EVIDENCE:
+            return "evidence";
+        case GVAE_RANK_GATED_EVIDENCE:
+            return "gated-evidence";
+    }
+    return "?";
+}
+
+const char *gvae_abduction_name(enum gvae_abduction a)
+{
+    return a == GVAE_ABDUCT_PRIOR ? "prior" : "posterior";
+}
+
+/* ---- the observed window, abducted -------------------------------------- */
+
+struct nstate
+{
+    int live;      /* has a model */
+    float *x, *xn; /* observed and normal X (standardised; xn NaN: none) */
+    float *y, *ym; /* factual Y (observed, else predicted) and its mask */
+    float *p;      /* observed Y_parents */
+    float *z;      /* S x nz abducted latents (posterior) */
+    float *u;      /* S x ny residuals (posterior) */
+    float *eps;    /* S x nz noise for prior draws */
+    /* per sweep */
+    float *cf;   /* rows x ny */
+    size_t *pos; /* per intervention: affected index or SIZE_MAX */
+};
+
+struct sweep
+{
+    const struct gvae_model *m;
+    const struct gvae_sweep_config *cfg;
+    size_t S, nn;
+    struct nstate *ns;
+    size_t front; /* frontend node */
+    size_t qf;    /* its QoS feature in Y */
+    size_t qpct;  /* and that feature's percentile index */
+    double latency, target, excess;
+    float *scratch, *xr, *din, *out, *head;
+    size_t scratch_rows; /* capacity of the row buffers */
+    size_t widest;
+    uint64_t rows; /* decoder rows evaluated */
+};
+
+#define ALL_CLASSES 0xFFFFu
+
+struct intervention
+{
+    size_t n;
+    size_t node[8];
+    unsigned classes[8]; /* bit per enum cbn_resource */
+};
+
+struct outcome
+{
+    double effect, p;
+};
+
+static int restorable(const struct gvae_group *g, unsigned classes)
+{
+    return g->kind != GVAE_LOAD && (classes & (1u << g->res)) != 0;
+}
+
+/* Grows the shared row buffers to @rows rows. */
+static int reserve_rows(struct sweep *sw, size_t rows)
+{
+    if (rows <= sw->scratch_rows) {
+        return SM_OK;
+    }
+    size_t w = sw->widest;
+    sm_free(sw->scratch);
+    sm_free(sw->xr);
+    sm_free(sw->din);
+    sm_free(sw->out);
+    sm_free(sw->head);
+    sw->scratch = sm_malloc(2 * rows * w * sizeof(float));
+    sw->xr = sm_malloc(rows * w * sizeof(float));
+    sw->din = sm_malloc(rows * w * sizeof(float));
+    sw->out = sm_malloc(rows * w * sizeof(float));
+    sw->head = sm_malloc(rows * w * sizeof(float));
+    if (!sw->scratch || !sw->xr || !sw->din || !sw->out || !sw->head) {
+        sw->scratch_rows = 0;
+        return SM_ENOMEM;
+    }
+    sw->scratch_rows = rows;
+    return SM_OK;
+}
+
+static float std_of(const struct gvae_stat *st, float t)
+{
+    return (t - st->mean) / st->std;
+}
+
+static float raw_of(const struct gvae_stat *st, float v)
+{
+    return v * st->std + st->mean;
+}
+
+/* Normal X of node @i: the caller's normals for metrics when it has them,
+ * else the model's medians over QoS-meeting training windows. */
+static void normal_x(const struct gvae_node *node,
+                     const struct cbn_normals *normals,
+                     float *xn)
+{
+    for (size_t g = 0; g < node->n_xg; g++) {
+        const struct gvae_group *gr = &node->xg[g];
+        float pct[CBN_N_PCT];
+        int have = 0;
+        if (normals != NULL && gr->kind == GVAE_METRIC) {
+            have = cbn_normals_metric(normals, gr->service, gr->metric,
+                                      gr->peer, pct, NULL) == SM_OK;
+        }
+        for (unsigned k = 0; k < gr->width; k++) {
+            size_t f = gr->offset + k;
+            const struct gvae_stat *st = &node->xs[f];
+            float t = have && !isnan(pct[k]) ? gvae__transform(gr->kind, pct[k])
+                                             : st->normal;
+            xn[f] = gr->kind == GVAE_LOAD ? NAN : std_of(st, t);
+        }
+    }
+}
+
+static int abduct_node(struct sweep *sw,
+                       size_t i,
+                       const struct cbn_window *w,
+                       const struct cbn_normals *normals,
+                       struct sm_rng *rng)
+{
+    const struct gvae_node *node = &sw->m->nodes[i];
+    struct nstate *st = &sw->ns[i];
+    const struct gvae_cvae *c = &node->cvae;
+    size_t S = sw->S, nx = node->nx, ny = node->ny, np = node->np;
+    size_t nz = c->nz;
+    st->live = c->block != NULL && node->trained;
+    st->x = sm_calloc(nx + 1, sizeof(float));
+    st->xn = sm_calloc(nx + 1, sizeof(float));
+    st->y = sm_calloc(ny + 1, sizeof(float));
+    st->ym = sm_calloc(ny + 1, sizeof(float));
+    st->p = sm_calloc(np + 1, sizeof(float));
+    st->z = sm_calloc(S * nz + 1, sizeof(float));
+    st->u = sm_calloc(S * ny + 1, sizeof(float));
+    st->eps = sm_calloc(S * nz + 1, sizeof(float));
+    if (!st->x || !st->xn || !st->y || !st->ym || !st->p || !st->z || !st->u ||
+        !st->eps) {
+        return SM_ENOMEM;
+    }
+    gvae__node_vectors(node, w, st->x, st->y, st->ym, st->p);
+    normal_x(node, normals, st->xn);
+    for (size_t k = 0; k < S * nz; k++) {
+        st->eps[k] = k < nz ? 0.0f : (float)sm_rng_normal(rng);
+    }
+    if (!st->live) {
+        return SM_OK;
+    }
+    int rc = reserve_rows(sw, S);
+    if (rc != SM_OK) {
+        return rc;
+    }
+    /* q(Z | X, Y, Yp) of the observed window; sample 0 is its mean. */
+    float *in = sw->din;
+    memcpy(in, st->x, nx * sizeof *in);
+    memcpy(in + nx, st->y, ny * sizeof *in);
+    memcpy(in + nx + ny, st->p, np * sizeof *in);
+    gvae__mlp_infer(&c->enc, 1, in, sw->head, sw->scratch);
+    for (size_t s = 0; s < S; s++) {
+        for (size_t j = 0; j < nz; j++) {
+            float mu = sw->head[j];
+            float lv = sw->head[nz + j];
+            lv = lv < NN_LOGVAR_MIN   ? NN_LOGVAR_MIN
+                 : lv > NN_LOGVAR_MAX ? NN_LOGVAR_MAX
+                                      : lv;
+            st->z[s * nz + j] = mu + expf(0.5f * lv) * st->eps[s * nz + j];
+        }
+    }
+    size_t din = nx + nz + np;
+    for (size_t s = 0; s < S; s++) {
+        float *row = sw->din + s * din;
+        memcpy(row, st->x, nx * sizeof *row);
+        memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
+        memcpy(row + nx + nz, st->p, np * sizeof *row);
+    }
+    gvae__mlp_infer(&c->dec, S, sw->din, sw->out, sw->scratch);
+    /* Missing observations take the model's prediction as the fact. */
+    for (size_t j = 0; j < ny; j++) {
+        if (st->ym[j] == 0) {
+            st->y[j] = sw->out[j];
+        }
+    }
+    for (size_t s = 0; s < S; s++) {
+        for (size_t j = 0; j < ny; j++) {
+            st->u[s * ny + j] = st->y[j] - sw->out[s * 2 * ny + j];
+        }
+    }
+    sw->rows += S;
+    return SM_OK;
+}
+
+static int is_intervened(const struct intervention *iv,
+                         size_t i,
+                         unsigned *classes)
+{
+    for (size_t k = 0; k < iv->n; k++) {
+        if (iv->node[k] == i) {
+            *classes = iv->classes[k];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Runs @K interventions (S rows each) through the decoders in topological
+ * order; nodes not downstream of an intervention keep their observed
+ * values. */
+static int sweep_run(struct sweep *sw,
+                     const struct intervention *iv,
+                     size_t K,
+                     struct outcome *res)
+{
+    const struct gvae_model *m = sw->m;
+    size_t S = sw->S, nn = sw->nn;
+    int rc = SM_OK;
+    for (size_t i = 0; i < nn; i++) {
+        sm_free(sw->ns[i].cf);
+        sm_free(sw->ns[i].pos);
+        sw->ns[i].cf = NULL;
+        sw->ns[i].pos = sm_malloc((K + 1) * sizeof(size_t));
+        if (sw->ns[i].pos == NULL) {
+            return SM_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < nn && rc == SM_OK; i++) {
+        const struct gvae_node *node = &m->nodes[i];
+        struct nstate *st = &sw->ns[i];
+        size_t n_aff = 0;
+        for (size_t k = 0; k < K; k++) {
+            unsigned cls;
+            int aff = 0;
+            if (st->live) {
+                aff = is_intervened(&iv[k], i, &cls);
+                for (size_t q = 0; !aff && q < node->n_parents; q++) {
+                    aff = sw->ns[node->parents[q]].pos[k] != SIZE_MAX;
+                }
+            }
+            st->pos[k] = aff ? n_aff++ : SIZE_MAX;
+        }
+        if (n_aff == 0) {
+            continue;
+        }
+        const struct gvae_cvae *c = &node->cvae;
+        size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
+        size_t din = nx + nz + np, R = n_aff * S;
+        rc = reserve_rows(sw, R);
+        st->cf = sm_malloc(R * ny * sizeof(float));
+        if (rc != SM_OK || st->cf == NULL) {
+            return SM_ENOMEM;
+        }
+        for (size_t k = 0; k < K; k++) {
+            if (st->pos[k] == SIZE_MAX) {
+                continue;
+            }
+            unsigned cls = 0;
+            int here = is_intervened(&iv[k], i, &cls);
+            for (size_t s = 0; s < S; s++) {
+                size_t r = st->pos[k] * S + s;
+                float *x = sw->xr + r * nx;
+                memcpy(x, st->x, nx * sizeof *x);
+                for (size_t g = 0; here && g < node->n_xg; g++) {
+                    const struct gvae_group *gr = &node->xg[g];
+                    if (!restorable(gr, cls)) {
+                        continue;
+                    }
+                    for (unsigned q = 0; q < gr->width; q++) {
+                        float v = st->xn[gr->offset + q];
+                        if (!isnan(v)) {
+                            x[gr->offset + q] = v;
+                        }
+                    }
+                }
+                float *row = sw->din + r * din;
+                memcpy(row, x, nx * sizeof *row);
+                memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
+                float *p = row + nx + nz;
+                memcpy(p, st->p, np * sizeof *p);
+                for (size_t g = 0; g < node->n_pg; g++) {
+                    const struct gvae_group *pg = &node->pg[g];
+                    const struct nstate *src = &sw->ns[pg->src_node];
+                    if (src->pos[k] == SIZE_MAX) {
+                        continue;
+                    }
+                    size_t sny = m->nodes[pg->src_node].ny;
+                    const float *v =
+                        src->cf + (src->pos[k] * S + s) * sny + pg->src_offset;
+                    memcpy(p + pg->offset, v, pg->width * sizeof *p);
+                }
+            }
+        }
+        if (sw->cfg->abduction == GVAE_ABDUCT_PRIOR) {
+            /* Z ~ p(Z | X') with the sample's noise: the literal sweep. */
+            gvae__mlp_infer(&c->prior, R, sw->xr, sw->head, sw->scratch);
+            for (size_t r = 0; r < R; r++) {
+                size_t s = r % S;
+                for (size_t j = 0; j < nz; j++) {
+                    float mu = sw->head[r * 2 * nz + j];
+                    float lv = sw->head[r * 2 * nz + nz + j];
+                    lv = lv < NN_LOGVAR_MIN   ? NN_LOGVAR_MIN
+                         : lv > NN_LOGVAR_MAX ? NN_LOGVAR_MAX
+                                              : lv;
+                    sw->din[r * din + nx + j] =
+                        mu + expf(0.5f * lv) * st->eps[s * nz + j];
+                }
+            }
+        }
+        gvae__mlp_infer(&c->dec, R, sw->din, sw->out, sw->scratch);
+        sw->rows += R;
+        int post = sw->cfg->abduction == GVAE_ABDUCT_POSTERIOR;
+        for (size_t r = 0; r < R; r++) {
+            size_t s = r % S;
+            for (size_t j = 0; j < ny; j++) {
+                float v = sw->out[r * 2 * ny + j];
+                st->cf[r * ny + j] = post ? v + st->u[s * ny + j] : v;
+            }
+        }
+    }
+    /* The frontend's latency at the QoS percentile, per intervention. */
+    const struct gvae_node *fn = &m->nodes[sw->front];
+    const struct nstate *fs = &sw->ns[sw->front];
+    const struct gvae_stat *qst = &fn->ys[sw->qf];
+    double obs = gvae__untransform(GVAE_LATENCY, raw_of(qst, fs->y[sw->qf]));
+    for (size_t k = 0; k < K; k++) {
+        double eff = 0, met = 0;
+        for (size_t s = 0; s < S; s++) {
+            double e = 0;
+            if (fs->pos[k] != SIZE_MAX) {
+                float v = fs->cf[(fs->pos[k] * S + s) * fn->ny + sw->qf];
+                e = obs - gvae__untransform(GVAE_LATENCY, raw_of(qst, v));
+            }
+            eff += e;
+            met += sw->latency - e <= sw->target;
+        }
+        res[k].effect = eff / (double)S;
+        res[k].p = met / (double)S;
+    }
+    return SM_OK;
+}
+
+/* ---- evidence ---------------------------------------------------------- */
+
+/* Robust z: how far the node's inputs (either way) and its latencies
+ * (upwards) are from their training medians, in IQRs; the largest. */
+static double evidence(const struct gvae_node *node,
+                       const struct nstate *st,
+                       unsigned classes)
+{
+    double z = 0;
+    for (size_t g = 0; g < node->n_xg; g++) {
+        const struct gvae_group *gr = &node->xg[g];
+        if (!restorable(gr, classes)) {
+            continue;
+        }
+        for (unsigned k = 0; k < gr->width; k++) {
+            const struct gvae_stat *s = &node->xs[gr->offset + k];
+            double d = fabs(raw_of(s, st->x[gr->offset + k]) - s->median);
+            z = fmax(z, d / s->iqr);
+        }
+    }
+    if (classes != ALL_CLASSES) {
+        return z;
+    }
+    for (size_t f = 0; f < node->ny; f++) {
+        const struct gvae_stat *s = &node->ys[f];
+        if (st->ym[f] != 0) {
+            z = fmax(z, (raw_of(s, st->y[f]) - s->median) / s->iqr);
+        }
+    }
+    return z;
+}
+
+static unsigned out_of_range(const struct gvae_node *node,
+                             const struct nstate *st,
+                             const struct gvae_group **first_bad)
+{
+    unsigned n = 0;
+    for (size_t g = 0; g < node->n_xg; g++) {
+        const struct gvae_group *gr = &node->xg[g];
+        int bad = 0;
+        for (unsigned k = 0; k < gr->width; k++) {
+            const struct gvae_stat *s = &node->xs[gr->offset + k];
+            float t = raw_of(s, st->x[gr->offset + k]);
+            float margin = 0.25f * (s->hi - s->lo) + 0.05f;
+            bad |= t < s->lo - margin || t > s->hi + margin;
+        }
+        if (bad) {
+            if (n == 0 && first_bad != NULL) {
+                *first_bad = gr;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+/* ---- diagnosis ------------------------------------------------------------
+ */
+
+struct cand
+{
+    size_t node;
+    double score, effect, p, z;
+    unsigned oor;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->score != y->score) {
+        return x->score < y->score ? 1 : -1;
+    }
+    if (x->effect != y->effect) {
+        return x->effect < y->effect ? 1 : -1;
+    }
+    return (x->node > y->node) - (x->node < y->node);
+}
+
+static double score_of(const struct sweep *sw, const struct cand *c)
+{
+    double eff = c->effect > 0 ? c->effect : 0;
+    double norm = eff / sw->excess;
+    double zs = c->z / (1 + c->z);
+    switch (sw->cfg->rank) {
+        case GVAE_RANK_EFFECT:
+            return c->effect;
+        case GVAE_RANK_EFFECT_EVIDENCE:
+            return norm * c->z;
+        case GVAE_RANK_EVIDENCE:
+            return c->z;
+        case GVAE_RANK_GATED_EVIDENCE:
+        default: {
+            double g = sw->cfg->gate;
+            if (norm >= g) {
+                return 1 + zs;
+            }
+            return (g > 0 ? norm / g : 0) * zs;
+        }
+    }
+}
+
+static void sweep_free(struct sweep *sw)
+{
+    for (size_t i = 0; sw->ns != NULL && i < sw->nn; i++) {
+        struct nstate *st = &sw->ns[i];
+        sm_free(st->x);
+        sm_free(st->xn);
+        sm_free(st->y);
+        sm_free(st->ym);
+        sm_free(st->p);
+        sm_free(st->z);
+        sm_free(st->u);
+        sm_free(st->eps);
+        sm_free(st->cf);
+        sm_free(st->pos);
+    }
+    sm_free(sw->ns);
+    sm_free(sw->scratch);
+    sm_free(sw->xr);
+    sm_free(sw->din);
+    sm_free(sw->out);
+    sm_free(sw->head);
+}
+
+/* Builds the diagnosis's one allocation: copies every string. */
+struct dbuild
+{
+    struct gvae_culprit cul[8];
+    size_t n_cul;
+    struct cand *cands;
+    size_t n_cands;
+    size_t path[64];
+    size_t n_path;
+    const char *unseen_node[64];
+    const char *unseen_key[64];
+    size_t n_unseen;
+};
+
+static struct gvae_diagnosis *diagnosis_pack(const struct sweep *sw,
+                                             const struct dbuild *b)
+{
+    const struct gvae_model *m = sw->m;
+    size_t strbytes = 0;
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        strbytes += strlen(m->nodes[i].name) + 1;
+    }
+    for (size_t k = 0; k < b->n_unseen; k++) {
+        strbytes += strlen(b->unseen_node[k]) + strlen(b->unseen_key[k]) + 3;
+    }
+    size_t size = sizeof(struct gvae_diagnosis) +
+                  b->n_cul * sizeof(struct gvae_culprit) +
+                  b->n_cands * sizeof(struct gvae_candidate) +
+                  (b->n_path + b->n_unseen) * sizeof(char *) + strbytes;
+    struct gvae_diagnosis *d = sm_calloc(1, size);
+    if (d == NULL) {
+        return NULL;
+    }
+    char *p = (char *)(d + 1);
+    d->culprits = (struct gvae_culprit *)p;
+    p += b->n_cul * sizeof(struct gvae_culprit);
+    d->ranking = (struct gvae_candidate *)p;
+    p += b->n_cands * sizeof(struct gvae_candidate);
+    d->path = (const char **)p;
+    p += b->n_path * sizeof(char *);
+    d->unseen = (const char **)p;
+    p += b->n_unseen * sizeof(char *);
+    /* node names, once */
+    const char **names = sm_calloc(m->n_nodes + 1, sizeof *names);
+    if (names == NULL) {
+        sm_free(d);
+        return NULL;
+    }
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        size_t len = strlen(m->nodes[i].name) + 1;
+        memcpy(p, m->nodes[i].name, len);
+        names[i] = p;
+        p += len;
+    }
+    d->latency_ms = sw->latency;
+    d->target_ms = sw->target;
+    d->violated = sw->latency > sw->target;
+    d->n_culprits = b->n_cul;
+    for (size_t k = 0; k < b->n_cul; k++) {
+        d->culprits[k] = b->cul[k];
+        d->culprits[k].service = names[(size_t)(uintptr_t)b->cul[k].service];
+    }
+    d->n_ranking = b->n_cands;
+    for (size_t k = 0; k < b->n_cands; k++) {
+        const struct cand *c = &b->cands[k];
+        d->ranking[k] = (struct gvae_candidate){
+            .service = names[c->node],
+            .score = c->score,
+            .effect_ms = c->effect,
+            .p_qos_met = c->p,
+            .evidence = c->z,
+            .out_of_range = c->oor,
+        };
+    }
+    d->n_path = b->n_path;
+    for (size_t k = 0; k < b->n_path; k++) {
+        d->path[k] = names[b->path[k]];
+    }
+    d->n_unseen = b->n_unseen;
+    for (size_t k = 0; k < b->n_unseen; k++) {
+        int len = sprintf(p, "%s: %s", b->unseen_node[k], b->unseen_key[k]);
+        d->unseen[k] = p;
+        p += len + 1;
+    }
+    d->rows = (size_t)sw->rows;
+    sm_free(names);
+    return d;
+}
+
+/* Shortest CBN path from @from up to the frontend, over callers. */
+static void find_path(const struct gvae_model *m,
+                      size_t from,
+                      size_t to,
+                      struct dbuild *b)
+{
+    size_t nn = m->n_nodes;
+    size_t *prev = sm_malloc((nn + 1) * sizeof *prev);
+    size_t *queue = sm_malloc((nn + 1) * sizeof *queue);
+    b->n_path = 0;
+    if (prev == NULL || queue == NULL) {
+        sm_free(prev);
+        sm_free(queue);
+        return;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        prev[i] = SIZE_MAX;
+    }
+    size_t head = 0, tail = 0;
+    queue[tail++] = from;
+    prev[from] = from;
+    while (head < tail) {
+        size_t i = queue[head++];
+        for (size_t j = i + 1; j < nn; j++) {
+            const struct gvae_node *nj = &m->nodes[j];
+            for (size_t q = 0; q < nj->n_parents; q++) {
+                if (nj->parents[q] == i && prev[j] == SIZE_MAX) {
+                    prev[j] = i;
+                    queue[tail++] = j;
+                }
+            }
+        }
+    }
+    if (prev[to] != SIZE_MAX) {
+        size_t rev[64], n = 0;
+        for (size_t i = to; n < 64; i = prev[i]) {
+            rev[n++] = i;
+            if (i == from) {
+                break;
+            }
+        }
+        for (size_t k = 0; k < n; k++) {
+            b->path[k] = rev[n - 1 - k];
+        }
+        b->n_path = n;
+    }
+    sm_free(prev);
+    sm_free(queue);
+}
+
+/* The resource class inside culprit @c whose restoration lowers the
+ * frontend latency most; by evidence when none has an effect. */
+static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
+{
+    const struct gvae_node *node = &sw->m->nodes[c];
+    struct intervention iv[CBN_RES_COUNT];
+    enum cbn_resource cls[CBN_RES_COUNT];
+    size_t K = 0;
+    for (int r = 0; r < CBN_RES_UNKNOWN; r++) {
+        int has = 0;
+        for (size_t g = 0; g < node->n_xg; g++) {
+            has |= restorable(&node->xg[g], 1u << r);
+        }
+        if (has) {
+            iv[K] = (struct intervention){1, {c}, {1u << r}};
+            cls[K++] = (enum cbn_resource)r;
+        }
+    }
+    out->resource = CBN_RES_UNKNOWN;
+    out->resource_effect_ms = 0;
+    if (K == 0) {
+        return SM_OK;
+    }
+    struct outcome res[CBN_RES_COUNT];
+    int rc = sweep_run(sw, iv, K, res);
+    if (rc != SM_OK) {
+        return rc;
+    }
+    size_t best = SIZE_MAX;
+    double best_eff = sw->cfg->gate * sw->excess;
+    for (size_t k = 0; k < K; k++) {
+        if (res[k].effect >= best_eff) {
+            best_eff = res[k].effect;
+            best = k;
+        }
+    }
+    if (best == SIZE_MAX) {
+        double best_z = 1.0; /* within an IQR: nothing stands out */
+        for (size_t k = 0; k < K; k++) {
+            double z = evidence(node, &sw->ns[c], 1u << cls[k]);
+            if (z > best_z) {
+                best_z = z;
+                best = k;
+            }
+        }
+    }
+    if (best != SIZE_MAX) {
+        out->resource = cls[best];
+        out->resource_effect_ms = res[best].effect;
+    }
+    return SM_OK;
+}
+
+static int find_qos(const struct gvae_model *m,
+                    const char *service,
+                    double pct,
+                    size_t *node,
+                    size_t *feature,
+                    size_t *pct_index)
+{
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        const struct gvae_node *nd = &m->nodes[i];
+        for (size_t g = 0; g < nd->n_yg; g++) {
+            const struct gvae_group *gr = &nd->yg[g];
+            if (gr->kind != GVAE_LATENCY || strcmp(gr->service, service)) {
+                continue;
+            }
+            size_t best = 0;
+            for (size_t k = 1; k < CBN_N_PCT; k++) {
+                if (fabs(cbn_percentiles[k] - pct) <
+                    fabs(cbn_percentiles[best] - pct)) {
+                    best = k;
+                }
+            }
+            *node = i;
+            *feature = gr->offset + best;
+            *pct_index = best;
+            return nd->trained ? SM_OK : SM_ENOTFOUND;
+        }
+    }
+    return SM_ENOTFOUND;
+}
+
+int gvae_diagnose(const struct gvae_model *m,
+                  const struct cbn_window *w,
+                  const struct cbn_normals *normals,
+                  const struct gvae_sweep_config *cfg,
+                  struct gvae_diagnosis **out,
+                  char errmsg[SM_ERRMSG_SIZE])
+{
+    errmsg[0] = '\0';
+    if (cfg->qos_service == NULL || cfg->qos_service[0] == '\0' ||
+        !(cfg->qos_target_ms > 0) || cfg->samples < 1 || cfg->samples > 4096 ||
+        !(cfg->qos_percentile > 0) || !(cfg->qos_percentile <= 100) ||
+        cfg->max_culprits < 1 || !(cfg->gate >= 0)) {
+        sm_errmsg_printf(errmsg,
+                         "diagnose: bad sweep config (QoS service and target "
+                         "set, 1..4096 samples, percentile in (0, 100])");
+        return SM_EINVAL;
+    }
+    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples, .nn = m->n_nodes};
+    struct dbuild b = {0};
+    int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw.front,
+                      &sw.qf, &sw.qpct);
+    if (rc != SM_OK) {
+        sm_errmsg_printf(errmsg, "diagnose: the model has no latency for %s",
+                         cfg->qos_service);
+        return rc;
+    }
+    sw.latency = w->qos_latency_ms;
+    if (isnan(sw.latency)) {
+        const struct cbn_window_service *sv =
+            cbn_window_service(w, cfg->qos_service);
+        if (sv == NULL) {
+            sm_errmsg_printf(errmsg,
+                             "diagnose: the window has no requests "
+                             "for %s",
+                             cfg->qos_service);
+            return SM_ENOTFOUND;
+        }
+        sw.latency = sv->latency_ms[sw.qpct];
+    }
+    sw.target = cfg->qos_target_ms;
+    sw.excess = sw.latency - sw.target;
+    if (sw.excess < 0.05 * sw.target) {
+        sw.excess = 0.05 * sw.target;
+    }
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        const struct gvae_cvae *c = &m->nodes[i].cvae;
+        size_t cand[] = {gvae__mlp_widest(&c->enc), gvae__mlp_widest(&c->dec),
+                         gvae__mlp_widest(&c->prior), 2 * m->nodes[i].ny + 1,
+                         m->nodes[i].nx + 1};
+        for (size_t k = 0; c->block != NULL && k < 5; k++) {
+            sw.widest = cand[k] > sw.widest ? cand[k] : sw.widest;
+        }
+    }
+    sw.ns = sm_calloc(m->n_nodes + 1, sizeof *sw.ns);
+    b.cands = sm_calloc(m->n_nodes + 1, sizeof *b.cands);
+    struct intervention *iv = sm_calloc(m->n_nodes + 1, sizeof *iv);
+    struct outcome *res = sm_calloc(m->n_nodes + 1, sizeof *res);
+    if (!sw.ns || !b.cands || !iv || !res) {
+        rc = SM_ENOMEM;
+        goto done;
+    }
+    struct sm_rng rng;
+    sm_rng_seed(&rng, cfg->seed ^ w->start_ns);
+    for (size_t i = 0; i < m->n_nodes && rc == SM_OK; i++) {
+        rc = abduct_node(&sw, i, w, normals, &rng);
+    }
+    if (rc != SM_OK) {
+        goto done;
+    }
+
+    /* Service level: every candidate restored alone, in one pass. */
+    size_t K = 0;
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        iv[K++] = (struct intervention){1, {i}, {ALL_CLASSES}};
+    }
+    rc = sweep_run(&sw, iv, K, res);
+    if (rc != SM_OK) {
+        goto done;
+    }
+    for (size_t i = 0; i < K; i++) {
+        const struct gvae_node *node = &m->nodes[i];
+        const struct gvae_group *bad = NULL;
+        struct cand *c = &b.cands[b.n_cands++];
+        c->node = i;
+        c->effect = res[i].effect;
+        c->p = res[i].p;
+        c->z = evidence(node, &sw.ns[i], ALL_CLASSES);
+        c->oor = out_of_range(node, &sw.ns[i], &bad);
+        c->score = score_of(&sw, c);
+        if (bad != NULL && b.n_unseen < 64) {
+            b.unseen_node[b.n_unseen] = node->name;
+            b.unseen_key[b.n_unseen++] = bad->key;
+        }
+    }
+    qsort(b.cands, b.n_cands, sizeof *b.cands, cand_cmp);
+
+    /* Culprits: the best-ranked candidate when its restoration explains
+     * enough of the excess (or restores QoS); then greedily the candidate
+     * that lowers the frontend most, until QoS is met or the limit. */
+    if (sw.latency > sw.target && b.n_cands > 0) {
+        const struct cand *top = &b.cands[0];
+        int named =
+            top->effect >= cfg->gate * sw.excess || top->p >= cfg->p_threshold;
+        struct intervention set = {1, {top->node}, {ALL_CLASSES}};
+        double p = top->p, eff = top->effect;
+        if (named) {
+            b.cul[b.n_cul++] = (struct gvae_culprit){
+                .service = (const char *)(uintptr_t)top->node,
+                .p_qos_met = p,
+                .effect_ms = eff,
+            };
+        }
+        unsigned limit = cfg->max_culprits < 8 ? cfg->max_culprits : 8;
+        while (named && p < cfg->p_threshold && b.n_cul < limit) {
+            size_t Kg = 0;
+            for (size_t i = 0; i < m->n_nodes; i++) {
+                int in = 0;
+                for (size_t q = 0; q < set.n; q++) {
+                    in |= set.node[q] == i;
+                }
+                if (!in) {
+                    iv[Kg] = set;
+                    iv[Kg].node[set.n] = i;
+                    iv[Kg].classes[set.n] = ALL_CLASSES;
+                    iv[Kg++].n = set.n + 1;
+                }
+            }
+            if (Kg == 0 || (rc = sweep_run(&sw, iv, Kg, res)) != SM_OK) {
+                break;
+            }
+            size_t best = 0;
+            for (size_t k = 1; k < Kg; k++) {
+                if (res[k].effect > res[best].effect) {
+                    best = k;
+                }
+            }
+            /* Adding it must explain a further share of the excess. */
+            if (res[best].effect - eff < cfg->gate * sw.excess) {
+                break;
+            }
+            set = iv[best];
+            p = res[best].p;
+            eff = res[best].effect;
+            b.cul[b.n_cul++] = (struct gvae_culprit){
+                .service = (const char *)(uintptr_t)set.node[set.n - 1],
+                .p_qos_met = p,
+                .effect_ms = eff,
+            };
+        }
+        for (size_t k = 0; rc == SM_OK && k < b.n_cul; k++) {
+            rc = resource_sweep(&sw, (size_t)(uintptr_t)b.cul[k].service,
+                                &b.cul[k]);
+        }
+        if (rc == SM_OK && b.n_cul > 0) {
+            find_path(m, (size_t)(uintptr_t)b.cul[0].service, sw.front, &b);
+        }
+    }
+    if (rc != SM_OK) {
+        goto done;
+    }
+    *out = diagnosis_pack(&sw, &b);
+    if (*out == NULL) {
+        rc = SM_ENOMEM;
+    }
+done:
+    if (rc == SM_ENOMEM) {
+        sm_errmsg_printf(errmsg, "diagnose: out of memory");
+    }
+    sweep_free(&sw);
+    sm_free(b.cands);
+    sm_free(iv);
+    sm_free(res);
+    return rc;
+}
+
+void gvae_diagnosis_free(struct gvae_diagnosis *d)
+{
+    sm_free(d);
+}
+
+/* ---- reconstruction quality ------------------------------------------------
+ */
+
+struct r2acc
+{
+    double sum, sum2, sse;
+    size_t n;
+};
+
+int gvae_evaluate(const struct gvae_model *m,
+                  const struct cbn_window *const *windows,
+                  size_t n,
+                  const char *frontend,
+                  struct gvae_eval *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t nn = m->n_nodes, widest = 1;
+    for (size_t i = 0; i < nn; i++) {
+        const struct gvae_node *nd = &m->nodes[i];
+        size_t c[] = {gvae__mlp_widest(&nd->cvae.dec),
+                      gvae__mlp_widest(&nd->cvae.prior), 2 * nd->ny + 1,
+                      nd->nx + nd->cvae.nz + nd->np + 1};
+        for (size_t k = 0; nd->cvae.block && k < 4; k++) {
+            widest = c[k] > widest ? c[k] : widest;
+        }
+    }
+    size_t rows = n ? n : 1;
+    float *scratch = sm_malloc(2 * rows * widest * sizeof(float));
+    float *din = sm_malloc(rows * widest * sizeof(float));
+    float *head = sm_malloc(rows * widest * sizeof(float));
+    float *dout = sm_malloc(rows * widest * sizeof(float));
+    float **gen = sm_calloc(nn + 1, sizeof *gen);
+    struct r2acc *acc[2] = {NULL, NULL};
+    size_t n_feat = 0;
+    for (size_t i = 0; i < nn; i++) {
+        n_feat += m->nodes[i].ny;
+    }
+    acc[0] = sm_calloc(n_feat + 1, sizeof **acc);
+    acc[1] = sm_calloc(n_feat + 1, sizeof **acc);
+    int rc = (scratch && din && head && dout && gen && acc[0] && acc[1])
+                 ? SM_OK
+                 : SM_ENOMEM;
+    struct r2acc front = {0};
+    size_t fnode = SIZE_MAX, ffeat = 0;
+    if (frontend != NULL) {
+        size_t pct_index;
+        find_qos(m, frontend, 99, &fnode, &ffeat, &pct_index);
+    }
+    size_t base = 0;
+    for (size_t i = 0; i < nn && rc == SM_OK; base += m->nodes[i].ny, i++) {
+        const struct gvae_node *nd = &m->nodes[i];
+        const struct gvae_cvae *c = &nd->cvae;
+        size_t nx = nd->nx, ny = nd->ny, np = nd->np, nz = c->nz;
+        size_t dw = nx + nz + np;
+        if (c->block == NULL || !nd->trained) {
+            continue;
+        }
+        gen[i] = sm_malloc((n * ny + 1) * sizeof(float));
+        float *x = sm_malloc((n * nx + 1) * sizeof(float));
+        float *y = sm_malloc((n * ny + 1) * sizeof(float));
+        float *mk = sm_malloc((n * ny + 1) * sizeof(float));
+        float *p = sm_malloc((n * np + 1) * sizeof(float));
+        if (!gen[i] || !x || !y || !mk || !p) {
+            rc = SM_ENOMEM;
+        }
+        for (size_t t = 0; rc == SM_OK && t < n; t++) {
+            gvae__node_vectors(nd, windows[t], x + t * nx, y + t * ny,
+                               mk + t * ny, p + t * np);
+        }
+        if (rc == SM_OK) {
+            gvae__mlp_infer(&c->prior, n, x, head, scratch);
+        }
+        /* pass 0: observed parents; pass 1: generated parents */
+        for (int pass = 0; pass < 2 && rc == SM_OK; pass++) {
+            for (size_t t = 0; t < n; t++) {
+                float *row = din + t * dw;
+                memcpy(row, x + t * nx, nx * sizeof *row);
+                memcpy(row + nx, head + t * 2 * nz, nz * sizeof *row);
+                memcpy(row + nx + nz, p + t * np, np * sizeof *row);
+                for (size_t g = 0; pass == 1 && g < nd->n_pg; g++) {
+                    const struct gvae_group *pg = &nd->pg[g];
+                    const float *src = gen[pg->src_node];
+                    size_t sny = m->nodes[pg->src_node].ny;
+                    if (src != NULL) {
+                        memcpy(row + nx + nz + pg->offset,
+                               src + t * sny + pg->src_offset,
+                               pg->width * sizeof *row);
+                    }
+                }
+            }
+            gvae__mlp_infer(&c->dec, n, din, dout, scratch);
+            for (size_t t = 0; t < n; t++) {
+                for (size_t j = 0; j < ny; j++) {
+                    float v = dout[t * 2 * ny + j];
+                    if (pass == 1) {
+                        gen[i][t * ny + j] = v;
+                    }
+                    if (mk[t * ny + j] == 0) {
+                        continue;
+                    }
+                    /* server latencies only: the published figure */
+                    int is_lat = 0;
+                    for (size_t g = 0; g < nd->n_yg; g++) {
+                        const struct gvae_group *gr = &nd->yg[g];
+                        if (j >= gr->offset && j < gr->offset + gr->width) {
+                            is_lat = gr->kind == GVAE_LATENCY;
+                        }
+                    }
+                    if (!is_lat) {
+                        continue;
+                    }
+                    const struct gvae_stat *st = &nd->ys[j];
+                    double obs = gvae__untransform(GVAE_LATENCY,
+                                                   raw_of(st, y[t * ny + j]));
+                    double pr = gvae__untransform(GVAE_LATENCY, raw_of(st, v));
+                    struct r2acc *a = &acc[pass][base + j];
+                    a->sum += obs;
+                    a->sum2 += obs * obs;
+                    a->sse += (obs - pr) * (obs - pr);
+                    a->n++;
+                    if (pass == 1 && i == fnode && j == ffeat) {
+                        front.sum += obs;
+                        front.sum2 += obs * obs;
+                        front.sse += (obs - pr) * (obs - pr);
+                        front.n++;
+                    }
+                }
+            }
+        }
+        sm_free(x);
+        sm_free(y);
+        sm_free(mk);
+        sm_free(p);
+    }
+    if (rc == SM_OK) {
+        out->windows = n;
+        for (int pass = 0; pass < 2; pass++) {
+            double r2 = 0, sse = 0;
+            size_t nf = 0, cnt = 0;
+            for (size_t f = 0; f < n_feat; f++) {
+                struct r2acc *a = &acc[pass][f];
+                if (a->n < 2) {
+                    continue;
+                }
+                double sst = a->sum2 - a->sum * a->sum / (double)a->n;
+                sse += a->sse;
+                cnt += a->n;
+                if (sst > 1e-9) {
+                    r2 += 1 - a->sse / sst;
+                    nf++;
+                }
+            }
+            double mean_r2 = nf ? r2 / (double)nf : NAN;
+            double rmse = cnt ? sqrt(sse / (double)cnt) : NAN;
+            if (pass == 0) {
+                out->r2_forced = mean_r2;
+                out->rmse_forced_ms = rmse;
+                out->features = nf;
+            } else {
+                out->r2_generated = mean_r2;
+                out->rmse_generated_ms = rmse;
+            }
+        }
+        double sst = front.sum2 - front.sum * front.sum / (double)front.n;
+        out->r2_frontend =
+            front.n > 1 && sst > 1e-9 ? 1 - front.sse / sst : NAN;
+    }
+    for (size_t i = 0; gen != NULL && i < nn; i++) {
+        sm_free(gen[i]);
+    }
+    sm_free(gen);
+    sm_free(acc[0]);
+    sm_free(acc[1]);
+    sm_free(scratch);
+    sm_free(din);
+    sm_free(head);
+    sm_free(dout);
+    return rc;
+}
