@@ -46,9 +46,9 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/crc32c.h"
 #include "base/err.h"
 #include "cbn/cbn.h"
-#include "base/crc32c.h"
 
 #define RECORD_MAGIC       0x4C574D53u /* "SMWL" as little-endian bytes */
 #define HEADER_SIZE        20u

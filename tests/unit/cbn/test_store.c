@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/crc32c.h"
 #include "base/err.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
-#include "base/crc32c.h"
 #include "check.h"
 
 #define HEADER   20u
