@@ -666,6 +666,7 @@ static int read_node(struct reader *r,
         }
         params += (in + 1) * s.out;
     }
+    params += nd->np * nd->ny; /* the decoder's skip */
     if (params > input_len / 4) {
         return fail(r, SM_EMALFORMED, "weights do not match the shapes");
     }

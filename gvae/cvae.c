@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "gvae/internal.h"
+#include "gvae/mat.h"
 
 static size_t round_up16(size_t v)
 {
@@ -63,6 +64,10 @@ static void cvae_plan(struct gvae_cvae *c,
     c->dp = nn_pool_acts(p, b * 2 * nz);
     c->dout = nn_pool_acts(p, 2 * b * 2 * ny);
     c->ddec_in = nn_pool_acts(p, 2 * b * (nx + nz + np));
+    c->skip = nn_pool_params(p, np * ny);
+    c->gskip = nn_pool_grad(p, c->skip);
+    c->skip_out = nn_pool_acts(p, b * ny);
+    c->dmean = nn_pool_acts(p, b * ny);
 }
 
 int gvae__cvae_create(struct gvae_cvae *c,
@@ -100,6 +105,24 @@ void gvae__cvae_destroy(struct gvae_cvae *c)
 {
     sm_free(c->block);
     memset(c, 0, sizeof *c);
+}
+
+void gvae__dec_skip(const struct gvae_cvae *c,
+                    size_t n,
+                    const float *p,
+                    float *out,
+                    float *tmp)
+{
+    size_t ny = c->ny;
+    if (c->np == 0) {
+        return;
+    }
+    gvae__gemm(false, false, n, ny, c->np, 1.0f, p, c->skip, 0.0f, tmp);
+    for (size_t r = 0; r < n; r++) {
+        for (size_t j = 0; j < ny; j++) {
+            out[r * 2 * ny + j] += tmp[r * ny + j];
+        }
+    }
 }
 
 void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src)
@@ -174,7 +197,11 @@ double gvae__cvae_step(struct gvae_cvae *c,
      * layer, gradients summed. */
     concat3(c->dec_in, rows, c->xb, nx, c->zq, nz, c->pb, np);
     concat3(c->dec_in + rows * din, rows, c->xb, nx, c->zp, nz, c->pb, np);
-    const float *out = nn_mlp_forward(&c->dec, 2 * rows, c->dec_in, 1, rng);
+    float *out = (float *)nn_mlp_forward(&c->dec, 2 * rows, c->dec_in, 1, rng);
+    /* the skip adds to the MLP's output cache: its backward does not read
+     * it */
+    gvae__dec_skip(c, rows, c->pb, out, c->skip_out);
+    gvae__dec_skip(c, rows, c->pb, out + rows * 2 * ny, c->skip_out);
 
     nn_pool_zero_grad(&c->pool);
     memset(c->dout, 0, 2 * rows * 2 * ny * sizeof *c->dout);
@@ -188,6 +215,17 @@ double gvae__cvae_step(struct gvae_cvae *c,
     double kl = nn_kl_gauss(rows, nz, q, pr, alpha * beta * inv, c->dq, c->dp);
 
     nn_mlp_backward(&c->dec, 2 * rows, c->dec_in, c->dout, c->ddec_in);
+    if (np > 0) {
+        /* both halves saw the same Yp: one product over their sum */
+        for (size_t r = 0; r < rows; r++) {
+            for (size_t j = 0; j < ny; j++) {
+                c->dmean[r * ny + j] = c->dout[r * 2 * ny + j] +
+                                       c->dout[(rows + r) * 2 * ny + j];
+            }
+        }
+        gvae__gemm(true, false, np, ny, rows, 1.0f, c->pb, c->dmean, 1.0f,
+                   c->gskip);
+    }
     for (size_t r = 0; r < rows; r++) {
         memcpy(c->zq + r * nz, c->ddec_in + r * din + nx, nz * sizeof *c->zq);
         memcpy(c->zp + r * nz, c->ddec_in + (rows + r) * din + nx,
@@ -199,10 +237,14 @@ double gvae__cvae_step(struct gvae_cvae *c,
     nn_mlp_backward(&c->prior, rows, c->xb, c->dp, NULL);
     nn_clip_grad_norm(&c->pool, cfg->clip_norm);
     nn_adam_step(adam, &c->pool);
+    for (size_t k = 0; k < np * ny; k++) {
+        c->skip[k] = c->skip[k] > 0 ? c->skip[k] : 0; /* projected: A >= 0 */
+    }
 
     /* forward + weight gradient + input gradient: three products a layer */
     *flops += 3.0 * (mlp_flops(&c->enc, rows) + mlp_flops(&c->prior, rows) +
-                     mlp_flops(&c->dec, 2 * rows));
+                     mlp_flops(&c->dec, 2 * rows)) +
+              3.0 * 2.0 * (double)rows * (double)np * (double)ny;
     return (alpha * (nll_q + beta * kl) + (1.0 - alpha) * nll_p) * inv;
 }
 
@@ -220,7 +262,9 @@ double gvae__cvae_eval(struct gvae_cvae *c,
     double kl = nn_kl_gauss(rows, nz, q, pr, 0, NULL, NULL);
     concat3(c->dec_in, rows, c->xb, nx, c->zq, nz, c->pb, np);
     concat3(c->dec_in + rows * din, rows, c->xb, nx, c->zp, nz, c->pb, np);
-    const float *out = nn_mlp_forward(&c->dec, 2 * rows, c->dec_in, 0, NULL);
+    float *out = (float *)nn_mlp_forward(&c->dec, 2 * rows, c->dec_in, 0, NULL);
+    gvae__dec_skip(c, rows, c->pb, out, c->skip_out);
+    gvae__dec_skip(c, rows, c->pb, out + rows * 2 * ny, c->skip_out);
     double nll_q = nn_gauss_nll(rows, ny, out, c->yb, c->mb, NULL, 0, NULL);
     double nll_p = nn_gauss_nll(rows, ny, out + rows * 2 * ny, c->yb, c->mb,
                                 NULL, 0, NULL);

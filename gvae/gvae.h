@@ -166,9 +166,17 @@ int gvae_evaluate(const struct gvae_model *model,
 enum gvae_abduction {
     /* Abduction-action-prediction: each node's Z from the posterior
      * q(Z | X, Y, Y_parents) of the observed window and the residual
-     * u = Y - decoder(X, Z, Y_parents) kept, so nodes not affected by the
-     * intervention replay exactly. The default. */
+     * u = Y - decoder(X, Z, Y_parents) kept for every node downstream of
+     * the intervention, so anomalies it did not cause stay. The intervened
+     * service is restored whole: its X to normal values and its own noise
+     * (Z to the prior mean p(Z | X'), no residual), so a fault the model
+     * never saw in its metrics, whose trace is only in the service's
+     * unexplained latency, is still undone by restoring that service. The
+     * default. */
     GVAE_ABDUCT_POSTERIOR,
+    /* As above, but the intervened service keeps its abducted Z and
+     * residual: only X changes (restores only what the model learned). */
+    GVAE_ABDUCT_POSTERIOR_X,
     /* The paper's sweep taken literally: regenerated nodes draw Z from the
      * prior p(Z | X') with no residual. Kept for comparison: it erases the
      * anomalies the intervention did not cause. */

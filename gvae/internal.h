@@ -61,6 +61,13 @@ struct gvae_cvae
     float *xb, *yb, *mb, *pb; /* batch rows gathered */
     float *enc_in, *dec_in, *eps, *zq, *zp;
     float *dq, *dp, *dout, *ddec_in;
+    /* The decoder's monotone skip: mean += Yp A with A (np x ny) >= 0. The
+     * MLP sees inputs clamped to their training range at inference; the
+     * skip sees them as they are, so a parent latency beyond anything seen
+     * in training raises the child's latency instead of being extrapolated
+     * by the MLP in an arbitrary direction. */
+    float *skip, *gskip;
+    float *skip_out, *dmean; /* acts: batch x ny */
     float *best; /* n_params values then n_state state */
 };
 
@@ -186,6 +193,11 @@ void gvae__mlp_infer(const struct nn_mlp *mlp,
                      float *out,
                      float *scratch);
 size_t gvae__mlp_widest(const struct nn_mlp *mlp);
+
+/* Adds the decoder skip @p (n x np, raw parent inputs) A to the means of
+ * the heads @out (n x 2ny). @tmp holds n x ny floats. */
+void gvae__dec_skip(const struct gvae_cvae *c, size_t n, const float *p,
+                    float *out, float *tmp);
 
 /* Copies parameters (values) and state between CVAEs of identical shapes. */
 void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);

@@ -38,7 +38,15 @@ const char *gvae_rank_name(enum gvae_rank rank)
 
 const char *gvae_abduction_name(enum gvae_abduction a)
 {
-    return a == GVAE_ABDUCT_PRIOR ? "prior" : "posterior";
+    switch (a) {
+        case GVAE_ABDUCT_POSTERIOR:
+            return "posterior";
+        case GVAE_ABDUCT_POSTERIOR_X:
+            return "posterior-x";
+        case GVAE_ABDUCT_PRIOR:
+            return "prior";
+    }
+    return "?";
 }
 
 /* ---- the observed window, abducted -------------------------------------- */
@@ -47,6 +55,8 @@ struct nstate
 {
     int live;      /* has a model */
     float *x, *xn; /* observed and normal X (standardised; xn NaN: none) */
+    float *xin; /* x as the model takes it (clamped to its range) */
+    float *pin; /* Y_parents as the MLP takes them (clamped) */
     float *y, *ym; /* factual Y (observed, else predicted) and its mask */
     float *p;      /* observed Y_parents */
     float *z;      /* S x nz abducted latents (posterior) */
@@ -66,20 +76,24 @@ struct sweep
     size_t front; /* frontend node */
     size_t qf;    /* its QoS feature in Y */
     size_t qpct;  /* and that feature's percentile index */
+    int clamp; /* clamp model inputs to the training range */
     double latency, target, excess;
-    float *scratch, *xr, *din, *out, *head;
+    float *scratch, *xr, *din, *out, *head, *pr;
     size_t scratch_rows; /* capacity of the row buffers */
     size_t widest;
     uint64_t rows; /* decoder rows evaluated */
 };
 
 #define ALL_CLASSES 0xFFFFu
+/* Candidates whose P(QoS met) is estimated with all samples. */
+#define SAMPLED_CANDIDATES 8
 
 struct intervention
 {
     size_t n;
     size_t node[8];
     unsigned classes[8]; /* bit per enum cbn_resource */
+    int own; /* also restore the intervened nodes' own noise (posterior) */
 };
 
 struct outcome
@@ -104,12 +118,15 @@ static int reserve_rows(struct sweep *sw, size_t rows)
     sm_free(sw->din);
     sm_free(sw->out);
     sm_free(sw->head);
+    sm_free(sw->pr);
+    sw->pr = sm_malloc(rows * w * sizeof(float));
     sw->scratch = sm_malloc(2 * rows * w * sizeof(float));
     sw->xr = sm_malloc(rows * w * sizeof(float));
     sw->din = sm_malloc(rows * w * sizeof(float));
     sw->out = sm_malloc(rows * w * sizeof(float));
     sw->head = sm_malloc(rows * w * sizeof(float));
-    if (!sw->scratch || !sw->xr || !sw->din || !sw->out || !sw->head) {
+    if (!sw->scratch || !sw->xr || !sw->din || !sw->out || !sw->head ||
+        !sw->pr) {
         sw->scratch_rows = 0;
         return SM_ENOMEM;
     }
@@ -151,6 +168,20 @@ static void normal_x(const struct gvae_node *node,
     }
 }
 
+/* Clamps standardised inputs to the range seen in training: a decoder only
+ * knows its inputs there, and out of it an MLP extrapolates without
+ * constraint (restoring a service then "raised" latencies). What lies
+ * beyond the range stays in the residual, which the counterfactual keeps
+ * or drops as a whole. */
+static void clamp_range(float *v, const struct gvae_stat *st, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        float lo = (st[k].lo - st[k].mean) / st[k].std;
+        float hi = (st[k].hi - st[k].mean) / st[k].std;
+        v[k] = v[k] < lo ? lo : v[k] > hi ? hi : v[k];
+    }
+}
+
 static int abduct_node(struct sweep *sw,
                        size_t i,
                        const struct cbn_window *w,
@@ -177,21 +208,36 @@ static int abduct_node(struct sweep *sw,
     }
     gvae__node_vectors(node, w, st->x, st->y, st->ym, st->p);
     normal_x(node, normals, st->xn);
+    /* evidence and range checks read the raw inputs: keep them */
+    float *xc = st->xin = sm_malloc((nx + 1) * sizeof *xc);
+    float *yc = sm_malloc((ny + 1) * sizeof *yc);
+    float *pc = st->pin = sm_malloc((np + 1) * sizeof *pc);
+    if (xc == NULL || yc == NULL || pc == NULL) {
+        sm_free(yc);
+        return SM_ENOMEM;
+    }
+    memcpy(xc, st->x, nx * sizeof *xc);
+    memcpy(yc, st->y, ny * sizeof *yc);
+    memcpy(pc, st->p, np * sizeof *pc);
+    if (sw->clamp) {
+        clamp_range(xc, node->xs, nx);
+        clamp_range(yc, node->ys, ny);
+        clamp_range(pc, node->ps, np);
+    }
     for (size_t k = 0; k < S * nz; k++) {
         st->eps[k] = k < nz ? 0.0f : (float)sm_rng_normal(rng);
     }
-    if (!st->live) {
-        return SM_OK;
-    }
-    int rc = reserve_rows(sw, S);
-    if (rc != SM_OK) {
+    int rc = st->live ? reserve_rows(sw, S) : SM_OK;
+    if (rc != SM_OK || !st->live) {
+        sm_free(yc);
         return rc;
     }
     /* q(Z | X, Y, Yp) of the observed window; sample 0 is its mean. */
     float *in = sw->din;
-    memcpy(in, st->x, nx * sizeof *in);
-    memcpy(in + nx, st->y, ny * sizeof *in);
-    memcpy(in + nx + ny, st->p, np * sizeof *in);
+    memcpy(in, xc, nx * sizeof *in);
+    memcpy(in + nx, yc, ny * sizeof *in);
+    sm_free(yc);
+    memcpy(in + nx + ny, pc, np * sizeof *in);
     gvae__mlp_infer(&c->enc, 1, in, sw->head, sw->scratch);
     for (size_t s = 0; s < S; s++) {
         for (size_t j = 0; j < nz; j++) {
@@ -206,11 +252,14 @@ static int abduct_node(struct sweep *sw,
     size_t din = nx + nz + np;
     for (size_t s = 0; s < S; s++) {
         float *row = sw->din + s * din;
-        memcpy(row, st->x, nx * sizeof *row);
+        memcpy(row, xc, nx * sizeof *row);
         memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
-        memcpy(row + nx + nz, st->p, np * sizeof *row);
+        memcpy(row + nx + nz, pc, np * sizeof *row);
     }
     gvae__mlp_infer(&c->dec, S, sw->din, sw->out, sw->scratch);
+    for (size_t s = 0; s < S; s++) {
+        gvae__dec_skip(c, 1, st->p, sw->out + s * 2 * ny, sw->head);
+    }
     /* Missing observations take the model's prediction as the fact. */
     for (size_t j = 0; j < ny; j++) {
         if (st->ym[j] == 0) {
@@ -239,16 +288,35 @@ static int is_intervened(const struct intervention *iv,
     return 0;
 }
 
+/* Whether affected row block @a of node @i belongs to an intervention that
+ * restores node @i's own noise. */
+static int own_row(const struct sweep *sw,
+                   const struct intervention *iv,
+                   size_t K,
+                   size_t i,
+                   size_t a)
+{
+    const struct nstate *st = &sw->ns[i];
+    for (size_t k = 0; k < K; k++) {
+        if (st->pos[k] == a) {
+            unsigned cls;
+            return iv[k].own && is_intervened(&iv[k], i, &cls);
+        }
+    }
+    return 0;
+}
+
 /* Runs @K interventions (S rows each) through the decoders in topological
  * order; nodes not downstream of an intervention keep their observed
  * values. */
 static int sweep_run(struct sweep *sw,
                      const struct intervention *iv,
                      size_t K,
+                     size_t S,
                      struct outcome *res)
 {
     const struct gvae_model *m = sw->m;
-    size_t S = sw->S, nn = sw->nn;
+    size_t nn = sw->nn;
     int rc = SM_OK;
     for (size_t i = 0; i < nn; i++) {
         sm_free(sw->ns[i].cf);
@@ -294,7 +362,7 @@ static int sweep_run(struct sweep *sw,
             for (size_t s = 0; s < S; s++) {
                 size_t r = st->pos[k] * S + s;
                 float *x = sw->xr + r * nx;
-                memcpy(x, st->x, nx * sizeof *x);
+                memcpy(x, st->xin, nx * sizeof *x);
                 for (size_t g = 0; here && g < node->n_xg; g++) {
                     const struct gvae_group *gr = &node->xg[g];
                     if (!restorable(gr, cls)) {
@@ -310,7 +378,7 @@ static int sweep_run(struct sweep *sw,
                 float *row = sw->din + r * din;
                 memcpy(row, x, nx * sizeof *row);
                 memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
-                float *p = row + nx + nz;
+                float *p = sw->pr + r * np; /* raw, for the skip */
                 memcpy(p, st->p, np * sizeof *p);
                 for (size_t g = 0; g < node->n_pg; g++) {
                     const struct gvae_group *pg = &node->pg[g];
@@ -323,13 +391,29 @@ static int sweep_run(struct sweep *sw,
                         src->cf + (src->pos[k] * S + s) * sny + pg->src_offset;
                     memcpy(p + pg->offset, v, pg->width * sizeof *p);
                 }
+                memcpy(row + nx + nz, p, np * sizeof *row);
+                if (sw->clamp) {
+                    clamp_range(row + nx + nz, node->ps, np);
+                }
             }
         }
-        if (sw->cfg->abduction == GVAE_ABDUCT_PRIOR) {
-            /* Z ~ p(Z | X') with the sample's noise: the literal sweep. */
+        int prior_all = sw->cfg->abduction == GVAE_ABDUCT_PRIOR;
+        int own_any = 0;
+        for (size_t k = 0; k < K && !prior_all; k++) {
+            unsigned cls;
+            own_any |= iv[k].own && st->pos[k] != SIZE_MAX &&
+                       is_intervened(&iv[k], i, &cls);
+        }
+        if (prior_all || own_any) {
+            /* Z ~ p(Z | X') with the sample's noise: for every regenerated
+             * node in the literal sweep, else only where the intervention
+             * restores the node's own state. */
             gvae__mlp_infer(&c->prior, R, sw->xr, sw->head, sw->scratch);
             for (size_t r = 0; r < R; r++) {
                 size_t s = r % S;
+                if (!prior_all && !own_row(sw, iv, K, i, r / S)) {
+                    continue;
+                }
                 for (size_t j = 0; j < nz; j++) {
                     float mu = sw->head[r * 2 * nz + j];
                     float lv = sw->head[r * 2 * nz + nz + j];
@@ -342,13 +426,15 @@ static int sweep_run(struct sweep *sw,
             }
         }
         gvae__mlp_infer(&c->dec, R, sw->din, sw->out, sw->scratch);
+        gvae__dec_skip(c, R, sw->pr, sw->out, sw->head);
         sw->rows += R;
-        int post = sw->cfg->abduction == GVAE_ABDUCT_POSTERIOR;
         for (size_t r = 0; r < R; r++) {
             size_t s = r % S;
+            /* the residual stays, except where the node was regenerated */
+            int keep_u = !prior_all && !(own_any && own_row(sw, iv, K, i, r / S));
             for (size_t j = 0; j < ny; j++) {
                 float v = sw->out[r * 2 * ny + j];
-                st->cf[r * ny + j] = post ? v + st->u[s * ny + j] : v;
+                st->cf[r * ny + j] = keep_u ? v + st->u[s * ny + j] : v;
             }
         }
     }
@@ -481,6 +567,8 @@ static void sweep_free(struct sweep *sw)
         struct nstate *st = &sw->ns[i];
         sm_free(st->x);
         sm_free(st->xn);
+        sm_free(st->xin);
+        sm_free(st->pin);
         sm_free(st->y);
         sm_free(st->ym);
         sm_free(st->p);
@@ -496,6 +584,7 @@ static void sweep_free(struct sweep *sw)
     sm_free(sw->din);
     sm_free(sw->out);
     sm_free(sw->head);
+    sm_free(sw->pr);
 }
 
 /* Builds the diagnosis's one allocation: copies every string. */
@@ -651,7 +740,7 @@ static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
             has |= restorable(&node->xg[g], 1u << r);
         }
         if (has) {
-            iv[K] = (struct intervention){1, {c}, {1u << r}};
+            iv[K] = (struct intervention){1, {c}, {1u << r}, 0};
             cls[K++] = (enum cbn_resource)r;
         }
     }
@@ -661,7 +750,7 @@ static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
         return SM_OK;
     }
     struct outcome res[CBN_RES_COUNT];
-    int rc = sweep_run(sw, iv, K, res);
+    int rc = sweep_run(sw, iv, K, 1, res);
     if (rc != SM_OK) {
         return rc;
     }
@@ -737,7 +826,8 @@ int gvae_diagnose(const struct gvae_model *m,
                          "set, 1..4096 samples, percentile in (0, 100])");
         return SM_EINVAL;
     }
-    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples, .nn = m->n_nodes};
+    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples,
+                       .nn = m->n_nodes, .clamp = getenv("GVAE_NOCLAMP") == NULL};
     struct dbuild b = {0};
     int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw.front,
                       &sw.qf, &sw.qpct);
@@ -790,12 +880,15 @@ int gvae_diagnose(const struct gvae_model *m,
         goto done;
     }
 
-    /* Service level: every candidate restored alone, in one pass. */
+    /* Service level: every candidate restored alone, in one pass at the
+     * posterior mean (deterministic effects for the ranking); then the S
+     * samples of the best-ranked few, in a second pass, for P(QoS met). */
+    int own = cfg->abduction == GVAE_ABDUCT_POSTERIOR;
     size_t K = 0;
     for (size_t i = 0; i < m->n_nodes; i++) {
-        iv[K++] = (struct intervention){1, {i}, {ALL_CLASSES}};
+        iv[K++] = (struct intervention){1, {i}, {ALL_CLASSES}, own};
     }
-    rc = sweep_run(&sw, iv, K, res);
+    rc = sweep_run(&sw, iv, K, 1, res);
     if (rc != SM_OK) {
         goto done;
     }
@@ -815,6 +908,19 @@ int gvae_diagnose(const struct gvae_model *m,
         }
     }
     qsort(b.cands, b.n_cands, sizeof *b.cands, cand_cmp);
+    size_t top_k = b.n_cands < SAMPLED_CANDIDATES ? b.n_cands
+                                                  : SAMPLED_CANDIDATES;
+    for (size_t k = 0; k < top_k; k++) {
+        iv[k] = (struct intervention){1, {b.cands[k].node}, {ALL_CLASSES},
+                                      own};
+    }
+    rc = sweep_run(&sw, iv, top_k, sw.S, res);
+    if (rc != SM_OK) {
+        goto done;
+    }
+    for (size_t k = 0; k < top_k; k++) {
+        b.cands[k].p = res[k].p;
+    }
 
     /* Culprits: the best-ranked candidate when its restoration explains
      * enough of the excess (or restores QoS); then greedily the candidate
@@ -823,7 +929,7 @@ int gvae_diagnose(const struct gvae_model *m,
         const struct cand *top = &b.cands[0];
         int named =
             top->effect >= cfg->gate * sw.excess || top->p >= cfg->p_threshold;
-        struct intervention set = {1, {top->node}, {ALL_CLASSES}};
+        struct intervention set = {1, {top->node}, {ALL_CLASSES}, own};
         double p = top->p, eff = top->effect;
         if (named) {
             b.cul[b.n_cul++] = (struct gvae_culprit){
@@ -847,7 +953,8 @@ int gvae_diagnose(const struct gvae_model *m,
                     iv[Kg++].n = set.n + 1;
                 }
             }
-            if (Kg == 0 || (rc = sweep_run(&sw, iv, Kg, res)) != SM_OK) {
+            /* choose by the point effect; sample only the chosen set */
+            if (Kg == 0 || (rc = sweep_run(&sw, iv, Kg, 1, res)) != SM_OK) {
                 break;
             }
             size_t best = 0;
@@ -861,8 +968,11 @@ int gvae_diagnose(const struct gvae_model *m,
                 break;
             }
             set = iv[best];
-            p = res[best].p;
             eff = res[best].effect;
+            if ((rc = sweep_run(&sw, &set, 1, sw.S, res)) != SM_OK) {
+                break;
+            }
+            p = res[0].p;
             b.cul[b.n_cul++] = (struct gvae_culprit){
                 .service = (const char *)(uintptr_t)set.node[set.n - 1],
                 .p_qos_met = p,
@@ -930,6 +1040,7 @@ int gvae_evaluate(const struct gvae_model *m,
     float *scratch = sm_malloc(2 * rows * widest * sizeof(float));
     float *din = sm_malloc(rows * widest * sizeof(float));
     float *head = sm_malloc(rows * widest * sizeof(float));
+    float *skip_tmp = sm_malloc((widest + 1) * sizeof(float));
     float *dout = sm_malloc(rows * widest * sizeof(float));
     float **gen = sm_calloc(nn + 1, sizeof *gen);
     struct r2acc *acc[2] = {NULL, NULL};
@@ -939,7 +1050,8 @@ int gvae_evaluate(const struct gvae_model *m,
     }
     acc[0] = sm_calloc(n_feat + 1, sizeof **acc);
     acc[1] = sm_calloc(n_feat + 1, sizeof **acc);
-    int rc = (scratch && din && head && dout && gen && acc[0] && acc[1])
+    int rc = (scratch && din && head && dout && gen && acc[0] && acc[1] &&
+              skip_tmp)
                  ? SM_OK
                  : SM_ENOMEM;
     struct r2acc front = {0};
@@ -991,6 +1103,10 @@ int gvae_evaluate(const struct gvae_model *m,
                 }
             }
             gvae__mlp_infer(&c->dec, n, din, dout, scratch);
+            for (size_t t = 0; t < n; t++) {
+                gvae__dec_skip(c, 1, din + t * dw + nx + nz, dout + t * 2 * ny,
+                               skip_tmp);
+            }
             for (size_t t = 0; t < n; t++) {
                 for (size_t j = 0; j < ny; j++) {
                     float v = dout[t * 2 * ny + j];
@@ -1076,6 +1192,7 @@ int gvae_evaluate(const struct gvae_model *m,
     sm_free(scratch);
     sm_free(din);
     sm_free(head);
+    sm_free(skip_tmp);
     sm_free(dout);
     return rc;
 }
