@@ -219,8 +219,8 @@ double gvae__cvae_step(struct gvae_cvae *c,
         /* both halves saw the same Yp: one product over their sum */
         for (size_t r = 0; r < rows; r++) {
             for (size_t j = 0; j < ny; j++) {
-                c->dmean[r * ny + j] = c->dout[r * 2 * ny + j] +
-                                       c->dout[(rows + r) * 2 * ny + j];
+                c->dmean[r * ny + j] =
+                    c->dout[r * 2 * ny + j] + c->dout[(rows + r) * 2 * ny + j];
             }
         }
         gvae__gemm(true, false, np, ny, rows, 1.0f, c->pb, c->dmean, 1.0f,

@@ -22,6 +22,11 @@ enum gvae_kind {
     GVAE_LOAD,    /* requests per second into a service (never restored) */
 };
 
+/* Metrics are read at p50, p90 and p99 only: they are percentiles over a
+ * handful of replicas and scrapes per window, so the other five add width
+ * (and sweep time) but little information. Latencies keep all eight. */
+#define GVAE_METRIC_PCTS 3
+
 struct gvae_group
 {
     char *key; /* unique in the model, e.g. "lat:user" */
@@ -68,7 +73,7 @@ struct gvae_cvae
      * by the MLP in an arbitrary direction. */
     float *skip, *gskip;
     float *skip_out, *dmean; /* acts: batch x ny */
-    float *best; /* n_params values then n_state state */
+    float *best;             /* n_params values then n_state state */
 };
 
 struct gvae_node
@@ -95,6 +100,9 @@ struct gvae_model
 };
 
 /* ---- layout.c ---- */
+
+/* The index into cbn_percentiles[] of feature @k of group @g. */
+unsigned gvae__group_pct(const struct gvae_group *g, unsigned k);
 
 /* Transforms a raw value of @kind into model units (log1p / signed log1p). */
 float gvae__transform(enum gvae_kind kind, double v);
@@ -196,8 +204,11 @@ size_t gvae__mlp_widest(const struct nn_mlp *mlp);
 
 /* Adds the decoder skip @p (n x np, raw parent inputs) A to the means of
  * the heads @out (n x 2ny). @tmp holds n x ny floats. */
-void gvae__dec_skip(const struct gvae_cvae *c, size_t n, const float *p,
-                    float *out, float *tmp);
+void gvae__dec_skip(const struct gvae_cvae *c,
+                    size_t n,
+                    const float *p,
+                    float *out,
+                    float *tmp);
 
 /* Copies parameters (values) and state between CVAEs of identical shapes. */
 void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);

@@ -23,6 +23,12 @@ int gvae__strcmp_p(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+unsigned gvae__group_pct(const struct gvae_group *g, unsigned k)
+{
+    static const unsigned metric_pcts[GVAE_METRIC_PCTS] = {2, 4, 6};
+    return g->kind == GVAE_METRIC ? metric_pcts[k] : k;
+}
+
 float gvae__transform(enum gvae_kind kind, double v)
 {
     if (isnan(v)) {
@@ -97,7 +103,9 @@ int gvae__group_set(struct gvae_group *g,
     memset(g, 0, sizeof *g);
     g->kind = kind;
     g->res = res;
-    g->width = kind == GVAE_LOAD ? 1 : CBN_N_PCT;
+    g->width = kind == GVAE_LOAD     ? 1
+               : kind == GVAE_METRIC ? GVAE_METRIC_PCTS
+                                     : CBN_N_PCT;
     g->key = gvae__strdup(key);
     g->service = gvae__strdup(service);
     g->caller = gvae__strdup(caller);
@@ -406,7 +414,11 @@ void gvae__read_group(const struct gvae_group *g,
             sv = cbn_window_service(w, g->service);
             const struct cbn_window_metric *mt =
                 sv ? find_metric(sv, g->metric, g->peer) : NULL;
-            read_vec(g->kind, mt ? mt->pct : NULL, out);
+            for (unsigned k = 0; k < g->width; k++) {
+                out[k] = mt ? gvae__transform(g->kind,
+                                              mt->pct[gvae__group_pct(g, k)])
+                            : NAN;
+            }
             return;
         }
         case GVAE_LOAD:
@@ -469,52 +481,61 @@ static void groups_stats(const struct gvae_group *groups,
                          float *vals,
                          float *okv)
 {
+    /* vals and okv hold CBN_N_PCT columns of n values each: every group is
+     * read once per window, all its percentiles at a time */
     float buf[CBN_N_PCT];
+    size_t nv[CBN_N_PCT], nok[CBN_N_PCT];
+    double sum[CBN_N_PCT], sum2[CBN_N_PCT];
     for (size_t g = 0; g < n_groups; g++) {
         const struct gvae_group *gr = &groups[g];
         for (unsigned k = 0; k < gr->width; k++) {
-            size_t nv = 0, nok = 0;
-            double sum = 0, sum2 = 0;
-            for (size_t t = 0; t < n; t++) {
-                if (use != NULL && !use[t]) {
-                    continue;
-                }
-                gvae__read_group(gr, windows[t], buf);
+            nv[k] = nok[k] = 0;
+            sum[k] = sum2[k] = 0;
+        }
+        for (size_t t = 0; t < n; t++) {
+            if (use != NULL && !use[t]) {
+                continue;
+            }
+            gvae__read_group(gr, windows[t], buf);
+            for (unsigned k = 0; k < gr->width; k++) {
                 float v = buf[k];
                 if (isnan(v)) {
                     continue;
                 }
-                vals[nv++] = v;
-                sum += v;
-                sum2 += (double)v * v;
+                vals[k * n + nv[k]++] = v;
+                sum[k] += v;
+                sum2[k] += (double)v * v;
                 if (!windows[t]->qos_violated) {
-                    okv[nok++] = v;
+                    okv[k * n + nok[k]++] = v;
                 }
             }
+        }
+        for (unsigned k = 0; k < gr->width; k++) {
             struct gvae_stat *st = &stats[gr->offset + k];
-            if (nv == 0) {
+            float *vk = vals + k * n, *ok = okv + k * n;
+            if (nv[k] == 0) {
                 *st = (struct gvae_stat){0, 1, 0, 0, 0, 1, 0};
                 continue;
             }
-            double mean = sum / (double)nv;
-            double var = sum2 / (double)nv - mean * mean;
-            qsort(vals, nv, sizeof *vals, float_cmp);
+            double mean = sum[k] / (double)nv[k];
+            double var = sum2[k] / (double)nv[k] - mean * mean;
+            qsort(vk, nv[k], sizeof *vk, float_cmp);
             st->mean = (float)mean;
             st->std = (float)sqrt(var > 0 ? var : 0);
             if (st->std < STAT_SCALE_FLOOR) {
                 st->std = STAT_SCALE_FLOOR;
             }
-            st->lo = vals[0];
-            st->hi = vals[nv - 1];
-            st->median = quantile_sorted(vals, nv, 0.5);
-            st->iqr = quantile_sorted(vals, nv, 0.75) -
-                      quantile_sorted(vals, nv, 0.25);
+            st->lo = vk[0];
+            st->hi = vk[nv[k] - 1];
+            st->median = quantile_sorted(vk, nv[k], 0.5);
+            st->iqr = quantile_sorted(vk, nv[k], 0.75) -
+                      quantile_sorted(vk, nv[k], 0.25);
             if (st->iqr < STAT_SCALE_FLOOR) {
                 st->iqr = STAT_SCALE_FLOOR;
             }
-            if (nok > 0) {
-                qsort(okv, nok, sizeof *okv, float_cmp);
-                st->normal = quantile_sorted(okv, nok, 0.5);
+            if (nok[k] > 0) {
+                qsort(ok, nok[k], sizeof *ok, float_cmp);
+                st->normal = quantile_sorted(ok, nok[k], 0.5);
             } else {
                 st->normal = st->median;
             }
@@ -540,8 +561,8 @@ void gvae__node_stats(struct gvae_model *m,
                       const uint8_t *use)
 {
     struct gvae_node *node = &m->nodes[i];
-    float *vals = sm_malloc((n ? n : 1) * sizeof *vals);
-    float *okv = sm_malloc((n ? n : 1) * sizeof *okv);
+    float *vals = sm_malloc((n ? n : 1) * CBN_N_PCT * sizeof *vals);
+    float *okv = sm_malloc((n ? n : 1) * CBN_N_PCT * sizeof *okv);
     if (vals != NULL && okv != NULL) {
         groups_stats(node->xg, node->n_xg, node->xs, windows, n, use, vals,
                      okv);

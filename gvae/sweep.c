@@ -55,8 +55,9 @@ struct nstate
 {
     int live;      /* has a model */
     float *x, *xn; /* observed and normal X (standardised; xn NaN: none) */
-    float *xin; /* x as the model takes it (clamped to its range) */
-    float *pin; /* Y_parents as the MLP takes them (clamped) */
+    float *xin;    /* x as the model takes it (clamped to its range) */
+    float *pin;    /* Y_parents as the MLP takes them (clamped) */
+    size_t n_u;    /* samples whose residuals are computed */
     float *y, *ym; /* factual Y (observed, else predicted) and its mask */
     float *p;      /* observed Y_parents */
     float *z;      /* S x nz abducted latents (posterior) */
@@ -76,7 +77,7 @@ struct sweep
     size_t front; /* frontend node */
     size_t qf;    /* its QoS feature in Y */
     size_t qpct;  /* and that feature's percentile index */
-    int clamp; /* clamp model inputs to the training range */
+    int clamp;    /* clamp model inputs to the training range */
     double latency, target, excess;
     float *scratch, *xr, *din, *out, *head, *pr;
     size_t scratch_rows; /* capacity of the row buffers */
@@ -86,7 +87,7 @@ struct sweep
 
 #define ALL_CLASSES 0xFFFFu
 /* Candidates whose P(QoS met) is estimated with all samples. */
-#define SAMPLED_CANDIDATES 8
+#define SAMPLED_CANDIDATES 3
 
 struct intervention
 {
@@ -161,8 +162,9 @@ static void normal_x(const struct gvae_node *node,
         for (unsigned k = 0; k < gr->width; k++) {
             size_t f = gr->offset + k;
             const struct gvae_stat *st = &node->xs[f];
-            float t = have && !isnan(pct[k]) ? gvae__transform(gr->kind, pct[k])
-                                             : st->normal;
+            float v = have ? pct[gvae__group_pct(gr, k)] : NAN;
+            float t =
+                have && !isnan(v) ? gvae__transform(gr->kind, v) : st->normal;
             xn[f] = gr->kind == GVAE_LOAD ? NAN : std_of(st, t);
         }
     }
@@ -180,6 +182,52 @@ static void clamp_range(float *v, const struct gvae_stat *st, size_t n)
         float hi = (st[k].hi - st[k].mean) / st[k].std;
         v[k] = v[k] < lo ? lo : v[k] > hi ? hi : v[k];
     }
+}
+
+/* Decodes the observed window of node @i with the abducted latents of
+ * samples [n_u, n) and keeps the residuals u = Y - decoder(...). Sample 0
+ * (the posterior mean) also fixes the facts where Y was not observed. Runs
+ * lazily: samples beyond the mean only for nodes a sampled pass reaches. */
+static int residuals(struct sweep *sw, size_t i, size_t n)
+{
+    const struct gvae_node *node = &sw->m->nodes[i];
+    struct nstate *st = &sw->ns[i];
+    const struct gvae_cvae *c = &node->cvae;
+    size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
+    size_t din = nx + nz + np, from = st->n_u;
+    if (!st->live || from >= n) {
+        return SM_OK;
+    }
+    int rc = reserve_rows(sw, n - from);
+    if (rc != SM_OK) {
+        return rc;
+    }
+    for (size_t s = from; s < n; s++) {
+        float *row = sw->din + (s - from) * din;
+        memcpy(row, st->xin, nx * sizeof *row);
+        memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
+        memcpy(row + nx + nz, st->pin, np * sizeof *row);
+    }
+    gvae__mlp_infer(&c->dec, n - from, sw->din, sw->out, sw->scratch);
+    for (size_t s = from; s < n; s++) {
+        gvae__dec_skip(c, 1, st->p, sw->out + (s - from) * 2 * ny, sw->head);
+    }
+    if (from == 0) {
+        /* Missing observations take the model's prediction as the fact. */
+        for (size_t j = 0; j < ny; j++) {
+            if (st->ym[j] == 0) {
+                st->y[j] = sw->out[j];
+            }
+        }
+    }
+    for (size_t s = from; s < n; s++) {
+        for (size_t j = 0; j < ny; j++) {
+            st->u[s * ny + j] = st->y[j] - sw->out[(s - from) * 2 * ny + j];
+        }
+    }
+    sw->rows += n - from;
+    st->n_u = n;
+    return SM_OK;
 }
 
 static int abduct_node(struct sweep *sw,
@@ -249,30 +297,7 @@ static int abduct_node(struct sweep *sw,
             st->z[s * nz + j] = mu + expf(0.5f * lv) * st->eps[s * nz + j];
         }
     }
-    size_t din = nx + nz + np;
-    for (size_t s = 0; s < S; s++) {
-        float *row = sw->din + s * din;
-        memcpy(row, xc, nx * sizeof *row);
-        memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
-        memcpy(row + nx + nz, pc, np * sizeof *row);
-    }
-    gvae__mlp_infer(&c->dec, S, sw->din, sw->out, sw->scratch);
-    for (size_t s = 0; s < S; s++) {
-        gvae__dec_skip(c, 1, st->p, sw->out + s * 2 * ny, sw->head);
-    }
-    /* Missing observations take the model's prediction as the fact. */
-    for (size_t j = 0; j < ny; j++) {
-        if (st->ym[j] == 0) {
-            st->y[j] = sw->out[j];
-        }
-    }
-    for (size_t s = 0; s < S; s++) {
-        for (size_t j = 0; j < ny; j++) {
-            st->u[s * ny + j] = st->y[j] - sw->out[s * 2 * ny + j];
-        }
-    }
-    sw->rows += S;
-    return SM_OK;
+    return residuals(sw, i, 1);
 }
 
 static int is_intervened(const struct intervention *iv,
@@ -348,6 +373,10 @@ static int sweep_run(struct sweep *sw,
         const struct gvae_cvae *c = &node->cvae;
         size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
         size_t din = nx + nz + np, R = n_aff * S;
+        if (sw->cfg->abduction != GVAE_ABDUCT_PRIOR &&
+            (rc = residuals(sw, i, S)) != SM_OK) {
+            return rc;
+        }
         rc = reserve_rows(sw, R);
         st->cf = sm_malloc(R * ny * sizeof(float));
         if (rc != SM_OK || st->cf == NULL) {
@@ -431,7 +460,8 @@ static int sweep_run(struct sweep *sw,
         for (size_t r = 0; r < R; r++) {
             size_t s = r % S;
             /* the residual stays, except where the node was regenerated */
-            int keep_u = !prior_all && !(own_any && own_row(sw, iv, K, i, r / S));
+            int keep_u =
+                !prior_all && !(own_any && own_row(sw, iv, K, i, r / S));
             for (size_t j = 0; j < ny; j++) {
                 float v = sw->out[r * 2 * ny + j];
                 st->cf[r * ny + j] = keep_u ? v + st->u[s * ny + j] : v;
@@ -826,8 +856,11 @@ int gvae_diagnose(const struct gvae_model *m,
                          "set, 1..4096 samples, percentile in (0, 100])");
         return SM_EINVAL;
     }
-    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples,
-                       .nn = m->n_nodes, .clamp = getenv("GVAE_NOCLAMP") == NULL};
+    struct sweep sw = {.m = m,
+                       .cfg = cfg,
+                       .S = cfg->samples,
+                       .nn = m->n_nodes,
+                       .clamp = getenv("GVAE_NOCLAMP") == NULL};
     struct dbuild b = {0};
     int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw.front,
                       &sw.qf, &sw.qpct);
@@ -908,11 +941,10 @@ int gvae_diagnose(const struct gvae_model *m,
         }
     }
     qsort(b.cands, b.n_cands, sizeof *b.cands, cand_cmp);
-    size_t top_k = b.n_cands < SAMPLED_CANDIDATES ? b.n_cands
-                                                  : SAMPLED_CANDIDATES;
+    size_t top_k =
+        b.n_cands < SAMPLED_CANDIDATES ? b.n_cands : SAMPLED_CANDIDATES;
     for (size_t k = 0; k < top_k; k++) {
-        iv[k] = (struct intervention){1, {b.cands[k].node}, {ALL_CLASSES},
-                                      own};
+        iv[k] = (struct intervention){1, {b.cands[k].node}, {ALL_CLASSES}, own};
     }
     rc = sweep_run(&sw, iv, top_k, sw.S, res);
     if (rc != SM_OK) {
@@ -1050,10 +1082,10 @@ int gvae_evaluate(const struct gvae_model *m,
     }
     acc[0] = sm_calloc(n_feat + 1, sizeof **acc);
     acc[1] = sm_calloc(n_feat + 1, sizeof **acc);
-    int rc = (scratch && din && head && dout && gen && acc[0] && acc[1] &&
-              skip_tmp)
-                 ? SM_OK
-                 : SM_ENOMEM;
+    int rc =
+        (scratch && din && head && dout && gen && acc[0] && acc[1] && skip_tmp)
+            ? SM_OK
+            : SM_ENOMEM;
     struct r2acc front = {0};
     size_t fnode = SIZE_MAX, ffeat = 0;
     if (frontend != NULL) {

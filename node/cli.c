@@ -5,6 +5,7 @@
 #include "node/cli.h"
 #include "node/client.h"
 #include "node/node.h"
+#include "node/sim.h"
 #include "sm_build.h"
 
 #define CLIENT_FLAGS                                                          \
@@ -122,10 +123,8 @@ static const struct node_command commands[] = {
      "                        127.0.0.1:4318)\n"
      "  --timeout SECONDS     bound on each batch (default 5)\n" EXIT_CODES,
      node__cmd_import},
-    {"sim", "generate telemetry with ground truth",
-     "Usage: sagemesh sim [flags]\n"
-     "Workload simulator: topologies, load, injected faults, labels.\n",
-     NULL},
+    {"sim", "generate telemetry with ground truth", NODE_SIM_HELP,
+     node__cmd_sim},
     {"demo", "3 local peers, a simulated app and an injected fault",
      "Usage: sagemesh demo\n", NULL},
     {"bench", "measure ingest, training and inference speed",

@@ -1,0 +1,575 @@
+/* Benchmarks of the model on simulated telemetry (not tests: they assert
+ * nothing about time). The simulator's application runs through the real
+ * aggregator into windows; the model trains on the first part, with faults
+ * only on a "training" half of the services, and is judged on the rest of
+ * the run, where faults hit only the other, held-out half:
+ *
+ *   train     full training time and GFLOP/s on the training windows,
+ *             against the same machine's large-sgemm rate (1 and all
+ *             threads) measured in the same run;
+ *   quality   R^2 and RMSE of generated against observed latencies on
+ *             held-out fault-free windows (teacher-forced and generated);
+ *   sweep     time per diagnosis (service + resource level), median/p90;
+ *   partial   retraining after one leaf service changed (it gained a
+ *             metric) against a full retrain of the same windows;
+ *   accuracy  AC@1, AC@3, Avg@5, resource accuracy and false positives on
+ *             the violated held-out windows, for every abduction and
+ *             ranking variant side by side.
+ *
+ * Usage: bench_model [--topology social] [--windows 2000] [--test 720]
+ *                    [--sampling 0.1] [--seed 1] [--samples 64]
+ *                    [--epochs N] [--skip-partial] */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/rng.h"
+#include "bench_util.h"
+#include "cbn/cbn.h"
+#include "gvae/gvae.h"
+#include "gvae/mat.h"
+#include "node/sim.h"
+
+#define S_NS      1000000000ull
+#define WINDOW_NS (30 * S_NS)
+#define MAX_TRUTH 8
+
+struct opts
+{
+    const char *topology;
+    size_t windows, test;
+    double sampling;
+    uint64_t seed;
+    unsigned samples, epochs, hidden;
+    int skip_partial;
+};
+
+/* ---- windows from the simulator ------------------------------------------ */
+
+struct run
+{
+    struct cbn_agg *agg;
+    struct cbn_window **w;
+    size_t n, cap;
+    int rc;
+};
+
+static void on_window(void *arg, struct cbn_window *w)
+{
+    struct run *r = arg;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 1024;
+        struct cbn_window **v = realloc(r->w, cap * sizeof *v);
+        if (v == NULL) {
+            r->rc = SM_ENOMEM;
+            cbn_window_free(w);
+            return;
+        }
+        r->w = v;
+        r->cap = cap;
+    }
+    r->w[r->n++] = w;
+}
+
+static int on_spans(void *arg, const struct cbn_span *s, size_t n)
+{
+    struct run *r = arg;
+    int rc = cbn_agg_add_spans(r->agg, s, n);
+    if (rc == SM_OK) {
+        rc = cbn_agg_close_ready(r->agg, on_window, r);
+    }
+    return rc != SM_OK ? rc : r->rc;
+}
+
+static int on_points(void *arg, const struct cbn_metric_point *p, size_t n)
+{
+    struct run *r = arg;
+    int rc = cbn_agg_add_metrics(r->agg, p, n);
+    if (rc == SM_OK) {
+        rc = cbn_agg_close_ready(r->agg, on_window, r);
+    }
+    return rc != SM_OK ? rc : r->rc;
+}
+
+/* Whether @svc is in the held-out half (every other service by name hash,
+ * never the frontend, decided by the seed). */
+static int held_out(const char *svc, const char *frontend, uint64_t seed)
+{
+    if (svc == NULL || strcmp(svc, frontend) == 0) {
+        return 0;
+    }
+    uint64_t h = 1469598103934665603ULL ^ seed;
+    for (const char *c = svc; *c; c++) {
+        h = (h ^ (uint8_t)*c) * 1099511628211ULL;
+    }
+    return (h >> 17) & 1;
+}
+
+/* ---- scoring ------------------------------------------------------------- */
+
+struct score
+{
+    double ac1, ac3, avg5, res_ok;
+    size_t cases, res_cases, fp, fp_cases;
+    double ms;
+};
+
+static int in_truth(const char *svc, const char *const *truth, size_t nt)
+{
+    for (size_t k = 0; k < nt; k++) {
+        /* a metanode "a+b" names each of its members */
+        const char *p = strstr(svc, truth[k]);
+        size_t len = strlen(truth[k]);
+        if (p != NULL && (p == svc || p[-1] == '+') &&
+            (p[len] == '\0' || p[len] == '+')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static double ac_at(const struct gvae_diagnosis *d,
+                    size_t k,
+                    const char *const *truth,
+                    size_t nt)
+{
+    size_t hit = 0;
+    for (size_t t = 0; t < nt; t++) {
+        for (size_t i = 0; i < k && i < d->n_ranking; i++) {
+            const char *one[1] = {truth[t]};
+            if (in_truth(d->ranking[i].service, one, 1)) {
+                hit++;
+                break;
+            }
+        }
+    }
+    return nt ? (double)hit / (double)nt : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {"social", 2000, 720, 0.1, 1, 64, 0, 0, 0};
+    static const struct option lo[] = {
+        {"topology", required_argument, NULL, 't'},
+        {"windows", required_argument, NULL, 'w'},
+        {"test", required_argument, NULL, 'T'},
+        {"sampling", required_argument, NULL, 's'},
+        {"seed", required_argument, NULL, 'S'},
+        {"samples", required_argument, NULL, 'n'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"skip-partial", no_argument, NULL, 'p'},
+        {"hidden", required_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+            case 't':
+                o.topology = optarg;
+                break;
+            case 'w':
+                o.windows = strtoul(optarg, NULL, 10);
+                break;
+            case 'T':
+                o.test = strtoul(optarg, NULL, 10);
+                break;
+            case 's':
+                o.sampling = strtod(optarg, NULL);
+                break;
+            case 'S':
+                o.seed = strtoull(optarg, NULL, 10);
+                break;
+            case 'n':
+                o.samples = (unsigned)strtoul(optarg, NULL, 10);
+                break;
+            case 'e':
+                o.epochs = (unsigned)strtoul(optarg, NULL, 10);
+                break;
+            case 'p':
+                o.skip_partial = 1;
+                break;
+            case 'h':
+                o.hidden = (unsigned)strtoul(optarg, NULL, 10);
+                break;
+            default:
+                fprintf(stderr,
+                        "usage: see the comment at the top of "
+                        "tests/bench/bench_model.c\n");
+                return 2;
+        }
+    }
+    char err[SM_ERRMSG_SIZE];
+    struct node_sim_topology *topo = NULL;
+    if (node_sim_topology_builtin(o.topology, &topo) != SM_OK &&
+        node_sim_topology_load(o.topology, &topo, err) != SM_OK) {
+        fprintf(stderr, "bench_model: topology %s: %s\n", o.topology, err);
+        return 1;
+    }
+    const char *front = node_sim_topology_frontend(topo);
+    double target = node_sim_topology_qos_target_ms(topo);
+
+    /* The run: training windows, then held-out windows. */
+    struct node_sim_config sc;
+    node_sim_config_init(&sc, topo);
+    sc.seed = o.seed;
+    sc.sampling = o.sampling;
+    if (sc.start_ns == 0) {
+        sc.start_ns = 1700028000ull * S_NS; /* the simulator's default */
+    }
+    sc.duration_ns = (uint64_t)(o.windows + o.test + 1) * WINDOW_NS;
+    uint64_t split_ns = sc.start_ns + (uint64_t)o.windows * WINDOW_NS;
+    struct node_sim_schedule sch = {
+        .seed = o.seed,
+        .start_ns = sc.start_ns,
+        .duration_ns = sc.duration_ns,
+        .clean_ns = 0,
+        .p_minor = -1,
+        .p_multi = -1,
+        .p_spike = -1,
+        .load = sc.load,
+    };
+    struct node_sim_fault *all = NULL, *kept;
+    size_t n_all = 0, n_kept = 0;
+    if (node_sim_schedule_generate(topo, &sch, &all, &n_all) != SM_OK) {
+        fprintf(stderr, "bench_model: schedule failed\n");
+        return 1;
+    }
+    kept = calloc(n_all + 1, sizeof *kept);
+    /* Training faults only on training services, test faults only on
+     * held-out ones; spikes on both sides. Whole groups go together. */
+    for (size_t i = 0; i < n_all; i++) {
+        int test_side = all[i].start_ns >= split_ns;
+        int ok = 1;
+        for (size_t j = 0; j < n_all; j++) {
+            if (all[j].group != all[i].group || all[j].service == NULL) {
+                continue;
+            }
+            int ho = held_out(all[j].service, front, o.seed);
+            ok &= test_side ? ho : !ho;
+        }
+        /* faults straddling the split would leak into training */
+        if (!test_side && all[i].end_ns > split_ns) {
+            ok = 0;
+        }
+        if (ok) {
+            kept[n_kept++] = all[i];
+        }
+    }
+    sc.faults = kept;
+    sc.n_faults = n_kept;
+    struct node_sim *sim = NULL;
+    if (node_sim_new(&sc, &sim, err) != SM_OK) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    struct cbn_agg_config ac = {
+        .window_ns = WINDOW_NS,
+        .lateness_ns = 5 * S_NS,
+        .qos_service = front,
+        .qos_percentile = 99,
+        .qos_target_ms = target,
+        .hash_seed = o.seed,
+    };
+    struct run run = {0};
+    if (cbn_agg_new(&ac, &run.agg) != SM_OK) {
+        return 1;
+    }
+    double t0 = bench_now_s();
+    int rc = node_sim_run(sim, UINT64_MAX, on_spans, on_points, &run);
+    if (rc == SM_OK) {
+        rc = cbn_agg_flush(run.agg, on_window, &run);
+    }
+    double t_sim = bench_now_s() - t0;
+    if (rc != SM_OK || run.n < o.windows + 10) {
+        fprintf(stderr, "bench_model: simulation failed (%s, %zu windows)\n",
+                sm_strerror(rc), run.n);
+        return 1;
+    }
+    struct node_sim_stats ss;
+    node_sim_stats(sim, &ss);
+    size_t n_train = 0;
+    while (n_train < run.n && run.w[n_train]->end_ns <= split_ns) {
+        n_train++;
+    }
+    const struct cbn_window **win = (const struct cbn_window **)run.w;
+    size_t viol_train = 0;
+    for (size_t i = 0; i < n_train; i++) {
+        viol_train += run.w[i]->qos_violated != 0;
+    }
+    printf("topology %s (%zu services), seed %llu, sampling %.3g\n", o.topology,
+           node_sim_topology_services(topo), (unsigned long long)o.seed,
+           o.sampling);
+    printf(
+        "simulated %.1f h in %.1f s: %llu requests, %llu spans, %zu "
+        "windows (%zu training, %zu violated; %zu held-out), %zu faults "
+        "kept of %zu\n",
+        (double)sc.duration_ns / 3.6e12, t_sim, (unsigned long long)ss.requests,
+        (unsigned long long)ss.spans, run.n, n_train, viol_train,
+        run.n - n_train, n_kept, n_all);
+
+    /* ---- CBN and normals from the training windows ---- */
+    struct cbn_graph *graph = NULL;
+    struct cbn_normals *normals = NULL;
+    cbn_graph_new(&(struct cbn_graph_config){.age_out_windows = 100000},
+                  &graph);
+    cbn_normals_new(&normals);
+    for (size_t i = 0; i < n_train; i++) {
+        int changed;
+        cbn_graph_observe(graph, win[i], &changed);
+        cbn_normals_observe(normals, win[i]);
+    }
+    printf("CBN: %zu nodes, %zu links, version %llu\n",
+           cbn_graph_node_count(graph), cbn_graph_link_count(graph),
+           (unsigned long long)cbn_graph_version(graph));
+
+    /* ---- peak: large sgemm through the model's own path ---- */
+    printf("\n== train ==\n");
+    {
+        size_t n = 1024;
+        float *a = malloc(n * n * sizeof *a), *b = malloc(n * n * sizeof *b);
+        float *cm = malloc(n * n * sizeof *cm);
+        for (size_t i = 0; i < n * n; i++) {
+            a[i] = (float)(i % 7) * 0.1f;
+            b[i] = (float)(i % 5) * 0.1f;
+        }
+        for (int th = 1; th <= 2; th++) {
+            gvae_blas_set_threads(th);
+            double best[5];
+            for (int k = 0; k < 5; k++) {
+                double ts = bench_now_s();
+                gvae__gemm(false, false, n, n, n, 1, a, b, 0, cm);
+                best[k] = 2.0 * n * n * n / (bench_now_s() - ts) / 1e9;
+            }
+            printf("sgemm 1024^3 on %d thread%s: %.1f GFLOP/s (median of 5)\n",
+                   th, th > 1 ? "s" : "", bench_median(best, 5));
+        }
+        gvae_blas_set_threads(1);
+        free(a);
+        free(b);
+        free(cm);
+    }
+    struct gvae_config cfg;
+    gvae_config_default(&cfg);
+    cfg.seed = o.seed;
+    if (o.epochs) {
+        cfg.max_epochs = o.epochs;
+    }
+    if (o.hidden) {
+        cfg.hidden_max = o.hidden;
+        cfg.hidden_min = o.hidden < cfg.hidden_min ? o.hidden : cfg.hidden_min;
+    }
+    struct gvae_model *model = NULL;
+    struct gvae_train_report rep;
+    if (gvae_train(&cfg, graph, win, n_train, 0, NULL, GVAE_RETRAIN_FULL,
+                   &model, &rep, err) != SM_OK) {
+        fprintf(stderr, "bench_model: train: %s\n", err);
+        return 1;
+    }
+    printf(
+        "full training: %.1f s on %u workers, %zu nodes, %zu params, "
+        "%llu steps, %.1f GFLOP, %.2f GFLOP/s, val loss %.3f\n",
+        rep.seconds, cfg.threads, rep.nodes, gvae_model_params(model),
+        (unsigned long long)rep.steps, rep.flops / 1e9,
+        rep.flops / rep.seconds / 1e9, rep.val_loss);
+
+    /* ---- quality on held-out fault-free windows ---- */
+    const struct cbn_window **calm = calloc(run.n, sizeof *calm);
+    size_t n_calm = 0;
+    for (size_t i = n_train; i < run.n; i++) {
+        const struct node_sim_fault *f[MAX_TRUTH];
+        if (node_sim_active_faults(sim, win[i]->start_ns, win[i]->end_ns, f,
+                                   MAX_TRUTH) == 0) {
+            calm[n_calm++] = win[i];
+        }
+    }
+    struct gvae_eval ev;
+    gvae_evaluate(model, calm, n_calm, front, &ev);
+    printf(
+        "\n== quality (%zu held-out fault-free windows, %zu latency "
+        "features) ==\nteacher-forced R2 %.3f RMSE %.2f ms; generated R2 "
+        "%.3f RMSE %.2f ms; frontend p99 R2 %.3f\n",
+        n_calm, ev.features, ev.r2_forced, ev.rmse_forced_ms, ev.r2_generated,
+        ev.rmse_generated_ms, ev.r2_frontend);
+
+    /* ---- accuracy, every variant ---- */
+    enum gvae_abduction abd[3] = {GVAE_ABDUCT_POSTERIOR,
+                                  GVAE_ABDUCT_POSTERIOR_X, GVAE_ABDUCT_PRIOR};
+    enum gvae_rank rk[4] = {GVAE_RANK_GATED_EVIDENCE, GVAE_RANK_EFFECT_EVIDENCE,
+                            GVAE_RANK_EFFECT, GVAE_RANK_EVIDENCE};
+    printf("\n== accuracy on held-out faults (held-out services) ==\n");
+    printf("%-10s %-18s %6s %6s %6s %6s %9s %10s\n", "abduction", "ranking",
+           "AC@1", "AC@3", "Avg@5", "res", "FP", "ms/diag");
+    double *times = calloc(run.n + 1, sizeof *times);
+    for (int a = 0; a < 3; a++) {
+        for (int r = 0; r < 4; r++) {
+            if (a > 0 && r == 3) {
+                continue; /* evidence alone does not use the model */
+            }
+            struct gvae_sweep_config sw;
+            gvae_sweep_config_default(&sw);
+            sw.qos_service = front;
+            sw.qos_target_ms = target;
+            sw.samples = o.samples;
+            sw.abduction = abd[a];
+            sw.rank = rk[r];
+            struct score s = {0};
+            size_t nt_times = 0;
+            for (size_t i = n_train; i < run.n; i++) {
+                const struct cbn_window *w = win[i];
+                if (!w->qos_violated) {
+                    continue;
+                }
+                const struct node_sim_fault *f[MAX_TRUTH];
+                size_t nf = node_sim_active_faults(sim, w->start_ns, w->end_ns,
+                                                   f, MAX_TRUTH);
+                const char *truth[MAX_TRUTH];
+                enum cbn_resource tres[MAX_TRUTH];
+                size_t nt = 0;
+                for (size_t k = 0; k < nf && k < MAX_TRUTH; k++) {
+                    if (f[k]->service != NULL) {
+                        truth[nt] = f[k]->service;
+                        tres[nt++] = f[k]->resource;
+                    }
+                }
+                struct gvae_diagnosis *d = NULL;
+                double ts = bench_now_s();
+                if (gvae_diagnose(model, w, normals, &sw, &d, err) != SM_OK) {
+                    fprintf(stderr, "diagnose: %s\n", err);
+                    continue;
+                }
+                times[nt_times++] = (bench_now_s() - ts) * 1e3;
+                if (getenv("BENCH_SHOW") != NULL && nt > 0 && s.cases < 3) {
+                    printf("  truth %s; latency %.1f\n", truth[0],
+                           d->latency_ms);
+                    for (size_t k = 0; k < d->n_ranking; k++) {
+                        if (k >= 5 &&
+                            !in_truth(d->ranking[k].service, truth, nt)) {
+                            continue;
+                        }
+                        printf("   #%zu", k + 1);
+                        printf(
+                            "   %-28s score %.3f effect %.2f p %.2f z %.2f\n",
+                            d->ranking[k].service, d->ranking[k].score,
+                            d->ranking[k].effect_ms, d->ranking[k].p_qos_met,
+                            d->ranking[k].evidence);
+                    }
+                }
+                if (nt == 0) {
+                    s.fp_cases++;
+                    s.fp += d->n_culprits > 0;
+                } else {
+                    double avg = 0;
+                    for (size_t k = 1; k <= 5; k++) {
+                        avg += ac_at(d, k, truth, nt);
+                    }
+                    s.ac1 += ac_at(d, 1, truth, nt);
+                    s.ac3 += ac_at(d, 3, truth, nt);
+                    s.avg5 += avg / 5;
+                    s.cases++;
+                    if (d->n_culprits > 0 &&
+                        in_truth(d->culprits[0].service, truth, nt)) {
+                        s.res_cases++;
+                        for (size_t k = 0; k < nt; k++) {
+                            const char *one[1] = {truth[k]};
+                            if (in_truth(d->culprits[0].service, one, 1) &&
+                                d->culprits[0].resource == tres[k]) {
+                                s.res_ok++;
+                                break;
+                            }
+                        }
+                    }
+                }
+                gvae_diagnosis_free(d);
+            }
+            double med = nt_times ? bench_median(times, (int)nt_times) : NAN;
+            double n = s.cases ? (double)s.cases : 1;
+            printf("%-10s %-18s %6.3f %6.3f %6.3f %6.3f %4zu/%-4zu %10.2f\n",
+                   gvae_abduction_name(abd[a]), gvae_rank_name(rk[r]),
+                   s.ac1 / n, s.ac3 / n, s.avg5 / n,
+                   s.res_cases ? s.res_ok / (double)s.res_cases : NAN, s.fp,
+                   s.fp_cases, med);
+            if (a == 0 && r == 0) {
+                printf(
+                    "  (%zu violated windows with a culprit, %zu without; "
+                    "sweep p90 %.2f ms)\n",
+                    s.cases, s.fp_cases,
+                    nt_times ? times[(size_t)(0.9 * (double)(nt_times - 1))]
+                             : NAN);
+            }
+        }
+    }
+
+    /* ---- partial retraining after a changed leaf ---- */
+    if (!o.skip_partial) {
+        /* The leaf: the first node (callees come first); its first metric
+         * is hidden from the "previous" model's windows. */
+        const struct cbn_graph_node *leaf = cbn_graph_node(graph, 0);
+        const char *leaf_svc = leaf->members[0];
+        struct cbn_window *copies = calloc(n_train, sizeof *copies);
+        struct cbn_window_service *svs = NULL;
+        size_t total_sv = 0;
+        for (size_t i = 0; i < n_train; i++) {
+            total_sv += win[i]->n_services;
+        }
+        svs = calloc(total_sv + 1, sizeof *svs);
+        const struct cbn_window **prev_w = calloc(n_train, sizeof *prev_w);
+        size_t at = 0;
+        for (size_t i = 0; i < n_train; i++) {
+            copies[i] = *win[i];
+            memcpy(svs + at, win[i]->services,
+                   win[i]->n_services * sizeof *svs);
+            copies[i].services = svs + at;
+            for (uint32_t k = 0; k < win[i]->n_services; k++) {
+                struct cbn_window_service *sv = &svs[at + k];
+                if (strcmp(sv->name, leaf_svc) == 0 && sv->n_metrics > 0) {
+                    sv->metrics++; /* drop the first (sorted) metric */
+                    sv->n_metrics--;
+                }
+            }
+            at += win[i]->n_services;
+            prev_w[i] = &copies[i];
+        }
+        struct gvae_model *prev = NULL, *part = NULL, *full = NULL;
+        struct gvae_train_report rp, rpart, rfull;
+        gvae_train(&cfg, graph, prev_w, n_train, 0, NULL, GVAE_RETRAIN_FULL,
+                   &prev, &rp, err);
+        gvae_train(&cfg, graph, win, n_train, 0, prev, GVAE_RETRAIN_PARTIAL,
+                   &part, &rpart, err);
+        gvae_train(&cfg, graph, win, n_train, 0, NULL, GVAE_RETRAIN_FULL, &full,
+                   &rfull, err);
+        printf("\n== partial retraining (leaf %s gained a metric) ==\n",
+               leaf_svc);
+        printf(
+            "partial: %.2f s (%zu trained, %zu fine-tuned, %zu kept, %llu "
+            "steps); full: %.2f s (%llu steps); speed-up %.1fx\n",
+            rpart.seconds, rpart.nodes_trained, rpart.nodes_finetuned,
+            rpart.nodes_kept, (unsigned long long)rpart.steps, rfull.seconds,
+            (unsigned long long)rfull.steps, rfull.seconds / rpart.seconds);
+        gvae_model_free(prev);
+        gvae_model_free(part);
+        gvae_model_free(full);
+        free(copies);
+        free(svs);
+        free(prev_w);
+    }
+
+    gvae_model_free(model);
+    cbn_graph_free(graph);
+    cbn_normals_free(normals);
+    for (size_t i = 0; i < run.n; i++) {
+        cbn_window_free(run.w[i]);
+    }
+    free(run.w);
+    free(calm);
+    free(times);
+    free(kept);
+    free(all);
+    cbn_agg_free(run.agg);
+    node_sim_free(sim);
+    node_sim_topology_free(topo);
+    return 0;
+}
