@@ -86,6 +86,10 @@ enum gvae_retrain {
                              that still exist are kept when widths allow;
                              descendants that kept their shape are
                              fine-tuned from their previous weights. */
+    GVAE_RETRAIN_INCREMENTAL, /* as partial, and every other node is
+                                 fine-tuned too, on batches that interleave
+                                 the new windows with old ones (new data
+                                 without forgetting the old) */
 };
 
 struct gvae_model;

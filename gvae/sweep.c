@@ -77,7 +77,6 @@ struct sweep
     size_t front; /* frontend node */
     size_t qf;    /* its QoS feature in Y */
     size_t qpct;  /* and that feature's percentile index */
-    int clamp;    /* clamp model inputs to the training range */
     double latency, target, excess;
     float *scratch, *xr, *din, *out, *head, *pr;
     size_t scratch_rows; /* capacity of the row buffers */
@@ -267,11 +266,9 @@ static int abduct_node(struct sweep *sw,
     memcpy(xc, st->x, nx * sizeof *xc);
     memcpy(yc, st->y, ny * sizeof *yc);
     memcpy(pc, st->p, np * sizeof *pc);
-    if (sw->clamp) {
-        clamp_range(xc, node->xs, nx);
-        clamp_range(yc, node->ys, ny);
-        clamp_range(pc, node->ps, np);
-    }
+    clamp_range(xc, node->xs, nx);
+    clamp_range(yc, node->ys, ny);
+    clamp_range(pc, node->ps, np);
     for (size_t k = 0; k < S * nz; k++) {
         st->eps[k] = k < nz ? 0.0f : (float)sm_rng_normal(rng);
     }
@@ -421,9 +418,7 @@ static int sweep_run(struct sweep *sw,
                     memcpy(p + pg->offset, v, pg->width * sizeof *p);
                 }
                 memcpy(row + nx + nz, p, np * sizeof *row);
-                if (sw->clamp) {
-                    clamp_range(row + nx + nz, node->ps, np);
-                }
+                clamp_range(row + nx + nz, node->ps, np);
             }
         }
         int prior_all = sw->cfg->abduction == GVAE_ABDUCT_PRIOR;
@@ -856,11 +851,7 @@ int gvae_diagnose(const struct gvae_model *m,
                          "set, 1..4096 samples, percentile in (0, 100])");
         return SM_EINVAL;
     }
-    struct sweep sw = {.m = m,
-                       .cfg = cfg,
-                       .S = cfg->samples,
-                       .nn = m->n_nodes,
-                       .clamp = getenv("GVAE_NOCLAMP") == NULL};
+    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples, .nn = m->n_nodes};
     struct dbuild b = {0};
     int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw.front,
                       &sw.qf, &sw.qpct);

@@ -514,7 +514,9 @@ int gvae_train(const struct gvae_config *cfg,
         } else if (mode == GVAE_RETRAIN_FULL || prev == NULL || !same) {
             plan[i] = PLAN_TRAIN;
         } else {
-            plan[i] = dirty[i] ? PLAN_FINETUNE : PLAN_KEEP;
+            plan[i] = dirty[i] || mode == GVAE_RETRAIN_INCREMENTAL
+                          ? PLAN_FINETUNE
+                          : PLAN_KEEP;
         }
     }
 
@@ -551,7 +553,7 @@ int gvae_train(const struct gvae_config *cfg,
             rep.nodes_kept += plan[i] == PLAN_KEEP;
             rep.nodes_finetuned += plan[i] == PLAN_FINETUNE;
         } else {
-            if (mode == GVAE_RETRAIN_PARTIAL && old != NULL && old->trained &&
+            if (mode != GVAE_RETRAIN_FULL && old != NULL && old->trained &&
                 old->cvae.nz == node->cvae.nz) {
                 warm_reshaped(node, old);
             }

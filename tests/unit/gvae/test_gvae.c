@@ -442,6 +442,35 @@ static void test_partial_retrain(void)
     data_free(&d);
 }
 
+/* New windows on an unchanged CBN: every node is fine-tuned from the
+ * previous model on batches mixing new and old windows. */
+static void test_incremental(void)
+{
+    struct gvae_model *m = model();
+    struct data d;
+    data_make(&d, 160, 4242);
+    struct gvae_config c;
+    small_config(&c);
+    struct gvae_train_report rep;
+    struct gvae_model *inc = NULL;
+    char err[SM_ERRMSG_SIZE];
+    REQUIRE_OK(gvae_train(&c, shared_data.graph, d.w, d.n, 40, m,
+                          GVAE_RETRAIN_INCREMENTAL, &inc, &rep, err));
+    CHECK_EQ(rep.nodes_finetuned, 4);
+    CHECK_EQ(rep.nodes_trained + rep.nodes_kept, 0);
+    CHECK(rep.steps > 0);
+    /* it still finds a held-out fault */
+    struct sm_rng r;
+    sm_rng_seed(&r, 8);
+    struct syn_window sw;
+    syn_make(&sw, &r, 9100, SYN_CPU, 2, 1.2, TARGET_MS);
+    struct gvae_diagnosis *dg = diagnose(inc, &sw.w, GVAE_RANK_GATED_EVIDENCE);
+    CHECK_STR(dg->ranking[0].service, "c-db");
+    gvae_diagnosis_free(dg);
+    gvae_model_free(inc);
+    data_free(&d);
+}
+
 /* Last: frees the model the tests above shared. */
 static void test_release_shared(void)
 {
@@ -464,6 +493,7 @@ static const struct check_test tests[] = {
      test_checkpoint_roundtrip},
     {"checkpoint of another format or version", test_checkpoint_foreign},
     {"partial retraining after a new leaf", test_partial_retrain},
+    {"incremental training on new windows", test_incremental},
     {"release the shared model", test_release_shared},
 };
 
