@@ -194,7 +194,15 @@ enum gvae_rank {
     GVAE_RANK_GATED_EVIDENCE,  /* effect >= gate x excess first, by z */
 };
 
+/* How the resource class inside a culprit is chosen. */
+enum gvae_resource_rank {
+    GVAE_RES_EFFECT,         /* largest effect; evidence when none */
+    GVAE_RES_EVIDENCE,       /* inputs furthest above normal */
+    GVAE_RES_GATED_EVIDENCE, /* classes with an effect first, by evidence */
+};
+
 const char *gvae_rank_name(enum gvae_rank rank);
+const char *gvae_resource_rank_name(enum gvae_resource_rank rank);
 const char *gvae_abduction_name(enum gvae_abduction abduction);
 
 struct gvae_sweep_config
@@ -209,6 +217,7 @@ struct gvae_sweep_config
                                 effect must reach to count */
     enum gvae_abduction abduction;
     enum gvae_rank rank;
+    enum gvae_resource_rank resource_rank;
     uint64_t seed;
 };
 
@@ -223,7 +232,10 @@ struct gvae_candidate
     double score;          /* by the configured ranking, higher first */
     double effect_ms;      /* observed - counterfactual frontend latency,
                               mean over samples */
-    double p_qos_met;      /* share of samples meeting the target */
+    double p_qos_met;      /* share of samples meeting the target: all S
+                              for the best-ranked candidate (and culprit
+                              sets), the posterior mean alone (0 or 1) for
+                              the others */
     double evidence;       /* robust z of its inputs and latencies */
     unsigned out_of_range; /* inputs outside the training range */
 };

@@ -18,6 +18,7 @@ void gvae_sweep_config_default(struct gvae_sweep_config *c)
     c->gate = 0.1;
     c->abduction = GVAE_ABDUCT_POSTERIOR;
     c->rank = GVAE_RANK_GATED_EVIDENCE;
+    c->resource_rank = GVAE_RES_GATED_EVIDENCE;
     c->seed = 1;
 }
 
@@ -31,6 +32,19 @@ const char *gvae_rank_name(enum gvae_rank rank)
         case GVAE_RANK_EVIDENCE:
             return "evidence";
         case GVAE_RANK_GATED_EVIDENCE:
+            return "gated-evidence";
+    }
+    return "?";
+}
+
+const char *gvae_resource_rank_name(enum gvae_resource_rank rank)
+{
+    switch (rank) {
+        case GVAE_RES_EFFECT:
+            return "effect";
+        case GVAE_RES_EVIDENCE:
+            return "evidence";
+        case GVAE_RES_GATED_EVIDENCE:
             return "gated-evidence";
     }
     return "?";
@@ -86,7 +100,10 @@ struct sweep
 
 #define ALL_CLASSES 0xFFFFu
 /* Candidates whose P(QoS met) is estimated with all samples. */
-#define SAMPLED_CANDIDATES 3
+#define SAMPLED_CANDIDATES 1
+/* Robust z (IQRs above the training median) at which a resource class's
+ * inputs stand out. */
+#define CLASS_Z 3.0
 
 struct intervention
 {
@@ -491,7 +508,8 @@ static int sweep_run(struct sweep *sw,
  * (upwards) are from their training medians, in IQRs; the largest. */
 static double evidence(const struct gvae_node *node,
                        const struct nstate *st,
-                       unsigned classes)
+                       unsigned classes,
+                       int upward)
 {
     double z = 0;
     for (size_t g = 0; g < node->n_xg; g++) {
@@ -501,7 +519,8 @@ static double evidence(const struct gvae_node *node,
         }
         for (unsigned k = 0; k < gr->width; k++) {
             const struct gvae_stat *s = &node->xs[gr->offset + k];
-            double d = fabs(raw_of(s, st->x[gr->offset + k]) - s->median);
+            double d = raw_of(s, st->x[gr->offset + k]) - s->median;
+            d = upward ? d : fabs(d);
             z = fmax(z, d / s->iqr);
         }
     }
@@ -779,22 +798,46 @@ static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
     if (rc != SM_OK) {
         return rc;
     }
+    /* Score each class: by its counterfactual effect, by the evidence of
+     * its inputs (how far they rose above their training medians, in
+     * IQRs), or gated: classes whose restoration explains a share of the
+     * excess first, then by evidence. Concrete classes (cpu, memory,
+     * network, disk, llc) come before "other": thread-pool occupancy and
+     * the like rise with any slowdown of the service, so they name the
+     * resource only when no concrete class stands out. A class whose
+     * inputs are within CLASS_Z of normal and that has no effect is never
+     * named. */
+    double gate = sw->cfg->gate * sw->excess;
     size_t best = SIZE_MAX;
-    double best_eff = sw->cfg->gate * sw->excess;
+    double best_score = 0;
     for (size_t k = 0; k < K; k++) {
-        if (res[k].effect >= best_eff) {
-            best_eff = res[k].effect;
-            best = k;
+        double z = evidence(node, &sw->ns[c], 1u << cls[k], 1);
+        int gated = res[k].effect >= gate;
+        int clear = z >= CLASS_Z;
+        double score = 0;
+        switch (sw->cfg->resource_rank) {
+            case GVAE_RES_EFFECT:
+                score = gated   ? 4 + res[k].effect / sw->excess
+                        : clear ? 1 + z / (1 + z)
+                                : 0;
+                break;
+            case GVAE_RES_EVIDENCE:
+                score = clear ? 1 + z / (1 + z) : 0;
+                break;
+            case GVAE_RES_GATED_EVIDENCE:
+            default:
+                score = gated && clear ? 3 + z / (1 + z)
+                        : clear        ? 1 + z / (1 + z)
+                        : gated        ? 0.5
+                                       : 0;
+                break;
         }
-    }
-    if (best == SIZE_MAX) {
-        double best_z = 1.0; /* within an IQR: nothing stands out */
-        for (size_t k = 0; k < K; k++) {
-            double z = evidence(node, &sw->ns[c], 1u << cls[k]);
-            if (z > best_z) {
-                best_z = z;
-                best = k;
-            }
+        if (score > 0 && cls[k] != CBN_RES_OTHER) {
+            score += 4; /* concrete classes first */
+        }
+        if (score > best_score) {
+            best_score = score;
+            best = k;
         }
     }
     if (best != SIZE_MAX) {
@@ -923,7 +966,7 @@ int gvae_diagnose(const struct gvae_model *m,
         c->node = i;
         c->effect = res[i].effect;
         c->p = res[i].p;
-        c->z = evidence(node, &sw.ns[i], ALL_CLASSES);
+        c->z = evidence(node, &sw.ns[i], ALL_CLASSES, 0);
         c->oor = out_of_range(node, &sw.ns[i], &bad);
         c->score = score_of(&sw, c);
         if (bad != NULL && b.n_unseen < 64) {

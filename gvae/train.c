@@ -107,7 +107,7 @@ size_t gvae_model_params(const struct gvae_model *m)
 
 /* ---- per-node training -------------------------------------------------- */
 
-enum plan { PLAN_TRAIN, PLAN_FINETUNE, PLAN_KEEP, PLAN_SKIP };
+enum plan { PLAN_TRAIN, PLAN_RESHAPED, PLAN_FINETUNE, PLAN_KEEP, PLAN_SKIP };
 
 struct job
 {
@@ -307,9 +307,9 @@ static int train_node(struct job *jb, size_t i)
     sm_rng_seed(&rng, jb->cfg->seed ^ fnv1a(node->name));
     uint64_t steps = 0;
     double flops = 0, best = INFINITY;
-    unsigned max_epochs = jb->plan[i] == PLAN_FINETUNE && cfg->finetune_epochs
-                              ? cfg->finetune_epochs
-                              : cfg->max_epochs;
+    int warm = jb->plan[i] == PLAN_FINETUNE || jb->plan[i] == PLAN_RESHAPED;
+    unsigned max_epochs =
+        warm && cfg->finetune_epochs ? cfg->finetune_epochs : cfg->max_epochs;
     if (rc == SM_OK) {
         struct nn_adam adam;
         nn_adam_init(&adam);
@@ -363,7 +363,7 @@ static void *worker(void *arg)
         pthread_mutex_lock(&jb->lock);
         size_t i = jb->next;
         while (i < jb->m->n_nodes && jb->plan[i] != PLAN_TRAIN &&
-               jb->plan[i] != PLAN_FINETUNE) {
+               jb->plan[i] != PLAN_RESHAPED && jb->plan[i] != PLAN_FINETUNE) {
             i++;
         }
         jb->next = i + 1;
@@ -389,21 +389,17 @@ static double now_seconds(void)
 }
 
 /* Copies row blocks of the first layer of @src into @dst for the input
- * features both have (by group key), when the widths of every layer agree:
- * a reshaped node keeps what it learned about the inputs it still has. */
-static void warm_first_layer(struct nn_mlp *dst,
-                             const struct nn_mlp *src,
-                             const struct gvae_group *dg,
-                             size_t n_dg,
-                             const struct gvae_group *sg,
-                             size_t n_sg,
-                             size_t d_off,
-                             size_t s_off)
+ * features both have (by group key): a reshaped node keeps what it learned
+ * about the inputs it still has. Only when the hidden widths agree. */
+static void warm_rows(struct nn_mlp *dst,
+                      const struct nn_mlp *src,
+                      const struct gvae_group *dg,
+                      size_t n_dg,
+                      const struct gvae_group *sg,
+                      size_t n_sg,
+                      size_t d_off,
+                      size_t s_off)
 {
-    if (dst->shape.n_hidden != src->shape.n_hidden ||
-        dst->shape.hidden[0] != src->shape.hidden[0]) {
-        return;
-    }
     size_t w = dst->shape.hidden[0];
     for (size_t a = 0; a < n_dg; a++) {
         for (size_t b = 0; b < n_sg; b++) {
@@ -418,23 +414,82 @@ static void warm_first_layer(struct nn_mlp *dst,
     }
 }
 
-static void warm_reshaped(struct gvae_node *node, const struct gvae_node *old)
+static void copy_floats(float *dst, const float *src, size_t n)
+{
+    memcpy(dst, src, n * sizeof *dst);
+}
+
+/* Copies everything but the first layer's weights (biases, deeper layers,
+ * batch norms, and the output layer when its width agrees) when the hidden
+ * shapes agree. Returns whether it did. */
+static int warm_rest(struct nn_mlp *dst, const struct nn_mlp *src)
+{
+    const struct nn_mlp_shape *d = &dst->shape, *s = &src->shape;
+    if (d->n_hidden != s->n_hidden) {
+        return 0;
+    }
+    for (size_t k = 0; k < d->n_hidden; k++) {
+        if (d->hidden[k] != s->hidden[k]) {
+            return 0;
+        }
+    }
+    copy_floats(dst->lin[0].b, src->lin[0].b, d->hidden[0]);
+    for (size_t k = 1; k <= d->n_hidden; k++) {
+        if (k == d->n_hidden && d->out != s->out) {
+            break;
+        }
+        const struct nn_linear *sl = &src->lin[k];
+        copy_floats(dst->lin[k].w, sl->w, sl->in * sl->out);
+        copy_floats(dst->lin[k].b, sl->b, sl->out);
+    }
+    for (size_t k = 0; k + 1 < d->n_hidden; k++) {
+        const struct nn_batchnorm *sb = &src->bn[k];
+        copy_floats(dst->bn[k].gamma, sb->gamma, sb->d);
+        copy_floats(dst->bn[k].beta, sb->beta, sb->d);
+        copy_floats(dst->bn[k].run_mean, sb->run_mean, sb->d);
+        copy_floats(dst->bn[k].run_var, sb->run_var, sb->d);
+    }
+    return 1;
+}
+
+/* Warm-starts the reshaped CVAE of @node from @old; returns whether all
+ * three networks could be (then fine-tuning is enough). */
+static int warm_reshaped(struct gvae_node *node, const struct gvae_node *old)
 {
     struct gvae_cvae *c = &node->cvae;
     const struct gvae_cvae *o = &old->cvae;
-    /* prior and encoder/decoder X blocks come first in their inputs */
-    warm_first_layer(&c->prior, &o->prior, node->xg, node->n_xg, old->xg,
-                     old->n_xg, 0, 0);
-    warm_first_layer(&c->enc, &o->enc, node->xg, node->n_xg, old->xg, old->n_xg,
-                     0, 0);
-    warm_first_layer(&c->enc, &o->enc, node->yg, node->n_yg, old->yg, old->n_yg,
-                     node->nx, old->nx);
-    warm_first_layer(&c->enc, &o->enc, node->pg, node->n_pg, old->pg, old->n_pg,
-                     node->nx + node->ny, old->nx + old->ny);
-    warm_first_layer(&c->dec, &o->dec, node->xg, node->n_xg, old->xg, old->n_xg,
-                     0, 0);
-    warm_first_layer(&c->dec, &o->dec, node->pg, node->n_pg, old->pg, old->n_pg,
-                     node->nx + c->nz, old->nx + o->nz);
+    int ok = 1;
+    /* X comes first in every input; then Y (encoder) or Z (decoder), then
+     * the parents' latencies */
+    if (warm_rest(&c->prior, &o->prior)) {
+        warm_rows(&c->prior, &o->prior, node->xg, node->n_xg, old->xg,
+                  old->n_xg, 0, 0);
+    } else {
+        ok = 0;
+    }
+    if (warm_rest(&c->enc, &o->enc)) {
+        warm_rows(&c->enc, &o->enc, node->xg, node->n_xg, old->xg, old->n_xg, 0,
+                  0);
+        warm_rows(&c->enc, &o->enc, node->yg, node->n_yg, old->yg, old->n_yg,
+                  node->nx, old->nx);
+        warm_rows(&c->enc, &o->enc, node->pg, node->n_pg, old->pg, old->n_pg,
+                  node->nx + node->ny, old->nx + old->ny);
+    } else {
+        ok = 0;
+    }
+    if (warm_rest(&c->dec, &o->dec)) {
+        warm_rows(&c->dec, &o->dec, node->xg, node->n_xg, old->xg, old->n_xg, 0,
+                  0);
+        warm_rows(&c->dec, &o->dec, node->pg, node->n_pg, old->pg, old->n_pg,
+                  node->nx + c->nz, old->nx + o->nz);
+        /* the decoder's Z rows sit right after X */
+        size_t w = c->dec.shape.hidden[0];
+        copy_floats(c->dec.lin[0].w + node->nx * w,
+                    o->dec.lin[0].w + old->nx * w, c->nz * w);
+    } else {
+        ok = 0;
+    }
+    return ok && c->dec.shape.out == o->dec.shape.out;
 }
 
 int gvae_train(const struct gvae_config *cfg,
@@ -553,9 +608,10 @@ int gvae_train(const struct gvae_config *cfg,
             rep.nodes_kept += plan[i] == PLAN_KEEP;
             rep.nodes_finetuned += plan[i] == PLAN_FINETUNE;
         } else {
+            /* a reshaped node warm-started whole only needs fine-tuning */
             if (mode != GVAE_RETRAIN_FULL && old != NULL && old->trained &&
-                old->cvae.nz == node->cvae.nz) {
-                warm_reshaped(node, old);
+                old->cvae.nz == node->cvae.nz && warm_reshaped(node, old)) {
+                plan[i] = PLAN_RESHAPED;
             }
             rep.nodes_trained++;
         }

@@ -115,7 +115,8 @@ struct score
 {
     double ac1, ac3, avg5, res_ok;
     size_t cases, res_cases, fp, fp_cases;
-    double ms;
+    double ms, ms_p90;
+    unsigned confusion[CBN_RES_COUNT][CBN_RES_COUNT]; /* truth, predicted */
 };
 
 static int in_truth(const char *svc, const char *const *truth, size_t nt)
@@ -132,22 +133,129 @@ static int in_truth(const char *svc, const char *const *truth, size_t nt)
     return 0;
 }
 
-static double ac_at(const struct gvae_diagnosis *d,
-                    size_t k,
-                    const char *const *truth,
-                    size_t nt)
+/* The culprits of window @w by the ground truth: services (and their
+ * resources) of the faults active in it; load spikes name none. */
+static size_t window_truth(const struct node_sim *sim,
+                           const struct cbn_window *w,
+                           const char **truth,
+                           enum cbn_resource *tres)
 {
-    size_t hit = 0;
-    for (size_t t = 0; t < nt; t++) {
-        for (size_t i = 0; i < k && i < d->n_ranking; i++) {
-            const char *one[1] = {truth[t]};
-            if (in_truth(d->ranking[i].service, one, 1)) {
-                hit++;
-                break;
-            }
+    const struct node_sim_fault *f[MAX_TRUTH];
+    size_t nf =
+        node_sim_active_faults(sim, w->start_ns, w->end_ns, f, MAX_TRUTH);
+    size_t nt = 0;
+    for (size_t k = 0; k < nf && k < MAX_TRUTH; k++) {
+        if (f[k]->service != NULL) {
+            truth[nt] = f[k]->service;
+            tres[nt++] = f[k]->resource;
         }
     }
-    return nt ? (double)hit / (double)nt : 0;
+    return nt;
+}
+
+/* Scores one ranking of a violated window with @nt true culprits. */
+static void score_ranking(struct score *s,
+                          const char *const *ranked,
+                          size_t n_ranked,
+                          int named,
+                          const char *culprit,
+                          enum cbn_resource culprit_res,
+                          const char *const *truth,
+                          const enum cbn_resource *tres,
+                          size_t nt)
+{
+    if (nt == 0) {
+        s->fp_cases++;
+        s->fp += named != 0;
+        return;
+    }
+    double ac[6] = {0};
+    for (size_t k = 1; k <= 5; k++) {
+        size_t hit = 0;
+        for (size_t t = 0; t < nt; t++) {
+            const char *one[1] = {truth[t]};
+            for (size_t i = 0; i < k && i < n_ranked; i++) {
+                if (in_truth(ranked[i], one, 1)) {
+                    hit++;
+                    break;
+                }
+            }
+        }
+        ac[k] = (double)hit / (double)nt;
+    }
+    s->ac1 += ac[1];
+    s->ac3 += ac[3];
+    s->avg5 += (ac[1] + ac[2] + ac[3] + ac[4] + ac[5]) / 5;
+    s->cases++;
+    if (culprit == NULL || !in_truth(culprit, truth, nt)) {
+        return;
+    }
+    s->res_cases++;
+    for (size_t k = 0; k < nt; k++) {
+        const char *one[1] = {truth[k]};
+        if (in_truth(culprit, one, 1)) {
+            s->confusion[tres[k]][culprit_res]++;
+            s->res_ok += culprit_res == tres[k];
+            break;
+        }
+    }
+}
+
+struct evalctx
+{
+    const struct gvae_model *model;
+    const struct cbn_normals *normals;
+    const struct node_sim *sim;
+    const struct cbn_window *const *win;
+    size_t from, to;
+    double *times;
+};
+
+static void eval_variant(struct evalctx *cx,
+                         const struct gvae_sweep_config *sw,
+                         struct score *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t nt_times = 0;
+    char err[SM_ERRMSG_SIZE];
+    for (size_t i = cx->from; i < cx->to; i++) {
+        const struct cbn_window *w = cx->win[i];
+        if (!w->qos_violated) {
+            continue;
+        }
+        const char *truth[MAX_TRUTH];
+        enum cbn_resource tres[MAX_TRUTH];
+        size_t nt = window_truth(cx->sim, w, truth, tres);
+        struct gvae_diagnosis *d = NULL;
+        double ts = bench_now_s();
+        if (gvae_diagnose(cx->model, w, cx->normals, sw, &d, err) != SM_OK) {
+            fprintf(stderr, "diagnose: %s\n", err);
+            continue;
+        }
+        cx->times[nt_times++] = (bench_now_s() - ts) * 1e3;
+        const char *ranked[256];
+        size_t nr = d->n_ranking < 256 ? d->n_ranking : 256;
+        for (size_t k = 0; k < nr; k++) {
+            ranked[k] = d->ranking[k].service;
+        }
+        score_ranking(s, ranked, nr, d->n_culprits > 0,
+                      d->n_culprits ? d->culprits[0].service : NULL,
+                      d->n_culprits ? d->culprits[0].resource : CBN_RES_UNKNOWN,
+                      truth, tres, nt);
+        gvae_diagnosis_free(d);
+    }
+    s->ms = nt_times ? bench_median(cx->times, (int)nt_times) : NAN;
+    s->ms_p90 =
+        nt_times ? cx->times[(size_t)(0.9 * (double)(nt_times - 1))] : NAN;
+}
+
+static void print_score(const char *a, const char *b, const struct score *s)
+{
+    double n = s->cases ? (double)s->cases : 1;
+    printf("%-12s %-18s %6.3f %6.3f %6.3f %6.3f %4zu/%-4zu %10.2f\n", a, b,
+           s->ac1 / n, s->ac3 / n, s->avg5 / n,
+           s->res_cases ? s->res_ok / (double)s->res_cases : NAN, s->fp,
+           s->fp_cases, s->ms);
 }
 
 int main(int argc, char **argv)
@@ -400,10 +508,18 @@ int main(int argc, char **argv)
                                   GVAE_ABDUCT_POSTERIOR_X, GVAE_ABDUCT_PRIOR};
     enum gvae_rank rk[4] = {GVAE_RANK_GATED_EVIDENCE, GVAE_RANK_EFFECT_EVIDENCE,
                             GVAE_RANK_EFFECT, GVAE_RANK_EVIDENCE};
+    struct evalctx cx = {
+        .model = model,
+        .normals = normals,
+        .sim = sim,
+        .win = win,
+        .from = n_train,
+        .to = run.n,
+        .times = calloc(run.n + 1, sizeof(double)),
+    };
     printf("\n== accuracy on held-out faults (held-out services) ==\n");
-    printf("%-10s %-18s %6s %6s %6s %6s %9s %10s\n", "abduction", "ranking",
+    printf("%-12s %-18s %6s %6s %6s %6s %9s %10s\n", "abduction", "ranking",
            "AC@1", "AC@3", "Avg@5", "res", "FP", "ms/diag");
-    double *times = calloc(run.n + 1, sizeof *times);
     for (int a = 0; a < 3; a++) {
         for (int r = 0; r < 4; r++) {
             if (a > 0 && r == 3) {
@@ -416,92 +532,53 @@ int main(int argc, char **argv)
             sw.samples = o.samples;
             sw.abduction = abd[a];
             sw.rank = rk[r];
-            struct score s = {0};
-            size_t nt_times = 0;
-            for (size_t i = n_train; i < run.n; i++) {
-                const struct cbn_window *w = win[i];
-                if (!w->qos_violated) {
-                    continue;
-                }
-                const struct node_sim_fault *f[MAX_TRUTH];
-                size_t nf = node_sim_active_faults(sim, w->start_ns, w->end_ns,
-                                                   f, MAX_TRUTH);
-                const char *truth[MAX_TRUTH];
-                enum cbn_resource tres[MAX_TRUTH];
-                size_t nt = 0;
-                for (size_t k = 0; k < nf && k < MAX_TRUTH; k++) {
-                    if (f[k]->service != NULL) {
-                        truth[nt] = f[k]->service;
-                        tres[nt++] = f[k]->resource;
-                    }
-                }
-                struct gvae_diagnosis *d = NULL;
-                double ts = bench_now_s();
-                if (gvae_diagnose(model, w, normals, &sw, &d, err) != SM_OK) {
-                    fprintf(stderr, "diagnose: %s\n", err);
-                    continue;
-                }
-                times[nt_times++] = (bench_now_s() - ts) * 1e3;
-                if (getenv("BENCH_SHOW") != NULL && nt > 0 && s.cases < 3) {
-                    printf("  truth %s; latency %.1f\n", truth[0],
-                           d->latency_ms);
-                    for (size_t k = 0; k < d->n_ranking; k++) {
-                        if (k >= 5 &&
-                            !in_truth(d->ranking[k].service, truth, nt)) {
-                            continue;
-                        }
-                        printf("   #%zu", k + 1);
-                        printf(
-                            "   %-28s score %.3f effect %.2f p %.2f z %.2f\n",
-                            d->ranking[k].service, d->ranking[k].score,
-                            d->ranking[k].effect_ms, d->ranking[k].p_qos_met,
-                            d->ranking[k].evidence);
-                    }
-                }
-                if (nt == 0) {
-                    s.fp_cases++;
-                    s.fp += d->n_culprits > 0;
-                } else {
-                    double avg = 0;
-                    for (size_t k = 1; k <= 5; k++) {
-                        avg += ac_at(d, k, truth, nt);
-                    }
-                    s.ac1 += ac_at(d, 1, truth, nt);
-                    s.ac3 += ac_at(d, 3, truth, nt);
-                    s.avg5 += avg / 5;
-                    s.cases++;
-                    if (d->n_culprits > 0 &&
-                        in_truth(d->culprits[0].service, truth, nt)) {
-                        s.res_cases++;
-                        for (size_t k = 0; k < nt; k++) {
-                            const char *one[1] = {truth[k]};
-                            if (in_truth(d->culprits[0].service, one, 1) &&
-                                d->culprits[0].resource == tres[k]) {
-                                s.res_ok++;
-                                break;
-                            }
-                        }
-                    }
-                }
-                gvae_diagnosis_free(d);
-            }
-            double med = nt_times ? bench_median(times, (int)nt_times) : NAN;
-            double n = s.cases ? (double)s.cases : 1;
-            printf("%-10s %-18s %6.3f %6.3f %6.3f %6.3f %4zu/%-4zu %10.2f\n",
-                   gvae_abduction_name(abd[a]), gvae_rank_name(rk[r]),
-                   s.ac1 / n, s.ac3 / n, s.avg5 / n,
-                   s.res_cases ? s.res_ok / (double)s.res_cases : NAN, s.fp,
-                   s.fp_cases, med);
+            struct score sc0;
+            eval_variant(&cx, &sw, &sc0);
+            print_score(gvae_abduction_name(abd[a]), gvae_rank_name(rk[r]),
+                        &sc0);
             if (a == 0 && r == 0) {
                 printf(
                     "  (%zu violated windows with a culprit, %zu without; "
-                    "sweep p90 %.2f ms)\n",
-                    s.cases, s.fp_cases,
-                    nt_times ? times[(size_t)(0.9 * (double)(nt_times - 1))]
-                             : NAN);
+                    "sweep median %.2f ms, p90 %.2f ms)\n",
+                    sc0.cases, sc0.fp_cases, sc0.ms, sc0.ms_p90);
             }
         }
     }
+    printf("\n== resource level (posterior, gated-evidence) ==\n");
+    enum gvae_resource_rank rr[3] = {GVAE_RES_GATED_EVIDENCE, GVAE_RES_EFFECT,
+                                     GVAE_RES_EVIDENCE};
+    for (int k = 0; k < 3; k++) {
+        struct gvae_sweep_config sw;
+        gvae_sweep_config_default(&sw);
+        sw.qos_service = front;
+        sw.qos_target_ms = target;
+        sw.samples = o.samples;
+        sw.resource_rank = rr[k];
+        struct score sc0;
+        eval_variant(&cx, &sw, &sc0);
+        printf("%-16s accuracy %.3f of %zu; truth: predicted\n",
+               gvae_resource_rank_name(rr[k]),
+               sc0.res_cases ? sc0.res_ok / (double)sc0.res_cases : NAN,
+               sc0.res_cases);
+        for (int t = 0; t < CBN_RES_COUNT; t++) {
+            unsigned row = 0;
+            for (int q = 0; q < CBN_RES_COUNT; q++) {
+                row += sc0.confusion[t][q];
+            }
+            if (row == 0) {
+                continue;
+            }
+            printf("    %-8s", cbn_resource_name((enum cbn_resource)t));
+            for (int q = 0; q < CBN_RES_COUNT; q++) {
+                if (sc0.confusion[t][q] > 0) {
+                    printf(" %s=%u", cbn_resource_name((enum cbn_resource)q),
+                           sc0.confusion[t][q]);
+                }
+            }
+            printf("\n");
+        }
+    }
+    free(cx.times);
 
     /* ---- partial retraining after a changed leaf ---- */
     if (!o.skip_partial) {
@@ -565,7 +642,6 @@ int main(int argc, char **argv)
     }
     free(run.w);
     free(calm);
-    free(times);
     free(kept);
     free(all);
     cbn_agg_free(run.agg);
