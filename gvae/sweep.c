@@ -504,6 +504,20 @@ static int sweep_run(struct sweep *sw,
 
 /* ---- evidence ---------------------------------------------------------- */
 
+/* Robust z of the node's own latencies (upwards), the largest. */
+static double latency_evidence(const struct gvae_node *node,
+                               const struct nstate *st)
+{
+    double z = 0;
+    for (size_t f = 0; f < node->ny; f++) {
+        const struct gvae_stat *s = &node->ys[f];
+        if (st->ym[f] != 0) {
+            z = fmax(z, (raw_of(s, st->y[f]) - s->median) / s->iqr);
+        }
+    }
+    return z;
+}
+
 /* Robust z: how far the node's inputs (either way) and its latencies
  * (upwards) are from their training medians, in IQRs; the largest. */
 static double evidence(const struct gvae_node *node,
@@ -524,16 +538,7 @@ static double evidence(const struct gvae_node *node,
             z = fmax(z, d / s->iqr);
         }
     }
-    if (classes != ALL_CLASSES) {
-        return z;
-    }
-    for (size_t f = 0; f < node->ny; f++) {
-        const struct gvae_stat *s = &node->ys[f];
-        if (st->ym[f] != 0) {
-            z = fmax(z, (raw_of(s, st->y[f]) - s->median) / s->iqr);
-        }
-    }
-    return z;
+    return classes == ALL_CLASSES ? fmax(z, latency_evidence(node, st)) : z;
 }
 
 static unsigned out_of_range(const struct gvae_node *node,
@@ -843,6 +848,10 @@ static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
     if (best != SIZE_MAX) {
         out->resource = cls[best];
         out->resource_effect_ms = res[best].effect;
+    } else if (latency_evidence(node, &sw->ns[c]) >= CLASS_Z) {
+        /* slow by itself while no resource it reports moved: a software
+         * cause (locks, thread pools, a bug) */
+        out->resource = CBN_RES_OTHER;
     }
     return SM_OK;
 }

@@ -118,6 +118,10 @@ const char *node_sim_topology_frontend(const struct node_sim_topology *topo);
 size_t node_sim_topology_services(const struct node_sim_topology *topo);
 const char *node_sim_topology_service(const struct node_sim_topology *topo,
                                       size_t i);
+/* Cores of one replica of service @i (0 past the last service): what an
+ * autoscaler's CPU target is relative to. */
+unsigned node_sim_topology_service_cores(const struct node_sim_topology *topo,
+                                         size_t i);
 size_t node_sim_topology_hosts(const struct node_sim_topology *topo);
 double node_sim_topology_rate(const struct node_sim_topology *topo);
 double node_sim_topology_qos_target_ms(const struct node_sim_topology *topo);

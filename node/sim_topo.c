@@ -1088,6 +1088,12 @@ const char *node_sim_topology_service(const struct node_sim_topology *topo,
     return i < topo->n_services ? topo->services[i].name : NULL;
 }
 
+unsigned node_sim_topology_service_cores(const struct node_sim_topology *topo,
+                                         size_t i)
+{
+    return i < topo->n_services ? topo->services[i].cores : 0;
+}
+
 size_t node_sim_topology_hosts(const struct node_sim_topology *topo)
 {
     return topo->n_hosts;

@@ -28,6 +28,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/rng.h"
+#include "baselines.h"
 #include "bench_util.h"
 #include "cbn/cbn.h"
 #include "gvae/gvae.h"
@@ -517,6 +518,23 @@ int main(int argc, char **argv)
         .to = run.n,
         .times = calloc(run.n + 1, sizeof(double)),
     };
+    if (getenv("BENCH_PROFILE_SWEEP") != NULL) {
+        /* repeat the default diagnosis so a profiler sees mostly sweeps */
+        struct gvae_sweep_config sw;
+        gvae_sweep_config_default(&sw);
+        sw.qos_service = front;
+        sw.qos_target_ms = target;
+        sw.samples = o.samples;
+        for (int k = 0; k < 20; k++) {
+            struct score sc0;
+            eval_variant(&cx, &sw, &sc0);
+            if (k == 19) {
+                printf("profile: %.2f ms median over %zu diagnoses\n", sc0.ms,
+                       sc0.cases + sc0.fp_cases);
+            }
+        }
+        return 0;
+    }
     printf("\n== accuracy on held-out faults (held-out services) ==\n");
     printf("%-12s %-18s %6s %6s %6s %6s %9s %10s\n", "abduction", "ranking",
            "AC@1", "AC@3", "Avg@5", "res", "FP", "ms/diag");
@@ -544,6 +562,61 @@ int main(int argc, char **argv)
             }
         }
     }
+    /* The baselines, on the same windows. */
+    for (int k = 0; k < BASELINE_KINDS; k++) {
+        struct baseline *bl = NULL;
+        if (baseline_train((enum baseline_kind)k, win, n_train, &bl) != 0) {
+            fprintf(stderr, "bench_model: baseline %d failed\n", k);
+            continue;
+        }
+        for (size_t sv = 0; sv < node_sim_topology_services(topo); sv++) {
+            /* an autoscaler knows its pods' CPU requests */
+            baseline_set_capacity(bl, node_sim_topology_service(topo, sv),
+                                  node_sim_topology_service_cores(topo, sv));
+        }
+        if (k == BASELINE_ORACLE) {
+            /* tuned on every held-out window with its labels: an upper
+             * bound for per-tier thresholds, not a fair competitor */
+            size_t cap = (run.n - n_train) * MAX_TRUTH + 1, nl = 0;
+            const struct cbn_window **lw = calloc(cap, sizeof *lw);
+            const char **lt = calloc(cap, sizeof *lt);
+            for (size_t i = n_train; i < run.n; i++) {
+                const char *truth[MAX_TRUTH];
+                enum cbn_resource tres[MAX_TRUTH];
+                size_t nt = window_truth(sim, win[i], truth, tres);
+                for (size_t t = 0; t == 0 || t < nt; t++) {
+                    lw[nl] = win[i];
+                    lt[nl++] = nt ? truth[t] : NULL;
+                }
+            }
+            baseline_tune_oracle(bl, lw, lt, nl);
+            free(lw);
+            free(lt);
+        }
+        struct score sb;
+        memset(&sb, 0, sizeof sb);
+        for (size_t i = n_train; i < run.n; i++) {
+            const struct cbn_window *w = win[i];
+            if (!w->qos_violated) {
+                continue;
+            }
+            const char *truth[MAX_TRUTH];
+            enum cbn_resource tres[MAX_TRUTH];
+            size_t nt = window_truth(sim, w, truth, tres);
+            const char *ranked[256];
+            int named = 0;
+            size_t nr = baseline_rank(bl, w, ranked, 256, &named);
+            enum cbn_resource res = nr && named
+                                        ? baseline_resource(bl, w, ranked[0])
+                                        : CBN_RES_UNKNOWN;
+            score_ranking(&sb, ranked, nr, named,
+                          nr && named ? ranked[0] : NULL, res, truth, tres, nt);
+        }
+        sb.ms = NAN;
+        print_score("baseline", baseline_name((enum baseline_kind)k), &sb);
+        baseline_free(bl);
+    }
+
     printf("\n== resource level (posterior, gated-evidence) ==\n");
     enum gvae_resource_rank rr[3] = {GVAE_RES_GATED_EVIDENCE, GVAE_RES_EFFECT,
                                      GVAE_RES_EVIDENCE};
