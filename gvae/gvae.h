@@ -102,6 +102,7 @@ struct gvae_train_report
     size_t nodes_kept;      /* copied unchanged (partial) */
     size_t windows_train, windows_val;
     size_t windows_violating; /* among the training windows */
+    unsigned workers;         /* training threads used */
     uint64_t steps;           /* optimizer steps, all nodes */
     double flops;             /* in matrix products, all nodes */
     double seconds;           /* wall time */
@@ -223,7 +224,7 @@ struct gvae_sweep_config
 
 /* Fills @config with the defaults (no QoS service or target): 64 samples,
  * threshold 0.9, 3 culprits, gate 0.1, posterior abduction, gated evidence
- * ranking, seed 1. */
+ * ranking of services and of resource classes, seed 1. */
 void gvae_sweep_config_default(struct gvae_sweep_config *config);
 
 struct gvae_candidate

@@ -660,6 +660,7 @@ int gvae_train(const struct gvae_config *cfg,
         goto done;
     }
     rep.nodes = nn;
+    rep.workers = started + 1;
     rep.windows_train = n_train;
     rep.windows_val = n - n_train;
     for (size_t t = 0; t < n; t++) {

@@ -481,7 +481,7 @@ int main(int argc, char **argv)
     printf(
         "full training: %.1f s on %u workers, %zu nodes, %zu params, "
         "%llu steps, %.1f GFLOP, %.2f GFLOP/s, val loss %.3f\n",
-        rep.seconds, cfg.threads, rep.nodes, gvae_model_params(model),
+        rep.seconds, rep.workers, rep.nodes, gvae_model_params(model),
         (unsigned long long)rep.steps, rep.flops / 1e9,
         rep.flops / rep.seconds / 1e9, rep.val_loss);
 
