@@ -223,8 +223,9 @@ struct gvae_sweep_config
 };
 
 /* Fills @config with the defaults (no QoS service or target): 64 samples,
- * threshold 0.9, 3 culprits, gate 0.1, posterior abduction, gated evidence
- * ranking of services and of resource classes, seed 1. */
+ * threshold 0.9, 3 culprits, gate 0.1, posterior abduction, gated-evidence
+ * ranking of services, evidence ranking of resource classes (chosen on the
+ * benchmark: tests/bench/bench_model.c), seed 1. */
 void gvae_sweep_config_default(struct gvae_sweep_config *config);
 
 struct gvae_candidate

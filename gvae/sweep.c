@@ -18,7 +18,7 @@ void gvae_sweep_config_default(struct gvae_sweep_config *c)
     c->gate = 0.1;
     c->abduction = GVAE_ABDUCT_POSTERIOR;
     c->rank = GVAE_RANK_GATED_EVIDENCE;
-    c->resource_rank = GVAE_RES_GATED_EVIDENCE;
+    c->resource_rank = GVAE_RES_EVIDENCE;
     c->seed = 1;
 }
 
