@@ -134,6 +134,9 @@ struct score
     size_t cases, res_cases, fp, fp_cases;
     double ms, ms_p90;
     unsigned confusion[CBN_RES_COUNT][CBN_RES_COUNT]; /* truth, predicted */
+    size_t wrong;            /* named a culprit that is not one */
+    double det_sum;          /* detection latency, windows, over detected */
+    size_t det_n, det_total; /* faults detected, faults violating */
 };
 
 static int in_truth(const char *svc, const char *const *truth, size_t nt)
@@ -200,6 +203,7 @@ static void score_ranking(struct score *s,
         }
         ac[k] = (double)hit / (double)nt;
     }
+    s->wrong += named && culprit != NULL && !in_truth(culprit, truth, nt);
     s->ac1 += ac[1];
     s->ac3 += ac[3];
     s->avg5 += (ac[1] + ac[2] + ac[3] + ac[4] + ac[5]) / 5;
@@ -226,7 +230,51 @@ struct evalctx
     const struct cbn_window *const *win;
     size_t from, to;
     double *times;
+    uint8_t *correct; /* per window: violated and top-1 a true culprit */
 };
+
+/* Detection latency: for every fault of the held-out range that violated
+ * QoS, the windows from its start to the first window whose top-ranked
+ * service is a true culprit. */
+static void detection(const struct evalctx *cx, struct score *s)
+{
+    for (size_t f = 0; f < node_sim_fault_count(cx->sim); f++) {
+        const struct node_sim_fault *ft = node_sim_fault(cx->sim, f);
+        if (ft->service == NULL) {
+            continue;
+        }
+        size_t first = SIZE_MAX, hit = SIZE_MAX;
+        int violated = 0;
+        for (size_t i = cx->from; i < cx->to; i++) {
+            const struct cbn_window *w = cx->win[i];
+            if (w->end_ns <= ft->start_ns || w->start_ns >= ft->end_ns) {
+                continue;
+            }
+            first = first == SIZE_MAX ? i : first;
+            violated |= w->qos_violated;
+            if (cx->correct[i] && hit == SIZE_MAX) {
+                hit = i;
+            }
+        }
+        if (first == SIZE_MAX || !violated) {
+            continue;
+        }
+        s->det_total++;
+        if (hit != SIZE_MAX) {
+            s->det_n++;
+            s->det_sum += (double)(hit - first);
+        }
+    }
+}
+
+static void mark(const struct evalctx *cx,
+                 size_t i,
+                 const char *top,
+                 const char *const *truth,
+                 size_t nt)
+{
+    cx->correct[i] = top != NULL && nt > 0 && in_truth(top, truth, nt);
+}
 
 static void eval_variant(struct evalctx *cx,
                          const struct gvae_sweep_config *sw,
@@ -237,6 +285,7 @@ static void eval_variant(struct evalctx *cx,
     char err[SM_ERRMSG_SIZE];
     for (size_t i = cx->from; i < cx->to; i++) {
         const struct cbn_window *w = cx->win[i];
+        cx->correct[i] = 0;
         if (!w->qos_violated) {
             continue;
         }
@@ -259,8 +308,10 @@ static void eval_variant(struct evalctx *cx,
                       d->n_culprits ? d->culprits[0].service : NULL,
                       d->n_culprits ? d->culprits[0].resource : CBN_RES_UNKNOWN,
                       truth, tres, nt);
+        mark(cx, i, nr ? ranked[0] : NULL, truth, nt);
         gvae_diagnosis_free(d);
     }
+    detection(cx, s);
     s->ms = nt_times ? bench_median(cx->times, (int)nt_times) : NAN;
     s->ms_p90 =
         nt_times ? cx->times[(size_t)(0.9 * (double)(nt_times - 1))] : NAN;
@@ -269,10 +320,13 @@ static void eval_variant(struct evalctx *cx,
 static void print_score(const char *a, const char *b, const struct score *s)
 {
     double n = s->cases ? (double)s->cases : 1;
-    printf("%-12s %-18s %6.3f %6.3f %6.3f %6.3f %4zu/%-4zu %10.2f\n", a, b,
-           s->ac1 / n, s->ac3 / n, s->avg5 / n,
-           s->res_cases ? s->res_ok / (double)s->res_cases : NAN, s->fp,
-           s->fp_cases, s->ms);
+    printf(
+        "%-12s %-18s %6.3f %6.3f %6.3f %6.3f %4zu/%-4zu %5zu %5.2f "
+        "%3zu/%-3zu %8.2f\n",
+        a, b, s->ac1 / n, s->ac3 / n, s->avg5 / n,
+        s->res_cases ? s->res_ok / (double)s->res_cases : NAN, s->fp,
+        s->fp_cases, s->wrong, s->det_n ? s->det_sum / (double)s->det_n : NAN,
+        s->det_n, s->det_total, s->ms);
 }
 
 int main(int argc, char **argv)
@@ -540,6 +594,7 @@ int main(int argc, char **argv)
         .from = n_train,
         .to = run.n,
         .times = calloc(run.n + 1, sizeof(double)),
+        .correct = calloc(run.n + 1, 1),
     };
     if (getenv("BENCH_PROFILE_SWEEP") != NULL) {
         /* repeat the default diagnosis so a profiler sees mostly sweeps */
@@ -559,8 +614,9 @@ int main(int argc, char **argv)
         return 0;
     }
     printf("\n== accuracy on held-out faults (held-out services) ==\n");
-    printf("%-12s %-18s %6s %6s %6s %6s %9s %10s\n", "abduction", "ranking",
-           "AC@1", "AC@3", "Avg@5", "res", "FP", "ms/diag");
+    printf("%-12s %-18s %6s %6s %6s %6s %9s %5s %5s %7s %8s\n", "abduction",
+           "ranking", "AC@1", "AC@3", "Avg@5", "res", "FP", "wrong", "det",
+           "found", "ms/diag");
     for (int a = 0; a < 3; a++) {
         for (int r = 0; r < 4; r++) {
             if (a > 0 && r == 3) {
@@ -620,6 +676,7 @@ int main(int argc, char **argv)
         memset(&sb, 0, sizeof sb);
         for (size_t i = n_train; i < run.n; i++) {
             const struct cbn_window *w = win[i];
+            cx.correct[i] = 0;
             if (!w->qos_violated) {
                 continue;
             }
@@ -634,7 +691,9 @@ int main(int argc, char **argv)
                                         : CBN_RES_UNKNOWN;
             score_ranking(&sb, ranked, nr, named,
                           nr && named ? ranked[0] : NULL, res, truth, tres, nt);
+            mark(&cx, i, nr ? ranked[0] : NULL, truth, nt);
         }
+        detection(&cx, &sb);
         sb.ms = NAN;
         print_score("baseline", baseline_name((enum baseline_kind)k), &sb);
         baseline_free(bl);
@@ -691,6 +750,7 @@ int main(int argc, char **argv)
         }
     }
     free(cx.times);
+    free(cx.correct);
 
     /* ---- partial retraining after a changed leaf ---- */
     if (!o.skip_partial) {
