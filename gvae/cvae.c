@@ -125,6 +125,17 @@ void gvae__dec_skip(const struct gvae_cvae *c,
     }
 }
 
+void gvae__dec_skip_backward(struct gvae_cvae *c,
+                             size_t n,
+                             const float *p,
+                             const float *dmean)
+{
+    if (c->np > 0) {
+        gvae__gemm(true, false, c->np, c->ny, n, 1.0f, p, dmean, 1.0f,
+                   c->gskip);
+    }
+}
+
 void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src)
 {
     size_t np = src->pool.n_params, ns = src->pool.n_state;
@@ -215,17 +226,14 @@ double gvae__cvae_step(struct gvae_cvae *c,
     double kl = nn_kl_gauss(rows, nz, q, pr, alpha * beta * inv, c->dq, c->dp);
 
     nn_mlp_backward(&c->dec, 2 * rows, c->dec_in, c->dout, c->ddec_in);
-    if (np > 0) {
-        /* both halves saw the same Yp: one product over their sum */
-        for (size_t r = 0; r < rows; r++) {
-            for (size_t j = 0; j < ny; j++) {
-                c->dmean[r * ny + j] =
-                    c->dout[r * 2 * ny + j] + c->dout[(rows + r) * 2 * ny + j];
-            }
+    /* both halves saw the same Yp: one product over their sum */
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t j = 0; j < ny; j++) {
+            c->dmean[r * ny + j] =
+                c->dout[r * 2 * ny + j] + c->dout[(rows + r) * 2 * ny + j];
         }
-        gvae__gemm(true, false, np, ny, rows, 1.0f, c->pb, c->dmean, 1.0f,
-                   c->gskip);
     }
+    gvae__dec_skip_backward(c, rows, c->pb, c->dmean);
     for (size_t r = 0; r < rows; r++) {
         memcpy(c->zq + r * nz, c->ddec_in + r * din + nx, nz * sizeof *c->zq);
         memcpy(c->zp + r * nz, c->ddec_in + (rows + r) * din + nx,

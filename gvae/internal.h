@@ -210,6 +210,13 @@ void gvae__dec_skip(const struct gvae_cvae *c,
                     float *out,
                     float *tmp);
 
+/* Backward of the skip: gskip += p^T dmean, with @p (n x np) the parent
+ * inputs and @dmean (n x ny) the gradient of the loss by the means. */
+void gvae__dec_skip_backward(struct gvae_cvae *c,
+                             size_t n,
+                             const float *p,
+                             const float *dmean);
+
 /* Copies parameters (values) and state between CVAEs of identical shapes. */
 void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);
 

@@ -10,6 +10,7 @@
 #include "base/rng.h"
 #include "check.h"
 #include "gvae/gvae.h"
+#include "gvae/internal.h"
 #include "synth.h"
 
 #define TARGET_MS 45.0
@@ -471,6 +472,66 @@ static void test_incremental(void)
     data_free(&d);
 }
 
+/* The decoder's skip (mean += Yp A): forward against a naive loop, the
+ * gradient of A against central finite differences. */
+static void test_decoder_skip(void)
+{
+    struct gvae_cvae c;
+    memset(&c, 0, sizeof c);
+    enum { N = 5, NP = 4, NY = 3 };
+    float skip[NP * NY], gskip[NP * NY] = {0}, p[N * NP], out[N * 2 * NY];
+    float tmp[N * NY], r[N * NY], base[N * 2 * NY];
+    struct sm_rng rng;
+    sm_rng_seed(&rng, check_seed());
+    for (int k = 0; k < NP * NY; k++) {
+        skip[k] = (float)sm_rng_double(&rng);
+    }
+    for (int k = 0; k < N * NP; k++) {
+        p[k] = (float)sm_rng_normal(&rng);
+    }
+    for (int k = 0; k < N * 2 * NY; k++) {
+        base[k] = (float)sm_rng_normal(&rng);
+    }
+    for (int k = 0; k < N * NY; k++) {
+        r[k] = (float)sm_rng_normal(&rng);
+    }
+    c.np = NP;
+    c.ny = NY;
+    c.skip = skip;
+    c.gskip = gskip;
+    memcpy(out, base, sizeof out);
+    gvae__dec_skip(&c, N, p, out, tmp);
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < 2 * NY; j++) {
+            double want = base[i * 2 * NY + j];
+            for (int q = 0; j < NY && q < NP; q++) {
+                want += (double)p[i * NP + q] * skip[q * NY + j];
+            }
+            CHECK(fabs(out[i * 2 * NY + j] - want) < 1e-4);
+        }
+    }
+    /* loss = sum over rows and outputs of r * mean */
+    gvae__dec_skip_backward(&c, N, p, r);
+    for (int k = 0; k < NP * NY; k++) {
+        double l[2];
+        float keep = skip[k];
+        for (int side = 0; side < 2; side++) {
+            skip[k] = keep + (side ? 1e-2f : -1e-2f);
+            memcpy(out, base, sizeof out);
+            gvae__dec_skip(&c, N, p, out, tmp);
+            l[side] = 0;
+            for (int i = 0; i < N; i++) {
+                for (int j = 0; j < NY; j++) {
+                    l[side] += (double)r[i * NY + j] * out[i * 2 * NY + j];
+                }
+            }
+        }
+        skip[k] = keep;
+        double fd = (l[1] - l[0]) / 2e-2;
+        CHECK(fabs(fd - gskip[k]) < 1e-2 * (1 + fabs(fd)));
+    }
+}
+
 /* Last: frees the model the tests above shared. */
 static void test_release_shared(void)
 {
@@ -494,6 +555,7 @@ static const struct check_test tests[] = {
     {"checkpoint of another format or version", test_checkpoint_foreign},
     {"partial retraining after a new leaf", test_partial_retrain},
     {"incremental training on new windows", test_incremental},
+    {"decoder skip: forward and gradient", test_decoder_skip},
     {"release the shared model", test_release_shared},
 };
 
