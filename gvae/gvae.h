@@ -72,7 +72,7 @@ struct gvae_config
 /* Fills @config with the defaults: latent 4, 2 hidden layers of 32..96,
  * alpha 0.7, beta 1, dropout 0.1, lr 3e-3, weight decay 1e-4, clip 5,
  * batch 64, 120 epochs, patience 12, validation 0.15, violation share
- * 0.2, fine-tune 30 epochs, threads 0, seed 1. */
+ * 0.2, fine-tune 20 epochs, threads 0, seed 1. */
 void gvae_config_default(struct gvae_config *config);
 
 /* How to build a model when a previous one exists. */

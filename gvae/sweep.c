@@ -1152,9 +1152,16 @@ int gvae_evaluate(const struct gvae_model *m,
         if (!gen[i] || !x || !y || !mk || !p) {
             rc = SM_ENOMEM;
         }
+        float *praw = sm_malloc((n * np + 1) * sizeof(float));
+        if (praw == NULL) {
+            rc = SM_ENOMEM;
+        }
         for (size_t t = 0; rc == SM_OK && t < n; t++) {
             gvae__node_vectors(nd, windows[t], x + t * nx, y + t * ny,
                                mk + t * ny, p + t * np);
+            /* the MLPs see inputs within their training range, as in
+             * sweeps; the skip sees the parents as they are */
+            clamp_range(x + t * nx, nd->xs, nx);
         }
         if (rc == SM_OK) {
             gvae__mlp_infer(&c->prior, n, x, head, scratch);
@@ -1176,10 +1183,12 @@ int gvae_evaluate(const struct gvae_model *m,
                                pg->width * sizeof *row);
                     }
                 }
+                memcpy(praw + t * np, row + nx + nz, np * sizeof *row);
+                clamp_range(row + nx + nz, nd->ps, np);
             }
             gvae__mlp_infer(&c->dec, n, din, dout, scratch);
             for (size_t t = 0; t < n; t++) {
-                gvae__dec_skip(c, 1, din + t * dw + nx + nz, dout + t * 2 * ny,
+                gvae__dec_skip(c, 1, praw + t * np, dout + t * 2 * ny,
                                skip_tmp);
             }
             for (size_t t = 0; t < n; t++) {
@@ -1221,6 +1230,7 @@ int gvae_evaluate(const struct gvae_model *m,
             }
         }
         sm_free(x);
+        sm_free(praw);
         sm_free(y);
         sm_free(mk);
         sm_free(p);

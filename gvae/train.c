@@ -28,7 +28,7 @@ void gvae_config_default(struct gvae_config *c)
     c->patience = 12;
     c->val_fraction = 0.15f;
     c->violation_share = 0.2f;
-    c->finetune_epochs = 30;
+    c->finetune_epochs = 20;
     c->threads = 0;
     c->seed = 1;
 }
