@@ -176,15 +176,18 @@ enum gvae_abduction {
      * service is restored whole: its X to normal values and its own noise
      * (Z to the prior mean p(Z | X'), no residual), so a fault the model
      * never saw in its metrics, whose trace is only in the service's
-     * unexplained latency, is still undone by restoring that service. The
-     * default. */
+     * unexplained latency, is still undone by restoring that service. */
     GVAE_ABDUCT_POSTERIOR,
     /* As above, but the intervened service keeps its abducted Z and
      * residual: only X changes (restores only what the model learned). */
     GVAE_ABDUCT_POSTERIOR_X,
-    /* The paper's sweep taken literally: regenerated nodes draw Z from the
-     * prior p(Z | X') with no residual. Kept for comparison: it erases the
-     * anomalies the intervention did not cause. */
+    /* The paper's sweep: regenerated nodes draw Z from the prior
+     * p(Z | X') with no residual. It erases the anomalies the intervention
+     * did not cause, so every candidate on the path to the frontend shows
+     * an effect and ranking by effect alone ties; ranked by effect times
+     * the candidate's own evidence it was the most accurate variant on the
+     * benchmark (chain, fanout, social; several seeds), and it is the
+     * default. */
     GVAE_ABDUCT_PRIOR,
 };
 
@@ -223,9 +226,9 @@ struct gvae_sweep_config
 };
 
 /* Fills @config with the defaults (no QoS service or target): 64 samples,
- * threshold 0.9, 3 culprits, gate 0.1, posterior abduction, gated-evidence
- * ranking of services, evidence ranking of resource classes (chosen on the
- * benchmark: tests/bench/bench_model.c), seed 1. */
+ * threshold 0.9, 3 culprits, gate 0.1, prior abduction, services ranked by
+ * effect x evidence, resource classes by evidence (all chosen on the
+ * benchmark, tests/bench/bench_model.c), seed 1. */
 void gvae_sweep_config_default(struct gvae_sweep_config *config);
 
 struct gvae_candidate

@@ -16,8 +16,8 @@ void gvae_sweep_config_default(struct gvae_sweep_config *c)
     c->p_threshold = 0.9;
     c->max_culprits = 3;
     c->gate = 0.1;
-    c->abduction = GVAE_ABDUCT_POSTERIOR;
-    c->rank = GVAE_RANK_GATED_EVIDENCE;
+    c->abduction = GVAE_ABDUCT_PRIOR;
+    c->rank = GVAE_RANK_EFFECT_EVIDENCE;
     c->resource_rank = GVAE_RES_EVIDENCE;
     c->seed = 1;
 }

@@ -633,7 +633,8 @@ int main(int argc, char **argv)
             eval_variant(&cx, &sw, &sc0);
             print_score(gvae_abduction_name(abd[a]), gvae_rank_name(rk[r]),
                         &sc0);
-            if (a == 0 && r == 0) {
+            if (abd[a] == GVAE_ABDUCT_PRIOR &&
+                rk[r] == GVAE_RANK_EFFECT_EVIDENCE) {
                 printf(
                     "  (%zu violated windows with a culprit, %zu without; "
                     "sweep median %.2f ms, p90 %.2f ms)\n",
@@ -699,7 +700,7 @@ int main(int argc, char **argv)
         baseline_free(bl);
     }
 
-    printf("\n== gate (posterior, gated-evidence) ==\n");
+    printf("\n== gate (defaults: prior, effect-x-evidence) ==\n");
     double gates[4] = {0.02, 0.05, 0.1, 0.2};
     for (int k = 0; k < 4; k++) {
         struct gvae_sweep_config sw;
@@ -712,10 +713,10 @@ int main(int argc, char **argv)
         eval_variant(&cx, &sw, &sc0);
         char label[32];
         snprintf(label, sizeof label, "gate %.2f", gates[k]);
-        print_score("posterior", label, &sc0);
+        print_score("default", label, &sc0);
     }
 
-    printf("\n== resource level (posterior, gated-evidence) ==\n");
+    printf("\n== resource level (defaults) ==\n");
     enum gvae_resource_rank rr[3] = {GVAE_RES_GATED_EVIDENCE, GVAE_RES_EFFECT,
                                      GVAE_RES_EVIDENCE};
     for (int k = 0; k < 3; k++) {
