@@ -73,6 +73,35 @@ static struct gvae_group *glist_find(struct glist *l, const char *key)
     return NULL;
 }
 
+/* The group's unique key, e.g. "lat:user" or "met:user|name|peer". */
+static void group_key(char *key,
+                      size_t size,
+                      enum gvae_kind kind,
+                      const char *service,
+                      const char *caller,
+                      const char *metric,
+                      const char *peer)
+{
+    switch (kind) {
+        case GVAE_LATENCY:
+            snprintf(key, size, "lat:%s", service);
+            break;
+        case GVAE_CLIENT:
+            snprintf(key, size, "cli:%s>%s", caller, service);
+            break;
+        case GVAE_NETWORK:
+            snprintf(key, size, "net:%s>%s", caller, service);
+            break;
+        case GVAE_METRIC:
+            snprintf(key, size, "met:%s|%s|%s", service, metric, peer);
+            break;
+        case GVAE_LOAD:
+        default:
+            snprintf(key, size, "load:%s", service);
+            break;
+    }
+}
+
 int gvae__group_set(struct gvae_group *g,
                     enum gvae_kind kind,
                     enum cbn_resource res,
@@ -82,24 +111,7 @@ int gvae__group_set(struct gvae_group *g,
                     const char *peer)
 {
     char key[1024];
-    switch (kind) {
-        case GVAE_LATENCY:
-            snprintf(key, sizeof key, "lat:%s", service);
-            break;
-        case GVAE_CLIENT:
-            snprintf(key, sizeof key, "cli:%s>%s", caller, service);
-            break;
-        case GVAE_NETWORK:
-            snprintf(key, sizeof key, "net:%s>%s", caller, service);
-            break;
-        case GVAE_METRIC:
-            snprintf(key, sizeof key, "met:%s|%s|%s", service, metric, peer);
-            break;
-        case GVAE_LOAD:
-        default:
-            snprintf(key, sizeof key, "load:%s", service);
-            break;
-    }
+    group_key(key, sizeof key, kind, service, caller, metric, peer);
     memset(g, 0, sizeof *g);
     g->kind = kind;
     g->res = res;
@@ -125,12 +137,14 @@ static int glist_add(struct glist *l,
                      const char *metric,
                      const char *peer)
 {
-    struct gvae_group g;
-    int rc = gvae__group_set(&g, kind, res, service, caller, metric, peer);
-    if (rc == SM_OK && glist_find(l, g.key) != NULL) {
-        gvae__group_free(&g);
+    /* most calls find the group already there: look before allocating */
+    char key[1024];
+    group_key(key, sizeof key, kind, service, caller, metric, peer);
+    if (glist_find(l, key) != NULL) {
         return SM_OK;
     }
+    struct gvae_group g;
+    int rc = gvae__group_set(&g, kind, res, service, caller, metric, peer);
     if (rc == SM_OK && l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 8;
         struct gvae_group *v = sm_realloc(l->v, cap * sizeof *v);
