@@ -24,6 +24,7 @@
 #include "node/config.h"
 #include "node/ingest.h"
 #include "node/node.h"
+#include "node/textbuf.h"
 
 #define MAX_RESPONSE (64u << 20)
 
@@ -230,70 +231,7 @@ int node_client_request_auth(const char *peer,
 /* ---- OTLP JSON writer
  * -------------------------------------------------------- */
 
-struct sbuf
-{
-    char *s;
-    size_t len, cap;
-    int failed;
-};
-
-static void sb_put(struct sbuf *b, const char *p, size_t n)
-{
-    if (b->failed) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        char *grown = realloc(b->s, cap);
-        if (grown == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->s = grown;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-    }
-}
-
-/* A JSON string, escaped. */
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_put(b, "\"", 1);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            sb_put(b, esc, 2);
-        } else if (c < 0x20) {
-            sb_printf(b, "\\u%04x", c);
-        } else {
-            sb_put(b, (const char *)&c, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
-
-static void sb_hex(struct sbuf *b, const uint8_t *id, size_t n)
+static void sb_hex(struct node_text *b, const uint8_t *id, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
     char hex[33];
@@ -301,18 +239,21 @@ static void sb_hex(struct sbuf *b, const uint8_t *id, size_t n)
         hex[2 * i] = digits[id[i] >> 4];
         hex[2 * i + 1] = digits[id[i] & 15];
     }
-    sb_put(b, "\"", 1);
-    sb_put(b, hex, 2 * n);
-    sb_put(b, "\"", 1);
+    node_text_put(b, "\"", 1);
+    node_text_put(b, hex, 2 * n);
+    node_text_put(b, "\"", 1);
 }
 
-static void sb_attr(struct sbuf *b, int first, const char *key, const char *v)
+static void sb_attr(struct node_text *b,
+                    int first,
+                    const char *key,
+                    const char *v)
 {
-    sb_printf(b, "%s{\"key\":", first ? "" : ",");
-    sb_str(b, key);
-    sb_put(b, ",\"value\":{\"stringValue\":", 24);
-    sb_str(b, v);
-    sb_put(b, "}}", 2);
+    node_text_printf(b, "%s{\"key\":", first ? "" : ",");
+    node_text_json_str(b, key);
+    node_text_put(b, ",\"value\":{\"stringValue\":", 24);
+    node_text_json_str(b, v);
+    node_text_put(b, "}}", 2);
 }
 
 static int zero(const uint8_t *p, size_t n)
@@ -330,12 +271,12 @@ int node_otlp_write(const struct cbn_span *spans,
                     char **out,
                     size_t *len)
 {
-    struct sbuf b = {NULL, 0, 0, 0};
+    struct node_text b = {NULL, 0, 0, 0};
     char *done = calloc(n ? n : 1, 1);
     if (done == NULL) {
         return SM_ENOMEM;
     }
-    sb_put(&b, "{\"resourceSpans\":[", 18);
+    node_text_put(&b, "{\"resourceSpans\":[", 18);
     int first_rs = 1;
     for (size_t i = 0; i < n; i++) {
         if (done[i]) {
@@ -343,13 +284,14 @@ int node_otlp_write(const struct cbn_span *spans,
         }
         /* One ResourceSpans per (service, instance). */
         const char *svc = spans[i].service, *inst = spans[i].instance;
-        sb_printf(&b, "%s{\"resource\":{\"attributes\":[", first_rs ? "" : ",");
+        node_text_printf(&b, "%s{\"resource\":{\"attributes\":[",
+                         first_rs ? "" : ",");
         first_rs = 0;
         sb_attr(&b, 1, "service.name", svc);
         if (inst != NULL && inst[0] != '\0') {
             sb_attr(&b, 0, "service.instance.id", inst);
         }
-        sb_put(&b, "]},\"scopeSpans\":[{\"spans\":[", 27);
+        node_text_put(&b, "]},\"scopeSpans\":[{\"spans\":[", 27);
         int first = 1;
         for (size_t k = i; k < n; k++) {
             const struct cbn_span *s = &spans[k];
@@ -358,22 +300,23 @@ int node_otlp_write(const struct cbn_span *spans,
                 continue;
             }
             done[k] = 1;
-            sb_put(&b,
-                   first ? "{\"traceId\":" : ",{\"traceId\":", first ? 11 : 12);
+            node_text_put(&b, first ? "{\"traceId\":" : ",{\"traceId\":",
+                          first ? 11 : 12);
             first = 0;
             sb_hex(&b, s->trace_id, 16);
-            sb_put(&b, ",\"spanId\":", 10);
+            node_text_put(&b, ",\"spanId\":", 10);
             sb_hex(&b, s->span_id, 8);
             if (!zero(s->parent_id, 8)) {
-                sb_put(&b, ",\"parentSpanId\":", 16);
+                node_text_put(&b, ",\"parentSpanId\":", 16);
                 sb_hex(&b, s->parent_id, 8);
             }
-            sb_put(&b, ",\"name\":", 8);
-            sb_str(&b, s->operation ? s->operation : "");
-            sb_printf(&b,
-                      ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
-                      "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
-                      (int)s->kind, s->start_ns, s->end_ns);
+            node_text_put(&b, ",\"name\":", 8);
+            node_text_json_str(&b, s->operation ? s->operation : "");
+            node_text_printf(&b,
+                             ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
+                             "\",\"endTimeUnixNano\":\"%" PRIu64
+                             "\",\"attributes\":[",
+                             (int)s->kind, s->start_ns, s->end_ns);
             int first_attr = 1;
             if (s->operation != NULL && s->operation[0] != '\0') {
                 sb_attr(&b, 1, "http.route", s->operation);
@@ -383,19 +326,14 @@ int node_otlp_write(const struct cbn_span *spans,
                 s->peer[0] != '\0') {
                 sb_attr(&b, first_attr, "peer.service", s->peer);
             }
-            sb_printf(&b, "],\"status\":{\"code\":%d}}", s->error ? 2 : 0);
+            node_text_printf(&b, "],\"status\":{\"code\":%d}}",
+                             s->error ? 2 : 0);
         }
-        sb_put(&b, "]}]}", 4);
+        node_text_put(&b, "]}]}", 4);
     }
-    sb_put(&b, "]}", 2);
+    node_text_put(&b, "]}", 2);
     free(done);
-    if (b.failed) {
-        free(b.s);
-        return SM_ENOMEM;
-    }
-    *out = b.s;
-    *len = b.len;
-    return SM_OK;
+    return node_text_take(&b, out, len);
 }
 
 /* ---- sagemesh import

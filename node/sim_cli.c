@@ -25,84 +25,23 @@
 #include "node/client.h"
 #include "node/node.h"
 #include "node/sim.h"
+#include "node/textbuf.h"
 
 #define NS_PER_S         1000000000ull
 #define METRICS_EVERY_NS (60 * NS_PER_S)
 #define MAX_PEERS        64
 #define RETRIES          50
 
-/* ---- A growable text buffer --------------------------------------------- */
-
-struct text
+static void put_attr(struct node_text *b,
+                     int first,
+                     const char *k,
+                     const char *v)
 {
-    char *s;
-    size_t len, cap;
-    int failed;
-};
-
-static void put(struct text *b, const char *p, size_t n)
-{
-    if (b->failed) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        char *grown = realloc(b->s, cap);
-        if (grown == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->s = grown;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, p, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void putf(struct text *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void putf(struct text *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-    }
-}
-
-/* A JSON string. The simulator's names are plain ASCII, but escape anyway. */
-static void put_str(struct text *b, const char *s)
-{
-    put(b, "\"", 1);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            put(b, esc, 2);
-        } else if (c < 0x20) {
-            putf(b, "\\u%04x", c);
-        } else {
-            put(b, (const char *)&c, 1);
-        }
-    }
-    put(b, "\"", 1);
-}
-
-static void put_attr(struct text *b, int first, const char *k, const char *v)
-{
-    put(b, first ? "{\"key\":" : ",{\"key\":", first ? 7 : 8);
-    put_str(b, k);
-    put(b, ",\"value\":{\"stringValue\":", 24);
-    put_str(b, v);
-    put(b, "}}", 2);
+    node_text_put(b, first ? "{\"key\":" : ",{\"key\":", first ? 7 : 8);
+    node_text_json_str(b, k);
+    node_text_put(b, ",\"value\":{\"stringValue\":", 24);
+    node_text_json_str(b, v);
+    node_text_put(b, "}}", 2);
 }
 
 /* ---- OTLP metrics JSON -------------------------------------------------- */
@@ -118,28 +57,29 @@ int node_sim_otlp_metrics(const struct cbn_metric_point *p,
                           char **out,
                           size_t *len)
 {
-    struct text b = {0};
+    struct node_text b = {0};
     char *done = calloc(n ? n : 1, 1);
     if (done == NULL) {
         return SM_ENOMEM;
     }
-    put(&b, "{\"resourceMetrics\":[", 20);
+    node_text_put(&b, "{\"resourceMetrics\":[", 20);
     int first_rm = 1;
     for (size_t i = 0; i < n; i++) {
         if (done[i]) {
             continue;
         }
         /* One ResourceMetrics per (service, instance). */
-        put(&b,
-            first_rm ? "{\"resource\":{\"attributes\":["
-                     : ",{\"resource\":{\"attributes\":[",
-            first_rm ? 27 : 28);
+        node_text_put(&b,
+                      first_rm ? "{\"resource\":{\"attributes\":["
+                               : ",{\"resource\":{\"attributes\":[",
+                      first_rm ? 27 : 28);
         first_rm = 0;
         put_attr(&b, 1, "service.name", p[i].service);
         if (p[i].instance[0] != '\0') {
             put_attr(&b, 0, "service.instance.id", p[i].instance);
         }
-        put(&b,
+        node_text_put(
+            &b,
             "]},\"scopeMetrics\":[{\"scope\":{\"name\":\"sagemesh-sim\"},"
             "\"metrics\":[",
             63);
@@ -151,16 +91,17 @@ int node_sim_otlp_metrics(const struct cbn_metric_point *p,
             }
             /* One Metric per name, with every data point of it. */
             const struct cbn_metric_point *m = &p[j];
-            put(&b, first_m ? "{\"name\":" : ",{\"name\":", first_m ? 8 : 9);
+            node_text_put(
+                &b, first_m ? "{\"name\":" : ",{\"name\":", first_m ? 8 : 9);
             first_m = 0;
-            put_str(&b, m->name);
+            node_text_json_str(&b, m->name);
             if (m->cumulative) {
-                put(&b,
-                    ",\"sum\":{\"aggregationTemporality\":2,"
-                    "\"isMonotonic\":true,\"dataPoints\":[",
-                    68);
+                node_text_put(&b,
+                              ",\"sum\":{\"aggregationTemporality\":2,"
+                              "\"isMonotonic\":true,\"dataPoints\":[",
+                              68);
             } else {
-                put(&b, ",\"gauge\":{\"dataPoints\":[", 24);
+                node_text_put(&b, ",\"gauge\":{\"dataPoints\":[", 24);
             }
             int first_dp = 1;
             for (size_t k = j; k < n; k++) {
@@ -171,33 +112,28 @@ int node_sim_otlp_metrics(const struct cbn_metric_point *p,
                     continue;
                 }
                 done[k] = 1;
-                putf(&b, "%s{", first_dp ? "" : ",");
+                node_text_printf(&b, "%s{", first_dp ? "" : ",");
                 first_dp = 0;
                 if (d->peer[0] != '\0') {
-                    put(&b, "\"attributes\":[", 14);
+                    node_text_put(&b, "\"attributes\":[", 14);
                     put_attr(&b, 1, "peer.service", d->peer);
-                    put(&b, "],", 2);
+                    node_text_put(&b, "],", 2);
                 }
                 if (d->cumulative) {
-                    putf(&b, "\"startTimeUnixNano\":\"%" PRIu64 "\",",
-                         start_ns);
+                    node_text_printf(
+                        &b, "\"startTimeUnixNano\":\"%" PRIu64 "\",", start_ns);
                 }
-                putf(&b, "\"timeUnixNano\":\"%" PRIu64 "\",\"asDouble\":%.17g}",
-                     d->time_ns, d->value);
+                node_text_printf(
+                    &b, "\"timeUnixNano\":\"%" PRIu64 "\",\"asDouble\":%.17g}",
+                    d->time_ns, d->value);
             }
-            put(&b, "]}}", 3);
+            node_text_put(&b, "]}}", 3);
         }
-        put(&b, "]}]}", 4);
+        node_text_put(&b, "]}]}", 4);
     }
-    put(&b, "]}", 2);
+    node_text_put(&b, "]}", 2);
     free(done);
-    if (b.failed) {
-        free(b.s);
-        return SM_ENOMEM;
-    }
-    *out = b.s;
-    *len = b.len;
-    return SM_OK;
+    return node_text_take(&b, out, len);
 }
 
 /* ---- Where bodies go ---------------------------------------------------- */
@@ -443,12 +379,12 @@ static double fault_peak(const struct run *r, const struct node_sim_fault *f)
     return peak;
 }
 
-static void put_num(struct text *b, double v)
+static void put_num(struct node_text *b, double v)
 {
     if (isnan(v)) {
-        put(b, "null", 4);
+        node_text_put(b, "null", 4);
     } else {
-        putf(b, "%.6g", v);
+        node_text_printf(b, "%.6g", v);
     }
 }
 
@@ -458,79 +394,82 @@ static int write_labels(struct run *r,
                         double sampling,
                         double target)
 {
-    struct text b = {0};
-    putf(&b, "{\"topology\":");
-    put_str(&b, node_sim_topology_name(topo));
-    putf(&b,
-         ",\"seed\":%" PRIu64
-         ",\"sampling\":%.6g,\"start_unix_nano\":\"%" PRIu64
-         "\",\"end_unix_nano\":\"%" PRIu64 "\",\"frontend\":",
-         seed, sampling, node_sim_start(r->sim), node_sim_end(r->sim));
-    put_str(&b, node_sim_topology_frontend(topo));
-    putf(&b, ",\"qos_percentile\":99,\"qos_target_ms\":");
+    struct node_text b = {0};
+    node_text_printf(&b, "{\"topology\":");
+    node_text_json_str(&b, node_sim_topology_name(topo));
+    node_text_printf(
+        &b,
+        ",\"seed\":%" PRIu64 ",\"sampling\":%.6g,\"start_unix_nano\":\"%" PRIu64
+        "\",\"end_unix_nano\":\"%" PRIu64 "\",\"frontend\":",
+        seed, sampling, node_sim_start(r->sim), node_sim_end(r->sim));
+    node_text_json_str(&b, node_sim_topology_frontend(topo));
+    node_text_printf(&b, ",\"qos_percentile\":99,\"qos_target_ms\":");
     put_num(&b, target > 0 ? target : NAN);
-    put(&b, ",\"hosts\":[", 10);
+    node_text_put(&b, ",\"hosts\":[", 10);
     for (size_t h = 0; h < r->n_hosts; h++) {
-        putf(&b, "%s{\"host\":\"host-%zu\",\"peer\":", h ? "," : "", h);
+        node_text_printf(&b, "%s{\"host\":\"host-%zu\",\"peer\":", h ? "," : "",
+                         h);
         if (r->n_peers > 0) {
-            put_str(&b, r->peers[h % r->n_peers]);
+            node_text_json_str(&b, r->peers[h % r->n_peers]);
         } else {
-            put(&b, "null", 4);
+            node_text_put(&b, "null", 4);
         }
-        put(&b, ",\"instances\":[", 14);
+        node_text_put(&b, ",\"instances\":[", 14);
         const char *svc, *inst;
         int host, first = 1;
         for (size_t i = 0;
              (inst = node_sim_replica(r->sim, i, &svc, &host)) != NULL; i++) {
             if ((size_t)host == h) {
-                put(&b, first ? "{\"service\":" : ",{\"service\":",
-                    first ? 11 : 12);
+                node_text_put(&b, first ? "{\"service\":" : ",{\"service\":",
+                              first ? 11 : 12);
                 first = 0;
-                put_str(&b, svc);
-                put(&b, ",\"instance\":", 12);
-                put_str(&b, inst);
-                put(&b, "}", 1);
+                node_text_json_str(&b, svc);
+                node_text_put(&b, ",\"instance\":", 12);
+                node_text_json_str(&b, inst);
+                node_text_put(&b, "}", 1);
             }
         }
-        put(&b, "]}", 2);
+        node_text_put(&b, "]}", 2);
     }
-    put(&b, "],\"faults\":[", 12);
+    node_text_put(&b, "],\"faults\":[", 12);
     for (size_t i = 0; i < node_sim_fault_count(r->sim); i++) {
         const struct node_sim_fault *f = node_sim_fault(r->sim, i);
-        putf(&b, "%s{\"group\":%u,\"kind\":\"%s\",\"service\":", i ? "," : "",
-             f->group, node_sim_fault_kind_name(f->kind));
+        node_text_printf(
+            &b, "%s{\"group\":%u,\"kind\":\"%s\",\"service\":", i ? "," : "",
+            f->group, node_sim_fault_kind_name(f->kind));
         if (f->service != NULL) {
-            put_str(&b, f->service);
+            node_text_json_str(&b, f->service);
         } else {
-            put(&b, "null", 4);
+            node_text_put(&b, "null", 4);
         }
-        putf(&b, ",\"resource\":\"%s\",\"replica\":",
-             cbn_resource_name(f->resource));
+        node_text_printf(&b, ",\"resource\":\"%s\",\"replica\":",
+                         cbn_resource_name(f->resource));
         if (f->replica >= 0) {
-            putf(&b, "%d", f->replica);
+            node_text_printf(&b, "%d", f->replica);
         } else {
-            put(&b, "null", 4);
+            node_text_put(&b, "null", 4);
         }
-        putf(&b,
-             ",\"magnitude\":%.6g,\"start_unix_nano\":\"%" PRIu64
-             "\",\"end_unix_nano\":\"%" PRIu64
-             "\",\"expect_violation\":%s,\"peak_p99_ms\":",
-             f->magnitude, f->start_ns, f->end_ns,
-             f->expect_violation ? "true" : "false");
+        node_text_printf(&b,
+                         ",\"magnitude\":%.6g,\"start_unix_nano\":\"%" PRIu64
+                         "\",\"end_unix_nano\":\"%" PRIu64
+                         "\",\"expect_violation\":%s,\"peak_p99_ms\":",
+                         f->magnitude, f->start_ns, f->end_ns,
+                         f->expect_violation ? "true" : "false");
         put_num(&b, fault_peak(r, f));
-        put(&b, "}", 1);
+        node_text_put(&b, "}", 1);
     }
-    put(&b, "],\"qos_windows\":[", 17);
+    node_text_put(&b, "],\"qos_windows\":[", 17);
     for (size_t i = 0; i < r->n_qos; i++) {
-        putf(&b,
-             "%s{\"start_unix_nano\":\"%" PRIu64
-             "\",\"end_unix_nano\":\"%" PRIu64 "\",\"requests\":%" PRIu64
-             ",\"p99_ms\":",
-             i ? "," : "", r->qos[i].start, r->qos[i].end, r->qos[i].requests);
+        node_text_printf(&b,
+                         "%s{\"start_unix_nano\":\"%" PRIu64
+                         "\",\"end_unix_nano\":\"%" PRIu64
+                         "\",\"requests\":%" PRIu64 ",\"p99_ms\":",
+                         i ? "," : "", r->qos[i].start, r->qos[i].end,
+                         r->qos[i].requests);
         put_num(&b, r->qos[i].ms);
-        put(&b, "}", 1);
+        node_text_put(&b, "}", 1);
     }
-    put(&b, "]}\n", 3);
+    node_text_put(&b, "]}\n", 3);
     if (b.failed) {
         free(b.s);
         fprintf(r->err, "sagemesh sim: out of memory\n");
