@@ -639,7 +639,8 @@ static void sweep_free(struct sweep *sw)
 /* Builds the diagnosis's one allocation: copies every string. */
 struct dbuild
 {
-    struct gvae_culprit cul[8];
+    struct gvae_culprit cul[8]; /* service set when packed */
+    size_t cul_node[8];         /* their nodes */
     size_t n_cul;
     struct cand *cands;
     size_t n_cands;
@@ -696,7 +697,7 @@ static struct gvae_diagnosis *diagnosis_pack(const struct sweep *sw,
     d->n_culprits = b->n_cul;
     for (size_t k = 0; k < b->n_cul; k++) {
         d->culprits[k] = b->cul[k];
-        d->culprits[k].service = names[(size_t)(uintptr_t)b->cul[k].service];
+        d->culprits[k].service = names[b->cul_node[k]];
     }
     d->n_ranking = b->n_cands;
     for (size_t k = 0; k < b->n_cands; k++) {
@@ -1007,8 +1008,8 @@ int gvae_diagnose(const struct gvae_model *m,
         struct intervention set = {1, {top->node}, {ALL_CLASSES}, own};
         double p = top->p, eff = top->effect;
         if (named) {
+            b.cul_node[b.n_cul] = top->node;
             b.cul[b.n_cul++] = (struct gvae_culprit){
-                .service = (const char *)(uintptr_t)top->node,
                 .p_qos_met = p,
                 .effect_ms = eff,
             };
@@ -1048,18 +1049,17 @@ int gvae_diagnose(const struct gvae_model *m,
                 break;
             }
             p = res[0].p;
+            b.cul_node[b.n_cul] = set.node[set.n - 1];
             b.cul[b.n_cul++] = (struct gvae_culprit){
-                .service = (const char *)(uintptr_t)set.node[set.n - 1],
                 .p_qos_met = p,
                 .effect_ms = eff,
             };
         }
         for (size_t k = 0; rc == SM_OK && k < b.n_cul; k++) {
-            rc = resource_sweep(&sw, (size_t)(uintptr_t)b.cul[k].service,
-                                &b.cul[k]);
+            rc = resource_sweep(&sw, b.cul_node[k], &b.cul[k]);
         }
         if (rc == SM_OK && b.n_cul > 0) {
-            find_path(m, (size_t)(uintptr_t)b.cul[0].service, sw.front, &b);
+            find_path(m, b.cul_node[0], sw.front, &b);
         }
     }
     if (rc != SM_OK) {
