@@ -645,29 +645,12 @@ static int read_node(struct reader *r,
     if (nd->ny == 0) {
         return fail(r, SM_EMALFORMED, "a trained node without outputs");
     }
-    /* Size the CVAE without allocating: the weights in the file must fill
-     * it, which bounds what a hostile file can make us allocate. */
-    struct gvae_cvae probe = {.nx = nd->nx,
-                              .ny = nd->ny,
-                              .np = nd->np,
-                              .nz = m->config.latent,
-                              .batch = m->config.batch};
-    struct nn_mlp_shape s;
+    /* Size the CVAE without allocating. The weights in the file must fill
+     * it, and its buffers may not be more than a small multiple of them,
+     * which bounds what a hostile file can make us allocate. */
     size_t params = 0;
-    size_t ins[3] = {nd->nx + nd->ny + nd->np, nd->nx,
-                     nd->nx + probe.nz + nd->np};
-    size_t outs[3] = {2 * probe.nz, 2 * probe.nz, 2 * nd->ny};
-    for (int k = 0; k < 3; k++) {
-        gvae__mlp_shape(&s, &m->config, ins[k], outs[k]);
-        size_t in = s.in;
-        for (size_t h = 0; h < s.n_hidden; h++) {
-            params += (in + 1) * s.hidden[h];
-            in = s.hidden[h];
-        }
-        params += (in + 1) * s.out;
-    }
-    params += nd->np * nd->ny; /* the decoder's skip */
-    if (params > input_len / 4) {
+    size_t floats = gvae__cvae_floats(nd, &m->config, &params);
+    if (params > input_len / 4 || floats > 32 * params + (1u << 20)) {
         return fail(r, SM_EMALFORMED, "weights do not match the shapes");
     }
     struct sm_rng rng;

@@ -70,6 +70,24 @@ static void cvae_plan(struct gvae_cvae *c,
     c->dmean = nn_pool_acts(p, b * ny);
 }
 
+size_t gvae__cvae_floats(const struct gvae_node *node,
+                         const struct gvae_config *cfg,
+                         size_t *params)
+{
+    struct gvae_cvae c;
+    memset(&c, 0, sizeof c);
+    c.nx = node->nx;
+    c.ny = node->ny;
+    c.np = node->np;
+    c.nz = cfg->latent;
+    c.batch = cfg->batch;
+    nn_pool_begin_count(&c.pool);
+    cvae_plan(&c, &c.pool, cfg);
+    size_t total = nn_pool_end_count(&c.pool);
+    *params = c.pool.n_params;
+    return total + c.pool.n_params + c.pool.n_state;
+}
+
 int gvae__cvae_create(struct gvae_cvae *c,
                       const struct gvae_node *node,
                       const struct gvae_config *cfg,

@@ -110,7 +110,8 @@ struct gvae_train_report
                                  loss per window */
 };
 
-/* Trains a model for @graph on @n windows (borrowed, in time order; the last
+/* Sets OpenBLAS's thread cap to 1 (parallelism is across nodes) and trains
+ * a model for @graph on @n windows (borrowed, in time order; the last
  * @n_new of them are new since @prev was trained: batches interleave new and
  * old windows; 0 means all are treated alike). @prev (borrowed, may be NULL)
  * is the model to warm-start from in GVAE_RETRAIN_PARTIAL mode. Windows are
@@ -305,8 +306,9 @@ int gvae_model_save(const struct gvae_model *model, uint8_t **buf, size_t *len);
  * Errors: SM_ECORRUPT (checksum), SM_EMALFORMED (not a valid checkpoint:
  * truncated, wrong types, inconsistent shapes), SM_EUNSUPPORTED (another
  * format version), SM_EINVAL (trained for another CBN version), SM_ENOMEM;
- * @errmsg says what; @out untouched. Allocation is bounded by a small
- * multiple of @len. */
+ * @errmsg says what; @out untouched. Allocation is bounded: every node's
+ * weights must be in the file, and its buffers are at most 32 times its
+ * weights plus 4 MiB. */
 int gvae_model_load(const uint8_t *buf,
                     size_t len,
                     uint64_t expect_graph_version,

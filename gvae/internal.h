@@ -171,6 +171,12 @@ int gvae__cvae_create(struct gvae_cvae *c,
                       struct sm_rng *rng);
 void gvae__cvae_destroy(struct gvae_cvae *c);
 
+/* The floats gvae__cvae_create() would allocate for @node, without
+ * allocating; stores the parameter count in @params. */
+size_t gvae__cvae_floats(const struct gvae_node *node,
+                         const struct gvae_config *cfg,
+                         size_t *params);
+
 /* The hidden shape of an MLP with @in inputs and @out outputs. */
 void gvae__mlp_shape(struct nn_mlp_shape *s,
                      const struct gvae_config *cfg,
