@@ -114,8 +114,8 @@ struct gvae_train_report
  * a model for @graph on @n windows (borrowed, in time order; the last
  * @n_new of them are new since @prev was trained: batches interleave new and
  * old windows; 0 means all are treated alike). @prev (borrowed, may be NULL)
- * is the model to warm-start from in GVAE_RETRAIN_PARTIAL mode. Windows are
- * split into training and validation sets by the seed.
+ * is the model to warm-start from in the partial and incremental modes. Windows
+ * are split into training and validation sets by the seed.
  *
  * On success stores a new model owned by the caller (gvae_model_free) in
  * @out, fills @report (may be NULL) and returns SM_OK. Errors: SM_EINVAL

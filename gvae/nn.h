@@ -14,7 +14,7 @@
  * twice in one step (the decoder, on posterior and prior samples) sums both;
  * nn_pool_zero_grad() clears them before a step. Input gradients (dx) are
  * OVERWRITTEN unless a function says otherwise. None of these functions can
- * fail: shapes are the caller's contract (asserted in debug builds). */
+ * fail: shapes are the caller's contract (checked with SM_ASSERT). */
 #ifndef SM_GVAE_NN_H
 #define SM_GVAE_NN_H
 
