@@ -1,0 +1,1102 @@
+/* The peer's model manager: window history, training rounds and diagnoses
+ * off the loop.
+ *
+ * Threads and ownership. Three threads touch a manager:
+ *
+ *   - the loop thread owns the history, the policy counters, the statistics
+ *     and the callbacks;
+ *   - the compute thread runs gvae_diagnose() for queued windows;
+ *   - the training thread runs gvae_train() for a snapshot of the history,
+ *     and owns the CBN it builds from the windows it is given.
+ *
+ * History windows are immutable copies, shared by reference: a snapshot or
+ * a diagnosis job holds references to them, so a training round copies
+ * pointers, not windows, and the loop may drop a window from the history
+ * while a round still reads it. Reference counts change only on the loop
+ * thread: jobs take their references when queued and give them back when
+ * their results are delivered, so the counts need no lock.
+ *
+ * The current model (with the normal values computed from its training
+ * windows) sits behind a reference-counted slot under the mutex: the
+ * compute thread takes a reference for each diagnosis, the training thread
+ * one to warm-start from, and a finished round swaps in its new model; the
+ * old one is freed by whoever drops the last reference. So the current model
+ * keeps serving diagnoses while a round trains.
+ *
+ * Jobs go to the threads through the mutex and two condition variables;
+ * results come back through the mutex and one uv_async handle, which
+ * coalesces, so its callback drains every finished job. Closing sets a stop
+ * flag; each thread finishes the job in hand, counts itself out and pokes
+ * the async handle; once both are out the loop joins them (without
+ * blocking) and closes the handle. */
+#include "node/model_mgr.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/crc32c.h"
+#include "base/log.h"
+
+#define MOD "model"
+
+/* Checkpoint file: header, then the gvae checkpoint (which has its own
+ * CRC). Header, little-endian:
+ *   magic "SMMODEL1" | model_version u64 | trained_until_ns u64 |
+ *   crc32c u32 of the 24 bytes before it */
+#define CKPT_MAGIC    "SMMODEL1"
+#define CKPT_HEADER   28
+#define CKPT_MAX_SIZE ((size_t)1 << 31)
+
+#define N_THREADS 2
+
+/* One window of the history. */
+struct hwin
+{
+    struct cbn_window *w; /* immutable once shared */
+    uint64_t seq;         /* 1, 2, ... in arrival order */
+    unsigned refs;        /* loop thread only */
+};
+
+/* A model and what it diagnoses with. */
+struct model_ref
+{
+    struct gvae_model *model;
+    struct cbn_normals *normals; /* NULL for a loaded checkpoint */
+    uint64_t version;
+    uint64_t trained_until_ns; /* newest window end it was trained on */
+    unsigned refs;             /* under the mutex */
+};
+
+struct diag_job
+{
+    struct diag_job *next;
+    struct hwin *h;
+    uint64_t queued_ns; /* uv_hrtime() */
+    int status;
+    char errmsg[SM_ERRMSG_SIZE];
+    struct gvae_diagnosis *diagnosis;
+    uint64_t model_version;
+};
+
+struct round_job
+{
+    struct hwin **win; /* the snapshot, oldest first */
+    size_t n;
+    int status;
+    char errmsg[SM_ERRMSG_SIZE];
+    enum gvae_retrain mode;
+    uint64_t version;
+    size_t params;
+    size_t n_new;
+    uint64_t trained_until_ns;
+    struct gvae_train_report report;
+    int ckpt_status;
+};
+
+struct node_model_mgr
+{
+    uv_loop_t *loop;
+    uv_async_t async;
+    struct node_model_mgr_config cfg; /* strings point to the copies below */
+    char *qos_service;
+    char *data_dir;
+    struct gvae_sweep_config sweep;
+    struct node_model_mgr_callbacks cb;
+
+    /* Loop thread only. */
+    struct hwin **hist; /* ring of cfg.max_windows */
+    size_t head, count; /* oldest at hist[head] */
+    uint64_t next_seq;
+    uint64_t since_round;      /* new windows since the last round began */
+    uint64_t trained_until_ns; /* of the current model */
+    int has_model, model_loaded;
+    uint64_t model_version;
+    size_t model_params;
+    int running, requested; /* a round is running; another is asked for */
+    uint64_t rounds_started;
+    struct node_model_mgr_stats st;
+    int closing, handle_closing;
+    void (*closed_cb)(void *arg);
+    void *closed_arg;
+
+    /* Shared, under mu. */
+    uv_mutex_t mu;
+    uv_cond_t diag_cv, train_cv;
+    struct diag_job *dq_head, *dq_tail;     /* to the compute thread */
+    struct round_job *rq;                   /* to the training thread */
+    struct diag_job *done_head, *done_tail; /* back to the loop */
+    struct round_job *round_done;
+    struct model_ref *current;
+    int stop;
+    int exited; /* threads that have left their loop */
+
+    /* Training thread only. */
+    struct cbn_graph *graph;
+    uint64_t graph_seq;           /* newest window it observed */
+    uint64_t model_graph_version; /* graph version the model was trained
+                                     for; 0 unknown (loaded) */
+
+    uv_thread_t threads[N_THREADS];
+    int n_threads;
+};
+
+/* ---- Small helpers ------------------------------------------------------- */
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        v |= (uint32_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static void hwin_release(struct hwin *h)
+{
+    SM_ASSERT(h->refs > 0);
+    if (--h->refs == 0) {
+        cbn_window_free(h->w);
+        sm_free(h);
+    }
+}
+
+static void model_ref_free(struct model_ref *r)
+{
+    if (r != NULL) {
+        gvae_model_free(r->model);
+        cbn_normals_free(r->normals);
+        sm_free(r);
+    }
+}
+
+/* Drops a reference taken under the mutex; call without holding it. */
+static void model_ref_release(struct node_model_mgr *m, struct model_ref *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    uv_mutex_lock(&m->mu);
+    SM_ASSERT(r->refs > 0);
+    int last = --r->refs == 0;
+    uv_mutex_unlock(&m->mu);
+    if (last) {
+        model_ref_free(r);
+    }
+}
+
+/* Returns the current model with a reference taken, or NULL. */
+static struct model_ref *model_ref_acquire_locked(struct node_model_mgr *m)
+{
+    struct model_ref *r = m->current;
+    if (r != NULL) {
+        r->refs++;
+    }
+    return r;
+}
+
+static void diag_job_free(struct diag_job *j)
+{
+    gvae_diagnosis_free(j->diagnosis);
+    hwin_release(j->h);
+    sm_free(j);
+}
+
+static void round_job_free(struct round_job *j)
+{
+    if (j != NULL) {
+        for (size_t i = 0; i < j->n; i++) {
+            hwin_release(j->win[i]);
+        }
+        sm_free(j->win);
+        sm_free(j);
+    }
+}
+
+/* ---- Checkpoints --------------------------------------------------------- */
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes @ref's model to <data_dir>/model.ckpt through a temporary file,
+ * fsync and rename, then fsyncs the directory. Training thread. */
+static int checkpoint_write(const struct node_model_mgr *m,
+                            const struct model_ref *ref,
+                            char errmsg[SM_ERRMSG_SIZE])
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc = gvae_model_save(ref->model, &blob, &len);
+    if (rc != SM_OK) {
+        sm_errmsg_printf(errmsg, "checkpoint: %s", sm_strerror(rc));
+        return rc;
+    }
+    uint8_t head[CKPT_HEADER];
+    memcpy(head, CKPT_MAGIC, 8);
+    put_u64(head + 8, ref->version);
+    put_u64(head + 16, ref->trained_until_ns);
+    put_u32(head + 24, sm_crc32c(0, head, 24));
+
+    char path[4096], tmp[4096];
+    if (snprintf(path, sizeof path, "%s/%s", m->data_dir,
+                 NODE_MODEL_CHECKPOINT) >= (int)sizeof path ||
+        snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        sm_free(blob);
+        sm_errmsg_printf(errmsg, "checkpoint: path too long: %s", m->data_dir);
+        return SM_EINVAL;
+    }
+    const char *step = "create";
+    int err = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err = errno;
+    } else {
+        if (write_all(fd, head, sizeof head) != 0 ||
+            write_all(fd, blob, len) != 0) {
+            step = "write";
+            err = errno;
+        } else if (fsync(fd) != 0) {
+            step = "fsync";
+            err = errno;
+        }
+        if (close(fd) != 0 && err == 0) {
+            step = "close";
+            err = errno;
+        }
+        if (err == 0 && rename(tmp, path) != 0) {
+            step = "rename";
+            err = errno;
+        }
+    }
+    sm_free(blob);
+    if (err != 0) {
+        unlink(tmp);
+        sm_errmsg_printf(errmsg, "checkpoint: %s %s: %s", step, tmp,
+                         strerror(err));
+        return sm_err_from_errno(err);
+    }
+    int dfd = open(m->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        err = errno;
+        if (dfd >= 0) {
+            close(dfd);
+        }
+        sm_errmsg_printf(errmsg, "checkpoint: fsync %s: %s", m->data_dir,
+                         strerror(err));
+        return sm_err_from_errno(err);
+    }
+    close(dfd);
+    return SM_OK;
+}
+
+/* Reads the checkpoint, if any, into m->current. A missing file is no
+ * error; anything else that goes wrong is logged and counted, and the
+ * manager starts without a model. Called before the threads start. */
+static void checkpoint_load(struct node_model_mgr *m)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", m->data_dir,
+                 NODE_MODEL_CHECKPOINT) >= (int)sizeof path) {
+        return;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            m->st.checkpoint_failures++;
+            sm_log(SM_LOG_WARN, MOD, "cannot open the model checkpoint",
+                   "path=\"%s\" cause=\"%s\"", path, strerror(errno));
+        }
+        return;
+    }
+    char err[SM_ERRMSG_SIZE] = "";
+    uint8_t *buf = NULL;
+    struct stat sb;
+    size_t len = 0;
+    if (fstat(fd, &sb) != 0) {
+        sm_errmsg_printf(err, "fstat: %s", strerror(errno));
+    } else if (sb.st_size < CKPT_HEADER || (size_t)sb.st_size > CKPT_MAX_SIZE) {
+        sm_errmsg_printf(err, "bad size %lld", (long long)sb.st_size);
+    } else if ((buf = sm_malloc((size_t)sb.st_size)) == NULL) {
+        sm_errmsg_printf(err, "out of memory");
+    } else {
+        while (len < (size_t)sb.st_size) {
+            ssize_t n = read(fd, buf + len, (size_t)sb.st_size - len);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                sm_errmsg_printf(err, "read: %s",
+                                 n < 0 ? strerror(errno) : "short file");
+                break;
+            }
+            len += (size_t)n;
+        }
+    }
+    close(fd);
+    struct gvae_model *model = NULL;
+    if (err[0] == '\0') {
+        if (memcmp(buf, CKPT_MAGIC, 8) != 0 ||
+            get_u32(buf + 24) != sm_crc32c(0, buf, 24)) {
+            sm_errmsg_printf(err, "bad header");
+        } else if (gvae_model_load(buf + CKPT_HEADER, len - CKPT_HEADER, 0,
+                                   &model, err) == SM_OK) {
+            struct model_ref *r = sm_calloc(1, sizeof *r);
+            if (r == NULL) {
+                gvae_model_free(model);
+                sm_errmsg_printf(err, "out of memory");
+            } else {
+                r->model = model;
+                r->version = get_u64(buf + 8);
+                r->trained_until_ns = get_u64(buf + 16);
+                r->refs = 1;
+                m->current = r;
+            }
+        }
+    }
+    if (m->current != NULL) {
+        m->has_model = 1;
+        m->model_loaded = 1;
+        m->model_version = m->current->version;
+        m->model_params = gvae_model_params(m->current->model);
+        m->trained_until_ns = m->current->trained_until_ns;
+        sm_log(SM_LOG_INFO, MOD, "model loaded",
+               "path=\"%s\" version=%" PRIu64 " params=%zu", path,
+               m->model_version, m->model_params);
+    } else {
+        m->st.checkpoint_failures++;
+        sm_log(SM_LOG_WARN, MOD, "ignoring an unreadable model checkpoint",
+               "path=\"%s\" cause=\"%s\"", path, err);
+    }
+    sm_free(buf);
+}
+
+/* ---- Threads ------------------------------------------------------------- */
+
+static void thread_exit(struct node_model_mgr *m)
+{
+    uv_mutex_lock(&m->mu);
+    m->exited++;
+    uv_mutex_unlock(&m->mu);
+    uv_async_send(&m->async);
+}
+
+static void compute_main(void *arg)
+{
+    struct node_model_mgr *m = arg;
+    gvae_blas_set_threads(1);
+    for (;;) {
+        uv_mutex_lock(&m->mu);
+        while (!m->stop && m->dq_head == NULL) {
+            uv_cond_wait(&m->diag_cv, &m->mu);
+        }
+        if (m->stop) {
+            uv_mutex_unlock(&m->mu);
+            break;
+        }
+        struct diag_job *j = m->dq_head;
+        m->dq_head = j->next;
+        if (m->dq_head == NULL) {
+            m->dq_tail = NULL;
+        }
+        j->next = NULL;
+        struct model_ref *ref = model_ref_acquire_locked(m);
+        uv_mutex_unlock(&m->mu);
+
+        if (ref == NULL) {
+            j->status = SM_ENOTFOUND;
+            sm_errmsg_printf(j->errmsg, "diagnose: no model");
+        } else {
+            j->status = gvae_diagnose(ref->model, j->h->w, ref->normals,
+                                      &m->sweep, &j->diagnosis, j->errmsg);
+            j->model_version = ref->version;
+        }
+        model_ref_release(m, ref);
+
+        uv_mutex_lock(&m->mu);
+        if (m->done_tail != NULL) {
+            m->done_tail->next = j;
+        } else {
+            m->done_head = j;
+        }
+        m->done_tail = j;
+        uv_mutex_unlock(&m->mu);
+        uv_async_send(&m->async);
+    }
+    thread_exit(m);
+}
+
+/* Trains on @j's snapshot, warm-starting from @prev (may be NULL), and on
+ * success makes the new model current and checkpoints it. Training
+ * thread. */
+static void run_round(struct node_model_mgr *m,
+                      struct round_job *j,
+                      struct model_ref *prev)
+{
+    j->errmsg[0] = '\0';
+    j->ckpt_status = SM_OK;
+    j->version = prev != NULL ? prev->version : 0;
+    j->mode = GVAE_RETRAIN_FULL;
+    const struct cbn_window **wins = sm_calloc(j->n + 1, sizeof *wins);
+    struct cbn_normals *normals = NULL;
+    int rc = wins != NULL ? SM_OK : SM_ENOMEM;
+    if (rc == SM_OK && m->graph == NULL) {
+        rc = cbn_graph_new(NULL, &m->graph);
+    }
+    if (rc == SM_OK) {
+        rc = cbn_normals_new(&normals);
+    }
+    uint64_t until = prev != NULL ? prev->trained_until_ns : 0;
+    uint64_t newest = 0;
+    size_t n_new = 0;
+    for (size_t i = 0; rc == SM_OK && i < j->n; i++) {
+        const struct cbn_window *w = j->win[i]->w;
+        wins[i] = w;
+        if (j->win[i]->seq > m->graph_seq) {
+            int changed = 0;
+            rc = cbn_graph_observe(m->graph, w, &changed);
+            m->graph_seq = j->win[i]->seq;
+        }
+        if (rc == SM_OK) {
+            rc = cbn_normals_observe(normals, w);
+        }
+        n_new += w->end_ns > until;
+        newest = w->end_ns > newest ? w->end_ns : newest;
+    }
+    if (rc != SM_OK) {
+        sm_errmsg_printf(j->errmsg, "train: %s preparing the snapshot",
+                         sm_strerror(rc));
+    }
+    uint64_t gv = m->graph != NULL ? cbn_graph_version(m->graph) : 0;
+    if (prev != NULL) {
+        j->mode = gv != m->model_graph_version ? GVAE_RETRAIN_PARTIAL
+                                               : GVAE_RETRAIN_INCREMENTAL;
+    }
+    j->n_new = prev != NULL ? n_new : j->n;
+    struct gvae_model *model = NULL;
+    if (rc == SM_OK) {
+        rc = gvae_train(&m->cfg.train, m->graph, wins, j->n,
+                        prev != NULL ? n_new : 0,
+                        prev != NULL ? prev->model : NULL, j->mode, &model,
+                        &j->report, j->errmsg);
+    }
+    sm_free(wins);
+    struct model_ref *ref = NULL;
+    if (rc == SM_OK) {
+        ref = sm_calloc(1, sizeof *ref);
+        if (ref == NULL) {
+            rc = SM_ENOMEM;
+            sm_errmsg_printf(j->errmsg, "train: out of memory");
+            gvae_model_free(model);
+        }
+    }
+    j->status = rc;
+    if (rc != SM_OK) {
+        cbn_normals_free(normals);
+        return;
+    }
+    ref->model = model;
+    ref->normals = normals;
+    ref->version = j->version + 1;
+    ref->trained_until_ns = newest;
+    ref->refs = 1;
+    j->version = ref->version;
+    j->params = gvae_model_params(model);
+    j->trained_until_ns = newest;
+    m->model_graph_version = gv;
+
+    /* Swap: diagnoses from now on use the new model. The training thread
+     * is the only writer of m->current, so @ref stays valid below. */
+    uv_mutex_lock(&m->mu);
+    struct model_ref *old = m->current;
+    m->current = ref;
+    uv_mutex_unlock(&m->mu);
+    model_ref_release(m, old);
+
+    if (m->data_dir != NULL) {
+        char err[SM_ERRMSG_SIZE];
+        j->ckpt_status = checkpoint_write(m, ref, err);
+        if (j->ckpt_status != SM_OK) {
+            sm_log(SM_LOG_ERROR, MOD, "cannot write the model checkpoint",
+                   "cause=\"%s\"", err);
+        }
+    }
+}
+
+static void train_main(void *arg)
+{
+    struct node_model_mgr *m = arg;
+    gvae_blas_set_threads(1);
+    for (;;) {
+        uv_mutex_lock(&m->mu);
+        while (!m->stop && m->rq == NULL) {
+            uv_cond_wait(&m->train_cv, &m->mu);
+        }
+        if (m->stop) {
+            uv_mutex_unlock(&m->mu);
+            break;
+        }
+        struct round_job *j = m->rq;
+        m->rq = NULL;
+        struct model_ref *prev = model_ref_acquire_locked(m);
+        uv_mutex_unlock(&m->mu);
+
+        run_round(m, j, prev);
+        model_ref_release(m, prev);
+
+        uv_mutex_lock(&m->mu);
+        SM_ASSERT(m->round_done == NULL);
+        m->round_done = j;
+        uv_mutex_unlock(&m->mu);
+        uv_async_send(&m->async);
+    }
+    thread_exit(m);
+}
+
+/* ---- Loop side ----------------------------------------------------------- */
+
+static int round_due(const struct node_model_mgr *m)
+{
+    if (m->running || m->closing) {
+        return 0;
+    }
+    if (m->requested) {
+        return m->count >= 8;
+    }
+    if (!m->has_model) {
+        if (m->count < m->cfg.min_windows) {
+            return 0;
+        }
+        /* A failed first round is retried after more windows. */
+        size_t every =
+            m->cfg.retrain_every ? m->cfg.retrain_every : m->cfg.min_windows;
+        return m->rounds_started == 0 || m->since_round >= every;
+    }
+    return m->cfg.retrain_every > 0 && m->since_round >= m->cfg.retrain_every;
+}
+
+/* Queues a round on a snapshot of the history. */
+static int start_round(struct node_model_mgr *m)
+{
+    struct round_job *j = sm_calloc(1, sizeof *j);
+    struct hwin **win = sm_calloc(m->count, sizeof *win);
+    if (j == NULL || win == NULL) {
+        sm_free(j);
+        sm_free(win);
+        sm_log(SM_LOG_WARN, MOD, "out of memory starting a training round",
+               NULL);
+        return SM_ENOMEM;
+    }
+    for (size_t i = 0; i < m->count; i++) {
+        win[i] = m->hist[(m->head + i) % m->cfg.max_windows];
+        win[i]->refs++;
+    }
+    j->win = win;
+    j->n = m->count;
+    m->running = 1;
+    m->requested = 0;
+    m->since_round = 0;
+    m->rounds_started++;
+    uv_mutex_lock(&m->mu);
+    SM_ASSERT(m->rq == NULL);
+    m->rq = j;
+    uv_cond_signal(&m->train_cv);
+    uv_mutex_unlock(&m->mu);
+    sm_log(SM_LOG_INFO, MOD, "training round started", "windows=%zu", j->n);
+    return SM_OK;
+}
+
+static void deliver_round(struct node_model_mgr *m, struct round_job *j)
+{
+    m->running = 0;
+    if (j->status == SM_OK) {
+        m->has_model = 1;
+        m->model_loaded = 0;
+        m->model_version = j->version;
+        m->model_params = j->params;
+        m->trained_until_ns = j->trained_until_ns;
+        m->st.trainings++;
+        m->st.last_train_s = j->report.seconds;
+        m->st.train_s_total += j->report.seconds;
+        if (j->ckpt_status != SM_OK) {
+            m->st.checkpoint_failures++;
+        }
+        sm_log(SM_LOG_INFO, MOD, "model trained",
+               "version=%" PRIu64
+               " mode=%d windows=%zu new=%zu nodes=%zu trained=%zu "
+               "finetuned=%zu kept=%zu seconds=%.2f val_loss=%.4f",
+               j->version, (int)j->mode, j->n, j->n_new, j->report.nodes,
+               j->report.nodes_trained, j->report.nodes_finetuned,
+               j->report.nodes_kept, j->report.seconds, j->report.val_loss);
+    } else {
+        m->st.training_failures++;
+        sm_log(SM_LOG_WARN, MOD, "training failed", "cause=\"%s\"", j->errmsg);
+    }
+    if (m->cb.round != NULL) {
+        struct node_model_round r = {
+            .status = j->status,
+            .errmsg = j->errmsg,
+            .mode = j->mode,
+            .model_version = m->model_version,
+            .windows = j->n,
+            .windows_new = j->n_new,
+            .report = j->report,
+            .checkpoint_status = j->ckpt_status,
+        };
+        m->cb.round(m->cb.arg, &r);
+    }
+}
+
+static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
+{
+    SM_ASSERT(m->st.diagnoses_pending > 0);
+    m->st.diagnoses_pending--;
+    if (j->status == SM_OK) {
+        m->st.diagnoses++;
+    } else {
+        m->st.diagnosis_failures++;
+        sm_log(SM_LOG_WARN, MOD, "diagnosis failed", "cause=\"%s\"", j->errmsg);
+    }
+    if (m->cb.diagnosis != NULL) {
+        struct node_model_result r = {
+            .status = j->status,
+            .errmsg = j->errmsg,
+            .model_version = j->model_version,
+            .diagnosis = j->diagnosis,
+            .seconds = (double)(uv_hrtime() - j->queued_ns) / 1e9,
+        };
+        m->cb.diagnosis(m->cb.arg, j->h->w, &r);
+    }
+}
+
+static void mgr_free(struct node_model_mgr *m)
+{
+    for (size_t i = 0; m->hist != NULL && i < m->count; i++) {
+        hwin_release(m->hist[(m->head + i) % m->cfg.max_windows]);
+    }
+    sm_free(m->hist);
+    model_ref_free(m->current);
+    cbn_graph_free(m->graph);
+    uv_mutex_destroy(&m->mu);
+    uv_cond_destroy(&m->diag_cv);
+    uv_cond_destroy(&m->train_cv);
+    sm_free(m->qos_service);
+    sm_free(m->data_dir);
+    sm_free(m);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct node_model_mgr *m = h->data;
+    void (*cb)(void *) = m->closed_cb;
+    void *arg = m->closed_arg;
+    mgr_free(m);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+/* Frees whatever is left in the queues once the threads are gone. */
+static void drain_all(struct node_model_mgr *m)
+{
+    struct diag_job *lists[2] = {m->dq_head, m->done_head};
+    m->dq_head = m->dq_tail = m->done_head = m->done_tail = NULL;
+    for (int k = 0; k < 2; k++) {
+        while (lists[k] != NULL) {
+            struct diag_job *next = lists[k]->next;
+            diag_job_free(lists[k]);
+            lists[k] = next;
+        }
+    }
+    round_job_free(m->rq);
+    round_job_free(m->round_done);
+    m->rq = m->round_done = NULL;
+    m->st.diagnoses_pending = 0;
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct node_model_mgr *m = a->data;
+    if (m->handle_closing) {
+        return;
+    }
+    uv_mutex_lock(&m->mu);
+    struct diag_job *done = m->done_head;
+    struct round_job *round = m->round_done;
+    m->done_head = m->done_tail = NULL;
+    m->round_done = NULL;
+    uv_mutex_unlock(&m->mu);
+
+    while (done != NULL) {
+        struct diag_job *next = done->next;
+        if (!m->closing) {
+            deliver_diag(m, done);
+        }
+        diag_job_free(done);
+        done = next;
+    }
+    if (round != NULL) {
+        if (!m->closing) {
+            deliver_round(m, round);
+        }
+        round_job_free(round);
+    }
+    if (!m->closing && round_due(m)) {
+        start_round(m);
+    }
+    if (m->closing) {
+        uv_mutex_lock(&m->mu);
+        int gone = m->exited == m->n_threads;
+        uv_mutex_unlock(&m->mu);
+        if (gone) {
+            for (int i = 0; i < m->n_threads; i++) {
+                uv_thread_join(&m->threads[i]);
+            }
+            m->n_threads = 0;
+            drain_all(m);
+            m->handle_closing = 1;
+            uv_close((uv_handle_t *)&m->async, on_closed);
+        }
+    }
+}
+
+/* ---- Public API ---------------------------------------------------------- */
+
+void node_model_mgr_config_default(struct node_model_mgr_config *config)
+{
+    memset(config, 0, sizeof *config);
+    config->qos_percentile = 99;
+    config->min_windows = 240;
+    config->retrain_every = 240;
+    config->max_windows = 4000;
+    config->max_pending = 64;
+    gvae_config_default(&config->train);
+    config->samples = 64;
+}
+
+static int check_config(struct node_model_mgr_config *c,
+                        char errmsg[SM_ERRMSG_SIZE])
+{
+    if (c->qos_percentile == 0) {
+        c->qos_percentile = 99;
+    }
+    if (c->min_windows == 0) {
+        c->min_windows = 240;
+    }
+    if (c->max_windows == 0) {
+        c->max_windows = 4000;
+    }
+    if (c->max_pending == 0) {
+        c->max_pending = 64;
+    }
+    if (c->samples == 0) {
+        c->samples = 64;
+    }
+    if (c->qos_service == NULL || c->qos_service[0] == '\0') {
+        sm_errmsg_printf(errmsg, "model: a QoS service is required");
+    } else if (!(c->qos_target_ms > 0)) {
+        sm_errmsg_printf(errmsg, "model: the QoS target must be > 0 ms");
+    } else if (!(c->qos_percentile > 0 && c->qos_percentile <= 100)) {
+        sm_errmsg_printf(errmsg,
+                         "model: the QoS percentile must be in (0, "
+                         "100]");
+    } else if (c->min_windows < 8) {
+        sm_errmsg_printf(errmsg,
+                         "model: min_windows %zu: training needs at least 8",
+                         c->min_windows);
+    } else if (c->max_windows < c->min_windows) {
+        sm_errmsg_printf(errmsg,
+                         "model: max_windows %zu is below min_windows %zu",
+                         c->max_windows, c->min_windows);
+    } else if (c->samples > 4096) {
+        sm_errmsg_printf(errmsg, "model: %u samples; at most 4096", c->samples);
+    } else if (c->train.batch < 2 || c->train.max_epochs < 1 ||
+               !(c->train.val_fraction >= 0 && c->train.val_fraction < 1)) {
+        sm_errmsg_printf(errmsg,
+                         "model: bad training config (batch >= 2, at least "
+                         "one epoch, validation share in [0, 1))");
+    } else if (c->data_dir != NULL && c->data_dir[0] == '\0') {
+        sm_errmsg_printf(errmsg, "model: empty data directory");
+    } else {
+        return SM_OK;
+    }
+    return SM_EINVAL;
+}
+
+int node_model_mgr_new(uv_loop_t *loop,
+                       const struct node_model_mgr_config *config,
+                       const struct node_model_mgr_callbacks *callbacks,
+                       struct node_model_mgr **out,
+                       char errmsg[SM_ERRMSG_SIZE])
+{
+    errmsg[0] = '\0';
+    struct node_model_mgr_config c = *config;
+    int rc = check_config(&c, errmsg);
+    if (rc != SM_OK) {
+        return rc;
+    }
+    if (c.data_dir != NULL && mkdir(c.data_dir, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        sm_errmsg_printf(errmsg, "model: cannot create %s: %s", c.data_dir,
+                         strerror(e));
+        return sm_err_from_errno(e) == SM_EPERM ? SM_EPERM : SM_EIO;
+    }
+    struct node_model_mgr *m = sm_calloc(1, sizeof *m);
+    if (m == NULL) {
+        sm_errmsg_printf(errmsg, "model: out of memory");
+        return SM_ENOMEM;
+    }
+    m->loop = loop;
+    m->cfg = c;
+    m->qos_service = sm_strdup(c.qos_service);
+    m->data_dir = c.data_dir != NULL ? sm_strdup(c.data_dir) : NULL;
+    m->hist = sm_calloc(c.max_windows, sizeof *m->hist);
+    if (m->qos_service == NULL || (c.data_dir != NULL && !m->data_dir) ||
+        m->hist == NULL) {
+        sm_free(m->qos_service);
+        sm_free(m->data_dir);
+        sm_free(m->hist);
+        sm_free(m);
+        sm_errmsg_printf(errmsg, "model: out of memory");
+        return SM_ENOMEM;
+    }
+    m->cfg.qos_service = m->qos_service;
+    m->cfg.data_dir = m->data_dir;
+    if (callbacks != NULL) {
+        m->cb = *callbacks;
+    }
+    gvae_sweep_config_default(&m->sweep);
+    m->sweep.qos_service = m->qos_service;
+    m->sweep.qos_percentile = c.qos_percentile;
+    m->sweep.qos_target_ms = c.qos_target_ms;
+    m->sweep.samples = c.samples;
+    m->next_seq = 1;
+
+    if (uv_mutex_init(&m->mu) != 0) {
+        sm_free(m->qos_service);
+        sm_free(m->data_dir);
+        sm_free(m->hist);
+        sm_free(m);
+        sm_errmsg_printf(errmsg, "model: cannot create a mutex");
+        return SM_EINTERNAL;
+    }
+    int ok_diag = uv_cond_init(&m->diag_cv) == 0;
+    if (!ok_diag || uv_cond_init(&m->train_cv) != 0) {
+        if (ok_diag) {
+            uv_cond_destroy(&m->diag_cv);
+        }
+        uv_mutex_destroy(&m->mu);
+        sm_free(m->qos_service);
+        sm_free(m->data_dir);
+        sm_free(m->hist);
+        sm_free(m);
+        sm_errmsg_printf(errmsg, "model: cannot create a condition variable");
+        return SM_EINTERNAL;
+    }
+    if (m->data_dir != NULL) {
+        checkpoint_load(m);
+    }
+    int uvrc = uv_async_init(loop, &m->async, on_async);
+    if (uvrc != 0) {
+        sm_errmsg_printf(errmsg, "model: uv_async_init: %s", uv_strerror(uvrc));
+        mgr_free(m);
+        return SM_EINTERNAL;
+    }
+    m->async.data = m;
+    void (*mains[N_THREADS])(void *) = {compute_main, train_main};
+    for (int i = 0; i < N_THREADS; i++) {
+        uvrc = uv_thread_create(&m->threads[i], mains[i], m);
+        if (uvrc != 0) {
+            break;
+        }
+        m->n_threads++;
+    }
+    if (uvrc != 0) {
+        /* Stop what started, then let the loop close the handle and free
+         * the manager; no callback runs. */
+        sm_errmsg_printf(errmsg, "model: cannot start a thread: %s",
+                         uv_strerror(uvrc));
+        uv_mutex_lock(&m->mu);
+        m->stop = 1;
+        uv_cond_broadcast(&m->diag_cv);
+        uv_cond_broadcast(&m->train_cv);
+        uv_mutex_unlock(&m->mu);
+        for (int i = 0; i < m->n_threads; i++) {
+            uv_thread_join(&m->threads[i]);
+        }
+        m->closing = 1;
+        m->handle_closing = 1;
+        uv_close((uv_handle_t *)&m->async, on_closed);
+        return SM_EINTERNAL;
+    }
+    *out = m;
+    return SM_OK;
+}
+
+int node_model_mgr_window(struct node_model_mgr *m,
+                          const struct cbn_window *w,
+                          unsigned flags)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    int replayed = (flags & NODE_MODEL_REPLAYED) != 0;
+    int diagnose = !replayed && w->qos_violated && m->has_model;
+    int drop = diagnose && m->st.diagnoses_pending >= m->cfg.max_pending;
+    diagnose = diagnose && !drop;
+
+    /* The manager's own copy, shared read-only from now on. */
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    struct hwin *h = sm_calloc(1, sizeof *h);
+    struct diag_job *j = diagnose ? sm_calloc(1, sizeof *j) : NULL;
+    int rc = h != NULL && (!diagnose || j != NULL) ? SM_OK : SM_ENOMEM;
+    if (rc == SM_OK) {
+        rc = cbn_window_encode(w, &buf, &len);
+    }
+    if (rc == SM_OK) {
+        rc = cbn_window_decode(buf, len, &h->w);
+        sm_free(buf);
+    }
+    if (rc != SM_OK) {
+        sm_free(h);
+        sm_free(j);
+        /* decode can only fail for lack of memory on its own encoding */
+        return SM_ENOMEM;
+    }
+    h->seq = m->next_seq++;
+    h->refs = 1;
+    if (m->count == m->cfg.max_windows) {
+        hwin_release(m->hist[m->head]);
+        m->head = (m->head + 1) % m->cfg.max_windows;
+        m->count--;
+    }
+    m->hist[(m->head + m->count) % m->cfg.max_windows] = h;
+    m->count++;
+    m->st.windows_total++;
+    if (!m->model_loaded || w->end_ns > m->trained_until_ns) {
+        m->since_round++;
+    }
+
+    if (drop) {
+        m->st.diagnoses_dropped++;
+        sm_log(SM_LOG_WARN, MOD, "diagnosis queue full: window not diagnosed",
+               "window_end=%" PRIu64 " pending=%zu", w->end_ns,
+               m->st.diagnoses_pending);
+    }
+    if (diagnose) {
+        h->refs++;
+        j->h = h;
+        j->queued_ns = uv_hrtime();
+        m->st.diagnoses_pending++;
+        uv_mutex_lock(&m->mu);
+        if (m->dq_tail != NULL) {
+            m->dq_tail->next = j;
+        } else {
+            m->dq_head = j;
+        }
+        m->dq_tail = j;
+        uv_cond_signal(&m->diag_cv);
+        uv_mutex_unlock(&m->mu);
+    }
+    if (!replayed && round_due(m)) {
+        start_round(m); /* on failure, retried with the next window */
+    }
+    return SM_OK;
+}
+
+int node_model_mgr_train_now(struct node_model_mgr *m)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    if (m->count < 8) {
+        return SM_EAGAIN;
+    }
+    m->requested = 1;
+    if (m->running) {
+        return SM_OK; /* runs when the current round is delivered */
+    }
+    int rc = start_round(m);
+    if (rc != SM_OK) {
+        m->requested = 0;
+    }
+    return rc;
+}
+
+void node_model_mgr_stats(const struct node_model_mgr *m,
+                          struct node_model_mgr_stats *out)
+{
+    *out = m->st;
+    out->model_version = m->model_version;
+    out->model_params = m->model_params;
+    out->model_loaded = m->model_loaded;
+    out->windows = m->count;
+    out->training = m->running;
+    uint64_t fresh = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        const struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
+        fresh += !m->has_model || h->w->end_ns > m->trained_until_ns;
+    }
+    out->windows_new = fresh;
+}
+
+void node_model_mgr_close(struct node_model_mgr *m,
+                          void (*closed_cb)(void *arg),
+                          void *arg)
+{
+    if (m->closing) {
+        return;
+    }
+    m->closing = 1;
+    m->closed_cb = closed_cb;
+    m->closed_arg = arg;
+    uv_mutex_lock(&m->mu);
+    m->stop = 1;
+    uv_cond_broadcast(&m->diag_cv);
+    uv_cond_broadcast(&m->train_cv);
+    uv_mutex_unlock(&m->mu);
+    /* The threads poke the handle as they leave; poke it once more in case
+     * both have already gone. */
+    uv_async_send(&m->async);
+}
