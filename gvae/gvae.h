@@ -67,6 +67,12 @@ struct gvae_config
     unsigned finetune_epochs; /* cap for warm-started nodes (partial) */
     unsigned threads;         /* training workers; 0: one per online core */
     uint64_t seed;            /* same seed, data and machine: same model */
+    /* Polled by the training workers between steps; when it returns
+     * non-zero, training stops and gvae_train() returns SM_ECLOSED (so a
+     * peer shutting down need not wait for a round). NULL: never. Not part
+     * of checkpoints. */
+    int (*should_stop)(void *arg);
+    void *stop_arg;
 };
 
 /* Fills @config with the defaults: latent 4, 2 hidden layers of 32..96,
@@ -119,7 +125,8 @@ struct gvae_train_report
  *
  * On success stores a new model owned by the caller (gvae_model_free) in
  * @out, fills @report (may be NULL) and returns SM_OK. Errors: SM_EINVAL
- * (bad config, empty graph, fewer than 8 windows) or SM_ENOMEM, with
+ * (bad config, empty graph, fewer than 8 windows), SM_ECLOSED (stopped by
+ * config->should_stop) or SM_ENOMEM, with
  * @errmsg saying why; @out untouched. Thread-safe with respect to other
  * models; spawns and joins its own workers. */
 int gvae_train(const struct gvae_config *config,

@@ -318,11 +318,19 @@ static int train_node(struct job *jb, size_t i)
         unsigned bad = 0;
         for (unsigned ep = 0; ep < max_epochs; ep++) {
             size_t n_order = epoch_order(jb, train, n_train, order, &rng);
-            for (size_t k = 0; k + 2 <= n_order; k += c->batch) {
+            for (size_t k = 0; k + 2 <= n_order && rc == SM_OK; k += c->batch) {
+                if (cfg->should_stop != NULL &&
+                    cfg->should_stop(cfg->stop_arg)) {
+                    rc = SM_ECLOSED;
+                    break;
+                }
                 size_t rows = n_order - k < c->batch ? n_order - k : c->batch;
                 gather(c, &d, order + k, rows);
                 gvae__cvae_step(c, rows, cfg, &adam, &rng, &flops);
                 steps++;
+            }
+            if (rc != SM_OK) {
+                break;
             }
             /* Without a validation set, stop on the training loss. */
             double loss = n_val ? validate(c, &d, val, n_val, cfg)
@@ -339,7 +347,7 @@ static int train_node(struct job *jb, size_t i)
         if (isfinite(best)) {
             restore_best(c);
         }
-        node->trained = 1;
+        node->trained = rc == SM_OK;
     }
     dataset_free(&d);
     sm_free(train);
@@ -655,6 +663,10 @@ int gvae_train(const struct gvae_config *cfg,
     }
     pthread_mutex_destroy(&jb.lock);
     rc = jb.rc;
+    if (rc == SM_ECLOSED) {
+        sm_errmsg_printf(errmsg, "gvae train: stopped");
+        goto done;
+    }
     if (rc != SM_OK) {
         sm_errmsg_printf(errmsg, "gvae train: out of memory while training");
         goto done;

@@ -469,6 +469,17 @@ static void compute_main(void *arg)
 /* Trains on @j's snapshot, warm-starting from @prev (may be NULL), and on
  * success makes the new model current and checkpoints it. Training
  * thread. */
+
+/* Whether the manager is closing: polled by gvae_train between steps. */
+static int stopping(void *arg)
+{
+    struct node_model_mgr *m = arg;
+    uv_mutex_lock(&m->mu);
+    int stop = m->stop;
+    uv_mutex_unlock(&m->mu);
+    return stop;
+}
+
 static void run_round(struct node_model_mgr *m,
                       struct round_job *j,
                       struct model_ref *prev)
@@ -514,9 +525,11 @@ static void run_round(struct node_model_mgr *m,
     }
     j->n_new = prev != NULL ? n_new : j->n;
     struct gvae_model *model = NULL;
+    struct gvae_config train = m->cfg.train;
+    train.should_stop = stopping; /* closing need not wait for the round */
+    train.stop_arg = m;
     if (rc == SM_OK) {
-        rc = gvae_train(&m->cfg.train, m->graph, wins, j->n,
-                        prev != NULL ? n_new : 0,
+        rc = gvae_train(&train, m->graph, wins, j->n, prev != NULL ? n_new : 0,
                         prev != NULL ? prev->model : NULL, j->mode, &model,
                         &j->report, j->errmsg);
     }

@@ -270,6 +270,12 @@ static void test_evaluate(void)
     data_free(&held);
 }
 
+static int stop_now(void *arg)
+{
+    int *polls = arg;
+    return ++*polls >= 3;
+}
+
 static void test_train_errors(void)
 {
     struct data d;
@@ -287,6 +293,18 @@ static void test_train_errors(void)
                         NULL, err),
              SM_EINVAL);
     CHECK(m == NULL);
+    /* a stop request ends training early, with nothing returned */
+    small_config(&c);
+    int polls = 0;
+    c.should_stop = stop_now;
+    c.stop_arg = &polls;
+    c.threads = 1;
+    CHECK_EQ(gvae_train(&c, d.graph, d.w, d.n, 0, NULL, GVAE_RETRAIN_FULL, &m,
+                        NULL, err),
+             SM_ECLOSED);
+    CHECK(m == NULL);
+    CHECK(strstr(err, "stopped") != NULL);
+    CHECK(polls >= 3 && polls < 10);
     data_free(&d);
 }
 
