@@ -958,8 +958,9 @@ int gvae_diagnose(const struct gvae_model *m,
     }
 
     /* Service level: every candidate restored alone, in one pass at the
-     * posterior mean (deterministic effects for the ranking); then the S
-     * samples of the best-ranked few, in a second pass, for P(QoS met). */
+     * mean latent (deterministic effects for the ranking); then the S
+     * samples of the best-ranked candidate, in a second pass, for
+     * P(QoS met). */
     int own = cfg->abduction == GVAE_ABDUCT_POSTERIOR;
     size_t K = 0;
     for (size_t i = 0; i < m->n_nodes; i++) {
