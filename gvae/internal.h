@@ -230,7 +230,6 @@ void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);
 int gvae__config_check(const struct gvae_config *c, char *errmsg);
 
 /* ---- misc ---- */
-int gvae__strcmp_p(const void *a, const void *b);
 char *gvae__strdup(const char *s);
 
 #endif /* SM_GVAE_INTERNAL_H */

@@ -18,11 +18,6 @@ char *gvae__strdup(const char *s)
     return d;
 }
 
-int gvae__strcmp_p(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 unsigned gvae__group_pct(const struct gvae_group *g, unsigned k)
 {
     static const unsigned metric_pcts[GVAE_METRIC_PCTS] = {2, 4, 6};

@@ -329,6 +329,18 @@ static void print_score(const char *a, const char *b, const struct score *s)
         s->det_n, s->det_total, s->ms);
 }
 
+/* The default sweep for the benchmark's frontend and target. */
+static void bench_sweep(struct gvae_sweep_config *sw,
+                        const char *front,
+                        double target,
+                        unsigned samples)
+{
+    gvae_sweep_config_default(sw);
+    sw->qos_service = front;
+    sw->qos_target_ms = target;
+    sw->samples = samples;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {"social", 2000, 720, 0.1, 1, 64, 0, 0, 0};
@@ -599,10 +611,7 @@ int main(int argc, char **argv)
     if (getenv("BENCH_PROFILE_SWEEP") != NULL) {
         /* repeat the default diagnosis so a profiler sees mostly sweeps */
         struct gvae_sweep_config sw;
-        gvae_sweep_config_default(&sw);
-        sw.qos_service = front;
-        sw.qos_target_ms = target;
-        sw.samples = o.samples;
+        bench_sweep(&sw, front, target, o.samples);
         for (int k = 0; k < 20; k++) {
             struct score sc0;
             eval_variant(&cx, &sw, &sc0);
@@ -623,10 +632,7 @@ int main(int argc, char **argv)
                 continue; /* evidence alone does not use the model */
             }
             struct gvae_sweep_config sw;
-            gvae_sweep_config_default(&sw);
-            sw.qos_service = front;
-            sw.qos_target_ms = target;
-            sw.samples = o.samples;
+            bench_sweep(&sw, front, target, o.samples);
             sw.abduction = abd[a];
             sw.rank = rk[r];
             struct score sc0;
@@ -704,10 +710,7 @@ int main(int argc, char **argv)
     double gates[4] = {0.02, 0.05, 0.1, 0.2};
     for (int k = 0; k < 4; k++) {
         struct gvae_sweep_config sw;
-        gvae_sweep_config_default(&sw);
-        sw.qos_service = front;
-        sw.qos_target_ms = target;
-        sw.samples = o.samples;
+        bench_sweep(&sw, front, target, o.samples);
         sw.gate = gates[k];
         struct score sc0;
         eval_variant(&cx, &sw, &sc0);
@@ -721,10 +724,7 @@ int main(int argc, char **argv)
                                      GVAE_RES_EVIDENCE};
     for (int k = 0; k < 3; k++) {
         struct gvae_sweep_config sw;
-        gvae_sweep_config_default(&sw);
-        sw.qos_service = front;
-        sw.qos_target_ms = target;
-        sw.samples = o.samples;
+        bench_sweep(&sw, front, target, o.samples);
         sw.resource_rank = rr[k];
         struct score sc0;
         eval_variant(&cx, &sw, &sc0);

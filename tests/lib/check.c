@@ -188,3 +188,14 @@ char *check_read_sample(const char *name, size_t *len)
     *len = n;
     return buf;
 }
+
+void check_log_discard(void *arg,
+                       enum sm_log_level level,
+                       const char *line,
+                       size_t len)
+{
+    (void)arg;
+    (void)level;
+    (void)line;
+    (void)len;
+}

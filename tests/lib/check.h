@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log.h"
+
 /* A test file defines its tests as plain functions and ends with
  *
  *   static const struct check_test tests[] = {
@@ -142,5 +144,12 @@ long check_heap_calls(void);
 
 /* Blocks allocated through the fault heap and not yet freed. */
 long check_heap_outstanding(void);
+
+/* A log sink that drops every line (sm_log_set_sink(check_log_discard,
+ * NULL)): for tests whose code under test logs on purpose. */
+void check_log_discard(void *arg,
+                       enum sm_log_level level,
+                       const char *line,
+                       size_t len);
 
 #endif /* SM_TESTS_CHECK_H */

@@ -33,17 +33,6 @@ static struct
     enum cbn_resource resource;
 } seen;
 
-static void quiet_log(void *arg,
-                      enum sm_log_level level,
-                      const char *line,
-                      size_t len)
-{
-    (void)arg;
-    (void)level;
-    (void)line;
-    (void)len;
-}
-
 static void on_tick(uv_timer_t *t)
 {
     (void)t;
@@ -225,7 +214,7 @@ static int is_third(void)
 
 static void setup(void)
 {
-    sm_log_set_sink(quiet_log, NULL);
+    sm_log_set_sink(check_log_discard, NULL);
     REQUIRE(uv_loop_init(&loop) == 0);
     REQUIRE(uv_timer_init(&loop, &tick) == 0);
     REQUIRE(uv_timer_start(&tick, on_tick, 10, 10) == 0);

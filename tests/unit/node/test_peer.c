@@ -26,17 +26,6 @@ static struct node_peer *peer;
 static size_t windows_seen;
 static int edge_seen;
 
-static void quiet_log(void *arg,
-                      enum sm_log_level level,
-                      const char *line,
-                      size_t len)
-{
-    (void)arg;
-    (void)level;
-    (void)line;
-    (void)len;
-}
-
 static void on_window(void *arg, const struct cbn_window *w)
 {
     (void)arg;
@@ -85,7 +74,7 @@ static void stop_peer(void)
 
 static void setup(void)
 {
-    sm_log_set_sink(quiet_log, NULL);
+    sm_log_set_sink(check_log_discard, NULL);
     sm_fake_clock_init(&fake, 1795421760000000000u);
     REQUIRE(uv_loop_init(&loop) == 0);
     windows_seen = 0;
