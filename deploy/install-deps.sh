@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that building, testing and running sagemesh needs.
-# Idempotent; run as root on a fresh Debian 12 machine.
+# Idempotent; run as root on a fresh Debian 12 machine. --test adds what
+# only the tests need.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,6 +18,12 @@ packages=(
     libgfortran-12-dev libsodium-dev libraft-dev liblz4-dev libhttp-parser-dev
     zlib1g-dev libyajl-dev
 )
+# Only for the tests (deploy/test.sh passes --test): promtool (check metrics)
+# and the prometheus server scraping a peer in the slow suite. Not on a
+# machine that only runs sagemesh: the package would start a server there.
+if [ "${1:-}" = "--test" ]; then
+    packages+=(prometheus)
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -12,7 +12,7 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-bash deploy/install-deps.sh || exit 1
+bash deploy/install-deps.sh --test || exit 1
 export SM_SEED=${SM_SEED:-20261125}
 
 status=0          # any failure at all

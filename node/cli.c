@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "node/cli.h"
+#include "node/cli_client.h"
 #include "node/client.h"
 #include "node/node.h"
 #include "node/sim.h"
@@ -49,6 +50,15 @@ static const struct node_command commands[] = {
      "many\n"
      "                            windows leaves the CBN (default 20)\n"
      "  --log-level LEVEL         debug, info, warn or error (default info)\n"
+     "  --log-file FILE           append the log to FILE instead of standard\n"
+     "                            error; reopened on SIGHUP (log rotation)\n"
+     "  --train-after WINDOWS     train the first model once this many "
+     "windows\n"
+     "                            are held (default 240: 2 h of 30 s "
+     "windows)\n"
+     "  --retrain-every WINDOWS   retrain after this many new windows "
+     "(default\n"
+     "                            240; 0: only on 'sagemesh train')\n"
      "  --service-label LABEL     Prometheus label naming the service\n"
      "                            (repeatable, in order of preference; "
      "default\n"
@@ -62,35 +72,67 @@ static const struct node_command commands[] = {
      "                            flags given too override the file\n"
      "Serves on --listen-http: POST /v1/traces and /v1/metrics (OTLP/HTTP\n"
      "JSON), POST /api/v2/spans (Zipkin v2), GET /healthz, /readyz, /metrics,\n"
-     "/v1/status, POST /v1/flush (needs the secret). Closed windows are kept\n"
-     "in DIR/windows (crash-safe log).\n"
-     "Stops cleanly on SIGINT or SIGTERM, storing the windows still open.\n",
+     "/v1/status, /v1/diagnoses, /v1/services, POST and GET /v1/diagnose,\n"
+     "POST /v1/flush and /v1/train (these two need the secret); see\n"
+     "docs/http-api.md.\n"
+     "With --qos-service and --qos-target-ms the peer trains its model on\n"
+     "its own threads (the previous model serves until the new one is\n"
+     "complete) and diagnoses every window that violates QoS. DIR holds\n"
+     "windows/ (crash-safe log), model.ckpt and diagnoses/; all survive a\n"
+     "restart.\n"
+     "Stops cleanly on SIGINT or SIGTERM (a running training round is\n"
+     "abandoned, the windows still open are stored) and exits 0.\n",
      node__cmd_peer},
-    {"status", "members, leader, term, services, model versions",
-     "Usage: sagemesh status [client flags]\n"
-     "Shows the mesh as the asked peer sees it.\n" CLIENT_FLAGS,
-     NULL},
+    {"status", "the peer: readiness, windows, QoS, model, diagnoses",
+     "Usage: sagemesh status [--peer HOST:PORT] [-o table|json]\n"
+     "                       [--timeout SECONDS]\n"
+     "Shows the peer as it sees itself (GET /v1/status): id, readiness,\n"
+     "windows, QoS and last latency, CBN, model (version, training rounds,\n"
+     "the last round, the next one) and diagnosis counts.\n" CLIENT_FLAGS
+     "Exit status: 0 ok, 1 peer unreachable, not ready or failing, 2 "
+     "usage.\n",
+     node__cmd_status},
     {"members", "list, add or remove mesh members",
      "Usage: sagemesh members list|add|remove [ID [HOST:PORT]] [client flags]\n"
      "Changes go through the leader and need the cluster "
      "secret.\n" CLIENT_FLAGS,
      NULL},
     {"services", "list the services the mesh knows",
-     "Usage: sagemesh services list [client flags]\n" CLIENT_FLAGS, NULL},
+     "Usage: sagemesh services list [--peer HOST:PORT] [-o table|json]\n"
+     "                              [--timeout SECONDS]\n"
+     "Lists the services of the CBN (GET /v1/services): each with its CBN\n"
+     "node, callers and callees.\n" CLIENT_FLAGS EXIT_CODES,
+     node__cmd_services},
     {"diagnoses", "QoS violations with culprit service and resource",
-     "Usage: sagemesh diagnoses [--limit N] [client flags]\n"
-     "Newest first.\n" CLIENT_FLAGS,
-     NULL},
+     "Usage: sagemesh diagnoses [--limit N] [--peer HOST:PORT] [-o "
+     "table|json]\n"
+     "                          [--timeout SECONDS]\n"
+     "Lists the stored diagnoses, newest first (GET /v1/diagnoses): window\n"
+     "end (UTC), culprit service and resource, P(QoS met) if it is fixed,\n"
+     "latency against the target, model version and the propagation path.\n"
+     "  --limit N             at most N diagnoses, 1 to 1000 (default "
+     "20)\n" CLIENT_FLAGS EXIT_CODES,
+     node__cmd_diagnoses},
     {"diagnose", "rank the services for any time range",
-     "Usage: sagemesh diagnose --from T --to T [client flags]\n"
-     "Runs the counterfactual sweep on the windows in [from, to), violated or\n"
-     "not. T is RFC 3339 or Unix seconds.\n" CLIENT_FLAGS,
-     NULL},
+     "Usage: sagemesh diagnose --from T --to T [--peer HOST:PORT]\n"
+     "                         [-o table|json] [--timeout SECONDS]\n"
+     "Runs the counterfactual sweep with the current model on every stored\n"
+     "window ending in (from, to], violated or not (at most 100 windows),\n"
+     "and prints each window's ranking and culprit. Nothing is stored.\n"
+     "  --from T, --to T      RFC 3339 (2023-11-15T08:35:00Z, or an offset\n"
+     "                        such as +01:00) or Unix seconds\n" CLIENT_FLAGS
+     "--timeout bounds the wait for the result too.\n" EXIT_CODES,
+     node__cmd_diagnose},
     {"train", "(re)train the model cluster-wide now",
-     "Usage: sagemesh train [--wait] [client flags]\n"
-     "--wait returns when the new model serves. Needs the cluster "
-     "secret.\n" CLIENT_FLAGS,
-     NULL},
+     "Usage: sagemesh train [--wait] [--peer HOST:PORT] [--secret-file FILE]\n"
+     "                      [-o table|json] [--timeout SECONDS]\n"
+     "Starts a training round now (one more follows a running one). Needs\n"
+     "the cluster secret: the call carries an HMAC credential.\n"
+     "  --wait                wait for the round and report its outcome (new\n"
+     "                        model version, or the error: exit 1); --timeout\n"
+     "                        bounds the wait, so give training time, e.g.\n"
+     "                        --timeout 600\n" CLIENT_FLAGS EXIT_CODES,
+     node__cmd_train},
     {"flush", "close the open windows now",
      "Usage: sagemesh flush [--peer HOST:PORT] [--secret-file FILE]\n"
      "                      [--timeout SECONDS]\n"
@@ -125,8 +167,22 @@ static const struct node_command commands[] = {
      node__cmd_import},
     {"sim", "generate telemetry with ground truth", NODE_SIM_HELP,
      node__cmd_sim},
-    {"demo", "3 local peers, a simulated app and an injected fault",
-     "Usage: sagemesh demo\n", NULL},
+    {"demo", "a local peer, a simulated app and an injected fault",
+     "Usage: sagemesh demo [--dir DIR]\n"
+     "The main job end to end on this machine, in about a minute:\n"
+     "  1. starts 'sagemesh peer' (this binary) on 127.0.0.1, ephemeral port;\n"
+     "  2. streams 1 h of the simulator's 'social' application (28 services)\n"
+     "     as OTLP/HTTP JSON in event time;\n"
+     "  3. waits for the peer to train its model (automatically after 120\n"
+     "     windows of 30 s);\n"
+     "  4. injects a CPU hog into compose-post and streams 11 more minutes;\n"
+     "  5. shows 'sagemesh diagnoses' and checks them against the fault.\n"
+     "The peer is stopped at the end; its data and log stay in DIR (default\n"
+     "a new directory $TMPDIR/sagemesh-demo-*, printed at the start).\n"
+     "  --dir DIR   where the secret, the peer's data and its log go\n"
+     "Exit status: 0 when the diagnoses name the injected fault, 1 when a\n"
+     "step fails or they do not, 2 usage.\n",
+     node__cmd_demo},
     {"bench", "measure ingest, training and inference speed",
      "Usage: sagemesh bench [flags]\n", NULL},
     {"version", "print version, build and linked libraries",

@@ -24,6 +24,13 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err);
 /* `sagemesh keygen`: writes a new cluster secret (see keygen.c). */
 int node__cmd_keygen(int argc, char **argv, FILE *out, FILE *err);
 
+/* `sagemesh demo [--dir DIR]` (node/demo.c): a peer as a child process,
+ * the simulated social application, training, an injected fault and the
+ * diagnoses. Exit 0 when the diagnoses name the injected fault; 1 when a
+ * step fails or they do not; 2 for a bad command line. Leaves no process
+ * running. */
+int node__cmd_demo(int argc, char **argv, FILE *out, FILE *err);
+
 /* Returns non-zero when @arg asks for help ("-h" or "--help"). */
 int node__is_help(const char *arg);
 

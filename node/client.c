@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "node/cli.h"
+#include "node/cli_client.h"
 #include "node/config.h"
 #include "node/ingest.h"
 #include "node/node.h"
@@ -505,47 +506,25 @@ int node_read_secret(const char *path,
 
 int node__cmd_flush(int argc, char **argv, FILE *out, FILE *err)
 {
-    static const struct option options[] = {
-        {"peer", required_argument, NULL, 'p'},
-        {"secret-file", required_argument, NULL, 's'},
-        {"timeout", required_argument, NULL, 't'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *peer = getenv("SAGEMESH_PEER");
-    const char *secret_file = getenv("SAGEMESH_SECRET_FILE");
-    double timeout = 5;
-    optind = 0;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        if (c == 'p') {
-            peer = optarg;
-        } else if (c == 's') {
-            secret_file = optarg;
-        } else if (c == 't') {
-            timeout = atof(optarg);
-        } else {
-            fprintf(err,
-                    "sagemesh flush: unknown or incomplete option '%s'; "
-                    "see 'sagemesh flush --help'\n",
-                    argv[optind - 1]);
-            return NODE_EXIT_USAGE;
-        }
-    }
-    if (optind < argc || !(timeout > 0)) {
-        fprintf(err,
-                "sagemesh flush: usage: sagemesh flush [--peer HOST:PORT] "
-                "[--secret-file FILE] [--timeout SECONDS]\n");
+    static const char usage[] =
+        "sagemesh flush [--peer HOST:PORT] [--secret-file FILE] "
+        "[--timeout SECONDS]";
+    struct node_client_flags f;
+    if (node__client_flags("flush", usage, 0, NULL, 0, argc, argv, &f, err) !=
+        NODE_EXIT_OK) {
         return NODE_EXIT_USAGE;
     }
-    if (secret_file == NULL || secret_file[0] == '\0') {
+    if (f.n_args > 0) {
+        fprintf(err, "sagemesh flush: usage: %s\n", usage);
+        return NODE_EXIT_USAGE;
+    }
+    const char *peer = f.peer, *secret_file = f.secret_file;
+    double timeout = f.timeout_s;
+    if (secret_file == NULL) {
         fprintf(err,
                 "sagemesh flush: needs the cluster secret: "
                 "--secret-file FILE or SAGEMESH_SECRET_FILE\n");
         return NODE_EXIT_USAGE;
-    }
-    if (peer == NULL || peer[0] == '\0') {
-        peer = "127.0.0.1:4318";
     }
     struct tp_secret secret;
     char msg[SM_ERRMSG_SIZE] = "";

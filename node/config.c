@@ -25,6 +25,8 @@ void node_config_init(struct node_config *c)
     c->age_out = 20;
     c->actuate = ACT_MODE_DEFAULT;
     c->log_level = "info";
+    c->train_after = 240;
+    c->retrain_every = 240;
 }
 
 void node_config_free(struct node_config *c)
@@ -96,6 +98,9 @@ static const struct key keys[] = {
     {"actuate", ACTUATE, FIELD(actuate), 0, 0, 0},
     {"age-out", NUMBER, FIELD(age_out), 0, 1, 100000},
     {"log-level", STRING, FIELD(log_level), 0, 0, 0},
+    {"log-file", STRING, FIELD(log_file), 0, 0, 0},
+    {"train-after", NUMBER, FIELD(train_after), 0, 8, 1000000},
+    {"retrain-every", NUMBER, FIELD(retrain_every), 0, 0, 1000000},
     {"service-label", LIST, FIELD(service_label), FIELD(n_service_label), 0, 0},
     {"resource-class", LIST, FIELD(resource_class), FIELD(n_resource_class), 0,
      0},
@@ -312,6 +317,17 @@ int node_config_validate(const struct node_config *c,
     }
     if (c->qos_service == NULL && c->qos_target_ms > 0) {
         sm_errmsg_printf(errmsg, "--qos-target-ms needs --qos-service");
+        return SM_EINVAL;
+    }
+    if (c->train_after != floor(c->train_after) ||
+        c->retrain_every != floor(c->retrain_every)) {
+        sm_errmsg_printf(errmsg,
+                         "--train-after and --retrain-every count windows: "
+                         "whole numbers");
+        return SM_EINVAL;
+    }
+    if (c->log_file != NULL && c->log_file[0] == '\0') {
+        sm_errmsg_printf(errmsg, "--log-file is empty");
         return SM_EINVAL;
     }
     if (c->lateness_s >= 0 && c->lateness_s > 10 * c->window_s) {

@@ -34,6 +34,12 @@ struct node_config
                                  CBN; default 20 */
     enum act_mode actuate;    /* default dry-run */
     const char *log_level;    /* default info */
+    const char *log_file;     /* default: standard error; reopened on
+                                 SIGHUP (log rotation) */
+    double train_after;       /* first training once this many windows are
+                                 held; default 240 */
+    double retrain_every;     /* retrain after this many new windows;
+                                 default 240, 0: only `sagemesh train` */
     /* Prometheus labels naming a sample's service, in order of preference
      * (service-label, repeatable); none given: the default list. */
     const char *service_label[NODE_MAX_LIST];

@@ -89,6 +89,7 @@ struct node__http_session
     struct node__http_inflate inflate;
     int gzip;
     uint64_t body_wire; /* body bytes as sent (after de-chunking) */
+    size_t head_bytes;  /* target and fields so far (count_head) */
     int error_status;   /* non-zero: answer this and close */
 
     enum node__http_phase phase;
@@ -191,6 +192,7 @@ static void reset_request(struct node__http_session *s)
     s->target = NULL;
     s->gzip = 0;
     s->body_wire = 0;
+    s->head_bytes = 0;
 }
 
 /* Answers @status without the handler and closes the session. */
@@ -222,7 +224,19 @@ static int fail(struct node__http_session *s, int status)
 
 static int head_too_big(const struct node__http_session *s)
 {
-    return s->parser.nread > s->config.max_header;
+    return s->head_bytes > s->config.max_header ||
+           s->parser.nread > s->config.max_header;
+}
+
+/* Counts @len more bytes of the head. parser.nread alone does not do:
+ * http-parser 2.9 stores it only when http_parser_execute() returns, so
+ * within one call the callbacks see the count from before it, and a head
+ * that came in one or two reads was held only to http-parser's own cap
+ * (80 KiB), not to max_header. The separators (": ", CRLF) are counted as
+ * four bytes per field. */
+static void count_head(struct node__http_session *s, size_t len)
+{
+    s->head_bytes += len;
 }
 
 static int on_message_begin(http_parser *p)
@@ -237,6 +251,7 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct node__http_session *s = p->data;
+    count_head(s, len);
     if (head_too_big(s)) {
         return fail(s, 431);
     }
@@ -244,11 +259,29 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return rv == SM_OK ? 0 : fail(s, rv == SM_ENOMEM ? 500 : 431);
 }
 
+/* A field-name byte (RFC 9110 5.1: a token). */
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct node__http_session *s = p->data;
+    count_head(s, len + (s->in_value || s->field.len == 0 ? 4 : 0));
     if (head_too_big(s)) {
         return fail(s, 431);
+    }
+    /* Debian's http-parser is built non-strict: it lets spaces into field
+     * names and still honours "Content-Length : 5" or "Transfer-Encoding :
+     * chunked", which a proxy in front may ignore (request smuggling), and
+     * takes a line starting with a space after the request line as a
+     * field. RFC 9112 5.1 and 2.2 require a 400 for both. */
+    for (size_t i = 0; i < len; i++) {
+        if (at[i] == 0 || !is_tchar((unsigned char)at[i])) {
+            return fail(s, 400);
+        }
     }
     if (s->in_value) {
         s->in_value = 0;
@@ -285,8 +318,17 @@ static struct node__http_buf *header_target(struct node__http_session *s)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct node__http_session *s = p->data;
+    count_head(s, len);
     if (head_too_big(s)) {
         return fail(s, 431);
+    }
+    /* Non-strict http-parser lets DEL (and, as a value's first byte, other
+     * controls) through; RFC 9110 5.5 allows none but HTAB. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)at[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return fail(s, 400);
+        }
     }
     int rv = SM_OK;
     if (!s->in_value) {

@@ -186,12 +186,80 @@ static const yajl_callbacks callbacks = {
     on_start_array, close_container,
 };
 
+/* The offset of the first byte of @s[0..n) that does not start a valid
+ * UTF-8 sequence (RFC 3629: shortest form, no surrogates, at most
+ * U+10FFFF), or @n when all of it is valid. */
+static size_t utf8_invalid_at(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* Runs of ASCII, a word at a time: the common case. */
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & UINT64_C(0x8080808080808080)) {
+                break;
+            }
+            i += 8;
+        }
+        if (i == n) {
+            break;
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t more;
+        uint8_t lo = 0x80, hi = 0xbf; /* range of the second byte */
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2;
+            lo = c == 0xe0 ? 0xa0 : 0x80; /* overlong below U+0800 */
+            hi = c == 0xed ? 0x9f : 0xbf; /* surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3;
+            lo = c == 0xf0 ? 0x90 : 0x80; /* overlong below U+10000 */
+            hi = c == 0xf4 ? 0x8f : 0xbf; /* past U+10FFFF */
+        } else {
+            return i; /* a continuation byte, C0, C1 or F5 to FF */
+        }
+        if (n - i <= more || s[i + 1] < lo || s[i + 1] > hi) {
+            return i;
+        }
+        for (size_t k = 2; k <= more; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return i;
+            }
+        }
+        i += more + 1;
+    }
+    return n;
+}
+
+int node_json_check_utf8(const uint8_t *body,
+                         size_t len,
+                         char errmsg[SM_ERRMSG_SIZE])
+{
+    size_t at = utf8_invalid_at(body, len);
+    if (at < len) {
+        sm_errmsg_printf(errmsg, "invalid UTF-8 at offset %zu", at);
+        return SM_EMALFORMED;
+    }
+    return SM_OK;
+}
+
 int node_json_parse(const uint8_t *text,
                     size_t len,
                     struct sm_arena *arena,
                     const struct node_json **root,
                     char errmsg[SM_ERRMSG_SIZE])
 {
+    int valid = node_json_check_utf8(text, len, errmsg);
+    if (valid != SM_OK) {
+        return valid;
+    }
     struct state *st = sm_calloc(1, sizeof *st);
     if (st == NULL) {
         return SM_ENOMEM;

@@ -37,6 +37,14 @@ struct node_json
 
 #define NODE_JSON_MAX_DEPTH 64
 
+/* Checks that @len bytes at @body are UTF-8 (RFC 3629: shortest forms, no
+ * surrogates, at most U+10FFFF), which yajl does not fully enforce.
+ * Returns SM_OK, or SM_EMALFORMED with "invalid UTF-8 at offset N" in
+ * @errmsg. */
+int node_json_check_utf8(const uint8_t *body,
+                         size_t len,
+                         char errmsg[SM_ERRMSG_SIZE]);
+
 /* Parses exactly one JSON document from @len bytes at @text into a tree
  * allocated in @arena (which bounds its size), storing the root in @root.
  * Returns SM_OK; SM_EMALFORMED with "offset N: reason" in @errmsg for bad

@@ -77,6 +77,7 @@ struct diag_job
 {
     struct diag_job *next;
     struct hwin *h;
+    uint64_t tag; /* 0: a violated window; else node_model_mgr_diagnose's */
     uint64_t queued_ns; /* uv_hrtime() */
     int status;
     char errmsg[SM_ERRMSG_SIZE];
@@ -182,6 +183,9 @@ static uint32_t get_u32(const uint8_t *p)
 
 static void hwin_release(struct hwin *h)
 {
+    if (h == NULL) {
+        return;
+    }
     SM_ASSERT(h->refs > 0);
     if (--h->refs == 0) {
         cbn_window_free(h->w);
@@ -533,6 +537,18 @@ static void run_round(struct node_model_mgr *m,
                         prev != NULL ? prev->model : NULL, j->mode, &model,
                         &j->report, j->errmsg);
     }
+    /* A partial round keeps every node whose structure is unchanged; when
+     * that is all of them (a loaded model, whose CBN version is unknown,
+     * on the same services) it learned nothing from the new windows: train
+     * them incrementally instead. */
+    if (rc == SM_OK && j->mode == GVAE_RETRAIN_PARTIAL &&
+        j->report.nodes_trained == 0 && j->report.nodes_finetuned == 0) {
+        gvae_model_free(model);
+        model = NULL;
+        j->mode = GVAE_RETRAIN_INCREMENTAL;
+        rc = gvae_train(&train, m->graph, wins, j->n, n_new, prev->model,
+                        j->mode, &model, &j->report, j->errmsg);
+    }
     sm_free(wins);
     struct model_ref *ref = NULL;
     if (rc == SM_OK) {
@@ -717,6 +733,7 @@ static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
             .model_version = j->model_version,
             .diagnosis = j->diagnosis,
             .seconds = (double)(uv_hrtime() - j->queued_ns) / 1e9,
+            .tag = j->tag,
         };
         m->cb.diagnosis(m->cb.arg, j->h->w, &r);
     }
@@ -811,6 +828,49 @@ static void on_async(uv_async_t *a)
             uv_close((uv_handle_t *)&m->async, on_closed);
         }
     }
+}
+
+/* A private copy of @w with one reference, or NULL (out of memory). The
+ * copy is shared read-only with the threads from now on. */
+static struct hwin *hwin_copy(const struct cbn_window *w)
+{
+    struct hwin *h = sm_calloc(1, sizeof *h);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = h != NULL ? cbn_window_encode(w, &buf, &len) : SM_ENOMEM;
+    if (rc == SM_OK) {
+        /* decode can only fail for lack of memory on its own encoding */
+        rc = cbn_window_decode(buf, len, &h->w);
+        sm_free(buf);
+    }
+    if (rc != SM_OK) {
+        sm_free(h);
+        return NULL;
+    }
+    h->refs = 1;
+    return h;
+}
+
+/* Hands @j, diagnosing @h (one reference moves to the job), to the compute
+ * thread. */
+static void queue_diagnosis(struct node_model_mgr *m,
+                            struct diag_job *j,
+                            struct hwin *h,
+                            uint64_t tag)
+{
+    j->h = h;
+    j->tag = tag;
+    j->queued_ns = uv_hrtime();
+    m->st.diagnoses_pending++;
+    uv_mutex_lock(&m->mu);
+    if (m->dq_tail != NULL) {
+        m->dq_tail->next = j;
+    } else {
+        m->dq_head = j;
+    }
+    m->dq_tail = j;
+    uv_cond_signal(&m->diag_cv);
+    uv_mutex_unlock(&m->mu);
 }
 
 /* ---- Public API ---------------------------------------------------------- */
@@ -998,27 +1058,14 @@ int node_model_mgr_window(struct node_model_mgr *m,
     int drop = diagnose && m->st.diagnoses_pending >= m->cfg.max_pending;
     diagnose = diagnose && !drop;
 
-    /* The manager's own copy, shared read-only from now on. */
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    struct hwin *h = sm_calloc(1, sizeof *h);
+    struct hwin *h = hwin_copy(w);
     struct diag_job *j = diagnose ? sm_calloc(1, sizeof *j) : NULL;
-    int rc = h != NULL && (!diagnose || j != NULL) ? SM_OK : SM_ENOMEM;
-    if (rc == SM_OK) {
-        rc = cbn_window_encode(w, &buf, &len);
-    }
-    if (rc == SM_OK) {
-        rc = cbn_window_decode(buf, len, &h->w);
-        sm_free(buf);
-    }
-    if (rc != SM_OK) {
-        sm_free(h);
+    if (h == NULL || (diagnose && j == NULL)) {
+        hwin_release(h);
         sm_free(j);
-        /* decode can only fail for lack of memory on its own encoding */
         return SM_ENOMEM;
     }
     h->seq = m->next_seq++;
-    h->refs = 1;
     if (m->count == m->cfg.max_windows) {
         hwin_release(m->hist[m->head]);
         m->head = (m->head + 1) % m->cfg.max_windows;
@@ -1039,22 +1086,66 @@ int node_model_mgr_window(struct node_model_mgr *m,
     }
     if (diagnose) {
         h->refs++;
-        j->h = h;
-        j->queued_ns = uv_hrtime();
-        m->st.diagnoses_pending++;
-        uv_mutex_lock(&m->mu);
-        if (m->dq_tail != NULL) {
-            m->dq_tail->next = j;
-        } else {
-            m->dq_head = j;
-        }
-        m->dq_tail = j;
-        uv_cond_signal(&m->diag_cv);
-        uv_mutex_unlock(&m->mu);
+        queue_diagnosis(m, j, h, 0);
     }
     if (!replayed && round_due(m)) {
         start_round(m); /* on failure, retried with the next window */
     }
+    return SM_OK;
+}
+
+int node_model_mgr_diagnose_range(struct node_model_mgr *m,
+                                  uint64_t from_ns,
+                                  uint64_t to_ns,
+                                  size_t max,
+                                  uint64_t tag,
+                                  size_t *queued)
+{
+    SM_ASSERT(tag != 0);
+    *queued = 0;
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    if (!m->has_model) {
+        return SM_ENOTFOUND;
+    }
+    if (m->st.diagnoses_pending >= m->cfg.max_pending) {
+        return SM_EAGAIN;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        const struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
+        n += h->w->end_ns > from_ns && h->w->end_ns <= to_ns;
+    }
+    if (n == 0) {
+        return SM_ENOTFOUND;
+    }
+    if (n > max) {
+        return SM_ETOOBIG;
+    }
+    struct diag_job **jobs = sm_calloc(n, sizeof *jobs);
+    size_t made = 0;
+    while (jobs != NULL && made < n &&
+           (jobs[made] = sm_calloc(1, sizeof **jobs)) != NULL) {
+        made++;
+    }
+    if (made < n) {
+        for (size_t k = 0; jobs != NULL && k < made; k++) {
+            sm_free(jobs[k]);
+        }
+        sm_free(jobs);
+        return SM_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
+        if (h->w->end_ns > from_ns && h->w->end_ns <= to_ns) {
+            h->refs++; /* shared with the history, read-only */
+            queue_diagnosis(m, jobs[k++], h, tag);
+        }
+    }
+    sm_free(jobs);
+    *queued = n;
     return SM_OK;
 }
 

@@ -81,7 +81,9 @@ struct node_model_result
     const char *errmsg;     /* "" on success */
     uint64_t model_version; /* of the model that diagnosed it */
     const struct gvae_diagnosis *diagnosis; /* NULL unless SM_OK */
-    double seconds; /* from node_model_mgr_window() to the callback */
+    double seconds;                         /* from queueing to the callback */
+    uint64_t tag; /* 0 for a violated window node_model_mgr_window()
+                     queued; else node_model_mgr_diagnose_range()'s */
 };
 
 /* The outcome of a training round, passed to the training callback;
@@ -163,6 +165,21 @@ int node_model_mgr_window(struct node_model_mgr *m,
                           const struct cbn_window *w,
                           unsigned flags);
 
+/* Queues the diagnosis of every window of the history that ends in
+ * (@from_ns, @to_ns], violated or not, with the current model (`sagemesh
+ * diagnose`). The diagnosis callback reports each, in window order, with
+ * @tag (non-zero, chosen by the caller); *@queued is their number. Returns
+ * SM_OK; SM_ENOTFOUND without a model or when no window of the history is
+ * in the range; SM_ETOOBIG when more than @max are; SM_EAGAIN when
+ * max_pending diagnoses are already queued; SM_ENOMEM (nothing queued);
+ * SM_ECLOSED after close. */
+int node_model_mgr_diagnose_range(struct node_model_mgr *m,
+                                  uint64_t from_ns,
+                                  uint64_t to_ns,
+                                  size_t max,
+                                  uint64_t tag,
+                                  size_t *queued);
+
 /* Starts a training round now (`sagemesh train`). When a round is already
  * running, one more is run right after it (requests coalesce). The round
  * callback reports the outcome. Returns SM_OK; SM_EAGAIN when the history
@@ -182,7 +199,8 @@ struct node_model_mgr_stats
     uint64_t training_failures;
     double last_train_s;          /* wall time of the last successful round */
     double train_s_total;         /* of every successful round */
-    uint64_t diagnoses;           /* delivered with SM_OK */
+    uint64_t diagnoses;           /* delivered with SM_OK (on-demand ones
+                                     included) */
     uint64_t diagnosis_failures;  /* delivered with an error */
     uint64_t diagnoses_dropped;   /* not queued: max_pending reached */
     size_t diagnoses_pending;     /* queued or running */
@@ -194,12 +212,12 @@ void node_model_mgr_stats(const struct node_model_mgr *m,
                           struct node_model_mgr_stats *out);
 
 /* Closes @m: from now on it accepts no work and runs no callback; queued
- * diagnoses and rounds are dropped. The running diagnosis and training round
- * (a round cannot be interrupted) finish on their threads without blocking
- * the loop; then the loop joins the threads, closes the async handle, frees
- * everything and calls @closed_cb(@arg) (may be NULL) on the loop thread.
- * The loop must run until then. May be called from a manager callback; a
- * second call is a no-op. */
+ * diagnoses and rounds are dropped. The running diagnosis finishes on its
+ * thread and the running training round stops at its next step (its model
+ * is discarded), without blocking the loop; then the loop joins the threads,
+ * closes the async handle, frees everything and calls @closed_cb(@arg) (may be
+ * NULL) on the loop thread. The loop must run until then. May be called from a
+ * manager callback; a second call is a no-op. */
 void node_model_mgr_close(struct node_model_mgr *m,
                           void (*closed_cb)(void *arg),
                           void *arg);

@@ -9,7 +9,16 @@
  * model uses are copied; everything unknown is skipped without allocation.
  *
  * Metrics build a JSON tree (node/json.h) and walk it: the volume of metric
- * points is far below that of spans. */
+ * points is far below that of spans.
+ *
+ * Both refuse what the protobuf JSON mapping refuses where it matters to
+ * the data: a structural field of the wrong JSON type (resourceSpans a
+ * string, a span an array, ...) is malformed, not skipped, since skipping it
+ * would answer 200 for spans that were dropped; null stands for "absent".
+ * And the body must be UTF-8 (RFC 8259): yajl checks only the shape of
+ * multi-byte sequences, so overlong forms, surrogates and code points past
+ * U+10FFFF are caught here, before they reach names that the peer writes
+ * back into JSON. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,9 +404,77 @@ static int span_scalar(struct parse *p, const char *s, size_t n, int is_string)
 /* ---- yajl callbacks
  * ---------------------------------------------------------- */
 
+enum shape {
+    S_ANY,
+    S_OBJECT,
+    S_ARRAY,
+};
+
+/* The JSON type the OTLP schema requires for the value that starts now
+ * (of the current key, or an item of the current array), naming it in
+ * @what; S_ANY where the parser does not depend on it. */
+static enum shape required_shape(const struct parse *p, const char **what)
+{
+    switch (top(p)) {
+        case F_ROOT:
+            *what = "resourceSpans";
+            return p->depth == 1 && key_is(p, K_RESOURCE_SPANS) ? S_ARRAY
+                                                                : S_ANY;
+        case F_RS_ARRAY:
+            *what = "an item of resourceSpans";
+            return S_OBJECT;
+        case F_RS:
+            *what = key_is(p, K_RESOURCE) ? "resource" : "scopeSpans";
+            return key_is(p, K_RESOURCE)      ? S_OBJECT
+                   : key_is(p, K_SCOPE_SPANS) ? S_ARRAY
+                                              : S_ANY;
+        case F_RESOURCE:
+            *what = "attributes";
+            return key_is(p, K_ATTRIBUTES) ? S_ARRAY : S_ANY;
+        case F_ATTR_ARRAY:
+            *what = "an attribute";
+            return S_OBJECT;
+        case F_KV:
+            *what = "an attribute's value";
+            return key_is(p, K_VALUE) ? S_OBJECT : S_ANY;
+        case F_SS_ARRAY:
+            *what = "an item of scopeSpans";
+            return S_OBJECT;
+        case F_SS:
+            *what = "spans";
+            return key_is(p, K_SPANS) ? S_ARRAY : S_ANY;
+        case F_SPAN_ARRAY:
+            *what = "a span";
+            return S_OBJECT;
+        case F_SPAN:
+            *what = key_is(p, K_STATUS) ? "status" : "attributes";
+            return key_is(p, K_STATUS)       ? S_OBJECT
+                   : key_is(p, K_ATTRIBUTES) ? S_ARRAY
+                                             : S_ANY;
+        default:
+            return S_ANY;
+    }
+}
+
+/* Stops the parse when a value of JSON type @got (S_ANY: a scalar) cannot
+ * stand where it starts; returns 1 when it can. */
+static int shape_ok(struct parse *p, enum shape got)
+{
+    const char *what = "";
+    enum shape want = required_shape(p, &what);
+    if (want == S_ANY || want == got) {
+        return 1;
+    }
+    return stop(p, SM_EMALFORMED, "%s must be %s", what,
+                want == S_ARRAY ? "an array" : "an object");
+}
+
 static int scalar(void *ctx, const char *s, size_t n, int is_string)
 {
     struct parse *p = ctx;
+    if (!shape_ok(p, S_ANY)) {
+        return 0;
+    }
     switch (top(p)) {
         case F_SPAN:
             return span_scalar(p, s, n, is_string);
@@ -466,6 +543,9 @@ static int on_key(void *ctx, const unsigned char *s, size_t n)
 static int on_start_map(void *ctx)
 {
     struct parse *p = ctx;
+    if (!shape_ok(p, S_OBJECT)) {
+        return 0;
+    }
     if (p->depth == 0) {
         p->root_is_object = 1;
         return push(p, F_ROOT);
@@ -511,6 +591,9 @@ static int on_start_map(void *ctx)
 static int on_start_array(void *ctx)
 {
     struct parse *p = ctx;
+    if (!shape_ok(p, S_ARRAY)) {
+        return 0;
+    }
     enum frame f = F_SKIP, t = top(p);
     if (t == F_ROOT && p->depth == 1 && key_is(p, K_RESOURCE_SPANS)) {
         f = F_RS_ARRAY;
@@ -609,7 +692,10 @@ int node_otlp_traces(const uint8_t *body,
     p->out = out;
     p->errmsg = errmsg;
     errmsg[0] = '\0';
-    int rv = run_yajl(&trace_callbacks, p, &p->error, body, len, errmsg);
+    int rv = node_json_check_utf8(body, len, errmsg);
+    if (rv == SM_OK) {
+        rv = run_yajl(&trace_callbacks, p, &p->error, body, len, errmsg);
+    }
     if (rv == SM_OK && !p->root_is_object) {
         rv = SM_EMALFORMED;
         sm_errmsg_printf(errmsg,
@@ -634,6 +720,7 @@ struct metric_ctx
     const char *service, *instance;
     char *errmsg;
     size_t rm, sm, m; /* indexes, for messages */
+    int level;        /* how many of them apply: 0 to 3 */
 };
 
 /* The scalar text of an AnyValue, or NULL. */
@@ -732,29 +819,93 @@ static int add_point(struct metric_ctx *c,
 
 static int bad_metric(struct metric_ctx *c, const char *why)
 {
-    sm_errmsg_printf(c->errmsg,
-                     "resourceMetrics[%zu].scopeMetrics[%zu].metrics[%zu]: %s",
-                     c->rm, c->sm, c->m, why);
+    switch (c->level) {
+        case 0:
+            sm_errmsg_printf(c->errmsg, "%s", why);
+            break;
+        case 1:
+            sm_errmsg_printf(c->errmsg, "resourceMetrics[%zu]: %s", c->rm, why);
+            break;
+        case 2:
+            sm_errmsg_printf(c->errmsg,
+                             "resourceMetrics[%zu].scopeMetrics[%zu]: %s",
+                             c->rm, c->sm, why);
+            break;
+        default:
+            sm_errmsg_printf(
+                c->errmsg,
+                "resourceMetrics[%zu].scopeMetrics[%zu].metrics[%zu]: %s",
+                c->rm, c->sm, c->m, why);
+            break;
+    }
     return SM_EMALFORMED;
+}
+
+/* A message field (@what) that must be an object when present: absent
+ * and null are fine; anything else is malformed, not skipped, lest a 200
+ * answer data that was dropped. */
+static int check_object(struct metric_ctx *c,
+                        const struct node_json *v,
+                        const char *what)
+{
+    if (v == NULL || v->type == NODE_JSON_NULL || v->type == NODE_JSON_OBJECT) {
+        return SM_OK;
+    }
+    char why[128];
+    snprintf(why, sizeof why, "%s must be an object", what);
+    return bad_metric(c, why);
+}
+
+/* The repeated field @key (or its older name @old) of @obj in @out: NULL
+ * when absent or null; malformed when not an array. */
+static int array_at(struct metric_ctx *c,
+                    const struct node_json *obj,
+                    const char *key,
+                    const char *old,
+                    const struct node_json **out)
+{
+    const struct node_json *a = node_json_get(obj, key);
+    if (a == NULL && old != NULL) {
+        a = node_json_get(obj, old);
+    }
+    *out = NULL;
+    if (a == NULL || a->type == NODE_JSON_NULL) {
+        return SM_OK;
+    }
+    if (a->type != NODE_JSON_ARRAY) {
+        char why[128];
+        snprintf(why, sizeof why, "%s must be an array", key);
+        return bad_metric(c, why);
+    }
+    *out = a;
+    return SM_OK;
 }
 
 /* kind: 0 gauge, 1 cumulative sum, 2 delta sum, 3 cumulative histogram,
  * 4 delta histogram. */
 static int data_points(struct metric_ctx *c,
                        const char *name,
-                       const struct node_json *dps,
+                       const struct node_json *data,
                        int kind)
 {
-    for (size_t i = 0; dps != NULL && i < dps->n; i++) {
+    const struct node_json *dps;
+    int rv = array_at(c, data, "dataPoints", NULL, &dps);
+    for (size_t i = 0; rv == SM_OK && dps != NULL && i < dps->n; i++) {
         const struct node_json *dp = &dps->items[i];
+        if (dp->type != NODE_JSON_OBJECT) {
+            return bad_metric(c, "a data point is not an object");
+        }
         uint64_t t, t0 = 0;
         if (node_json_u64(node_json_get(dp, "timeUnixNano"), &t) != SM_OK) {
             return bad_metric(c, "a data point lacks timeUnixNano");
         }
         (void)node_json_u64(node_json_get(dp, "startTimeUnixNano"), &t0);
         const char *labels, *peer;
-        int rv =
-            point_labels(c, node_json_get(dp, "attributes"), &labels, &peer);
+        const struct node_json *attrs;
+        rv = array_at(c, dp, "attributes", NULL, &attrs);
+        if (rv == SM_OK) {
+            rv = point_labels(c, attrs, &labels, &peer);
+        }
         if (rv != SM_OK) {
             return rv;
         }
@@ -803,6 +954,37 @@ static int data_points(struct metric_ctx *c,
             return rv;
         }
     }
+    return rv;
+}
+
+/* Reads aggregationTemporality of a sum or histogram: 1 (delta) sets
+ * @delta; 2 (cumulative), 0 (unspecified) or absent leave it clear. Enum
+ * names are read too, as for span kinds. Anything else is malformed: it
+ * used to pass as cumulative and turned delta data into wrong rates. */
+static int temporality(struct metric_ctx *c,
+                       const struct node_json *data,
+                       int *delta)
+{
+    static const char *const names[] = {"AGGREGATION_TEMPORALITY_UNSPECIFIED",
+                                        "AGGREGATION_TEMPORALITY_DELTA",
+                                        "AGGREGATION_TEMPORALITY_CUMULATIVE"};
+    const struct node_json *v = node_json_get(data, "aggregationTemporality");
+    *delta = 0;
+    if (v == NULL || v->type == NODE_JSON_NULL) {
+        return SM_OK;
+    }
+    uint64_t t = 3;
+    if (v->type == NODE_JSON_STRING) {
+        for (uint64_t k = 0; k < 3; k++) {
+            if (strcmp(v->str, names[k]) == 0) {
+                t = k;
+            }
+        }
+    }
+    if (t > 2 && (node_json_u64(v, &t) != SM_OK || t > 2)) {
+        return bad_metric(c, "aggregationTemporality must be 0, 1 or 2");
+    }
+    *delta = t == 1;
     return SM_OK;
 }
 
@@ -819,34 +1001,29 @@ static int one_metric(struct metric_ctx *c, const struct node_json *m)
     const struct node_json *g = node_json_get(m, "gauge");
     const struct node_json *s = node_json_get(m, "sum");
     const struct node_json *h = node_json_get(m, "histogram");
-    uint64_t temporality = 2;
-    if (g != NULL) {
-        return data_points(c, name, node_json_get(g, "dataPoints"), 0);
+    int rv = check_object(c, g, "gauge");
+    if (rv == SM_OK) {
+        rv = check_object(c, s, "sum");
     }
-    if (s != NULL) {
-        (void)node_json_u64(node_json_get(s, "aggregationTemporality"),
-                            &temporality);
-        return data_points(c, name, node_json_get(s, "dataPoints"),
-                           temporality == 1 ? 2 : 1);
+    if (rv == SM_OK) {
+        rv = check_object(c, h, "histogram");
     }
-    if (h != NULL) {
-        (void)node_json_u64(node_json_get(h, "aggregationTemporality"),
-                            &temporality);
-        return data_points(c, name, node_json_get(h, "dataPoints"),
-                           temporality == 1 ? 4 : 3);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    int delta = 0;
+    if (g != NULL && g->type != NODE_JSON_NULL) {
+        return data_points(c, name, g, 0);
+    }
+    if (s != NULL && s->type != NODE_JSON_NULL) {
+        rv = temporality(c, s, &delta);
+        return rv == SM_OK ? data_points(c, name, s, delta ? 2 : 1) : rv;
+    }
+    if (h != NULL && h->type != NODE_JSON_NULL) {
+        rv = temporality(c, h, &delta);
+        return rv == SM_OK ? data_points(c, name, h, delta ? 4 : 3) : rv;
     }
     return SM_OK; /* summaries and exponential histograms: not used */
-}
-
-static const struct node_json *array_of(const struct node_json *obj,
-                                        const char *key,
-                                        const char *old)
-{
-    const struct node_json *a = node_json_get(obj, key);
-    if (a == NULL && old != NULL) {
-        a = node_json_get(obj, old);
-    }
-    return a != NULL && a->type == NODE_JSON_ARRAY ? a : NULL;
 }
 
 int node_otlp_metrics(const uint8_t *body,
@@ -856,8 +1033,11 @@ int node_otlp_metrics(const uint8_t *body,
 {
     struct sm_arena tree;
     sm_arena_init(&tree, out->arena.limit);
-    const struct node_json *root;
-    int rv = node_json_parse(body, len, &tree, &root, errmsg);
+    const struct node_json *root = NULL;
+    int rv = node_json_check_utf8(body, len, errmsg);
+    if (rv == SM_OK) {
+        rv = node_json_parse(body, len, &tree, &root, errmsg);
+    }
     if (rv == SM_OK && root->type != NODE_JSON_OBJECT) {
         rv = SM_EMALFORMED;
         sm_errmsg_printf(errmsg,
@@ -865,15 +1045,26 @@ int node_otlp_metrics(const uint8_t *body,
                          "object");
     }
     struct metric_ctx c = {.out = out, .errmsg = errmsg};
-    const struct node_json *rms =
-        rv == SM_OK ? array_of(root, "resourceMetrics", NULL) : NULL;
+    const struct node_json *rms = NULL;
+    if (rv == SM_OK) {
+        rv = array_at(&c, root, "resourceMetrics", NULL, &rms);
+    }
     for (size_t i = 0; rms != NULL && rv == SM_OK && i < rms->n; i++) {
         const struct node_json *r = &rms->items[i];
-        const struct node_json *attrs =
-            array_of(node_json_get(r, "resource"), "attributes", NULL);
         c.rm = i;
+        c.level = 1;
         c.service = "unknown_service";
         c.instance = "";
+        if (r->type != NODE_JSON_OBJECT) {
+            rv = bad_metric(&c, "not an object");
+            break;
+        }
+        const struct node_json *resource = node_json_get(r, "resource");
+        const struct node_json *attrs = NULL;
+        rv = check_object(&c, resource, "resource");
+        if (rv == SM_OK) {
+            rv = array_at(&c, resource, "attributes", NULL, &attrs);
+        }
         for (size_t k = 0; attrs != NULL && k < attrs->n; k++) {
             const char *key =
                 node_json_str(node_json_get(&attrs->items[k], "key"));
@@ -891,15 +1082,24 @@ int node_otlp_metrics(const uint8_t *body,
                 rv = SM_ENOMEM;
             }
         }
-        const struct node_json *sms =
-            array_of(r, "scopeMetrics", "instrumentationLibraryMetrics");
+        const struct node_json *sms = NULL;
+        if (rv == SM_OK) {
+            rv = array_at(&c, r, "scopeMetrics",
+                          "instrumentationLibraryMetrics", &sms);
+        }
         for (size_t k = 0; sms != NULL && rv == SM_OK && k < sms->n; k++) {
             c.sm = k;
-            const struct node_json *ms =
-                array_of(&sms->items[k], "metrics", NULL);
+            c.level = 2;
+            const struct node_json *ms = NULL;
+            rv = sms->items[k].type == NODE_JSON_OBJECT
+                     ? array_at(&c, &sms->items[k], "metrics", NULL, &ms)
+                     : bad_metric(&c, "not an object");
             for (size_t m = 0; ms != NULL && rv == SM_OK && m < ms->n; m++) {
                 c.m = m;
-                rv = one_metric(&c, &ms->items[m]);
+                c.level = 3;
+                rv = ms->items[m].type == NODE_JSON_OBJECT
+                         ? one_metric(&c, &ms->items[m])
+                         : bad_metric(&c, "not an object");
             }
         }
     }

@@ -9,7 +9,11 @@
  * structure and the normal values. At start-up the log is replayed to
  * rebuild them, and the aggregator resumes after the last stored window.
  *
- * Training, diagnoses and the mesh build on this loop (issues 4, 6, 7). */
+ * The model manager (node/model_mgr.h) takes every window too: it trains
+ * on its own threads and diagnoses each window that violated QoS; the
+ * diagnoses come back to this loop and go to the diagnosis store
+ * (node/diagnoses.h), durable before they are served. The mesh builds on
+ * this loop too (issue 7). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -30,11 +35,14 @@
 #include "node/cli.h"
 #include "node/client.h"
 #include "node/config.h"
+#include "node/diagnoses.h"
 #include "node/http.h"
 #include "node/ingest.h"
+#include "node/model_mgr.h"
 #include "node/node.h"
 #include "node/peer.h"
 #include "node/prom.h"
+#include "node/textbuf.h"
 #include "sm_build.h"
 
 #define MOD             "peer"
@@ -59,9 +67,40 @@ struct scrape_target
 };
 
 /* HTTP answers by status code, for /metrics. */
-static const int counted_codes[] = {200, 202, 400, 404, 405, 408,
-                                    413, 415, 429, 431, 500, 503};
+static const int counted_codes[] = {200, 202, 400, 401, 404, 405, 408,
+                                    409, 413, 415, 429, 431, 500, 503};
 #define N_CODES (sizeof counted_codes / sizeof counted_codes[0])
+
+/* The outcome of the newest training round, for /v1/status. */
+struct peer_round
+{
+    int valid, status;
+    char errmsg[SM_ERRMSG_SIZE];
+    enum gvae_retrain mode;
+    double seconds, val_loss;
+    size_t windows;
+    uint64_t model_version;
+};
+
+/* Seconds from a window's close to its diagnosis, for /metrics. */
+static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                        0.5,   1,    2.5,   5,    10};
+#define N_BOUNDS (sizeof latency_bounds / sizeof latency_bounds[0])
+struct diag_latency
+{
+    uint64_t buckets[N_BOUNDS]; /* cumulative, as Prometheus wants */
+    uint64_t count;
+    double sum;
+};
+
+/* A `sagemesh diagnose` request: windows queued, answers collected. */
+#define N_REQUESTS 16
+struct diag_request
+{
+    uint64_t id; /* 0: free */
+    size_t windows, done;
+    struct node_text body; /* the diagnoses so far, comma-separated */
+};
 
 struct node_peer
 {
@@ -99,6 +138,17 @@ struct node_peer
     int has_secret;
     uint8_t seen_mac[256][TP_MAC_SIZE];
     size_t seen_next;
+    /* The model and the diagnoses (no model without a QoS service). */
+    struct node_model_mgr *model;
+    struct node_diag_store *diags;
+    uint64_t diags_stored, diag_store_errors;
+    struct peer_round last_round;
+    struct diag_latency latency;
+    struct diag_request requests[N_REQUESTS];
+    uint64_t next_request;
+    uv_signal_t sighup;
+    /* The body of the answer being written, freed at the next request. */
+    struct node_text out;
 };
 
 /* ---- Windows ------------------------------------------------------------- */
@@ -129,6 +179,12 @@ static void take_window(struct node_peer *p,
                "percentile=%g",
                w->end_ns / NS, w->qos_latency_ms, w->qos_target_ms,
                w->qos_percentile);
+    }
+    if (p->model != NULL &&
+        node_model_mgr_window(
+            p->model, w, replayed ? NODE_MODEL_REPLAYED : 0) == SM_ENOMEM) {
+        sm_log(SM_LOG_WARN, MOD, "out of memory: a window is not modelled",
+               "window_end=%" PRIu64, w->end_ns / NS);
     }
     if (p->on_window != NULL) {
         p->on_window(p->on_window_arg, w);
@@ -193,6 +249,157 @@ static void close_windows(struct node_peer *p)
         sm_log(SM_LOG_WARN, MOD, "out of memory closing a window; retrying",
                NULL);
     }
+}
+
+/* ---- Model and diagnoses --------------------------------------------------
+ */
+
+static void observe_latency(struct diag_latency *l, double seconds)
+{
+    for (size_t i = 0; i < N_BOUNDS; i++) {
+        l->buckets[i] += seconds <= latency_bounds[i];
+    }
+    l->count++;
+    l->sum += seconds;
+}
+
+static struct diag_request *find_request(struct node_peer *p, uint64_t id)
+{
+    for (size_t i = 0; i < N_REQUESTS; i++) {
+        if (p->requests[i].id == id) {
+            return &p->requests[i];
+        }
+    }
+    return NULL;
+}
+
+/* Writes the path "a -> b -> c" of @d into @buf. */
+static void format_path(const struct gvae_diagnosis *d, char *buf, size_t cap)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < d->n_path && at < cap; i++) {
+        int n =
+            snprintf(buf + at, cap - at, "%s%s", i ? " -> " : "", d->path[i]);
+        at += n > 0 ? (size_t)n : 0;
+    }
+}
+
+static void log_diagnosis(const struct node_peer *p,
+                          const struct cbn_window *w,
+                          const struct gvae_diagnosis *d,
+                          const char *id)
+{
+    char path[512];
+    format_path(d, path, sizeof path);
+    if (d->n_culprits == 0) {
+        sm_log(SM_LOG_WARN, MOD, "diagnosis: no culprit restores QoS",
+               "id=%s window_end=%" PRIu64
+               " latency_ms=%.1f target_ms=%.1f "
+               "top=%s",
+               id, w->end_ns / NS, d->latency_ms, d->target_ms,
+               d->n_ranking ? d->ranking[0].service : "-");
+        return;
+    }
+    const struct gvae_culprit *c = &d->culprits[0];
+    sm_log(SM_LOG_WARN, MOD, "diagnosis",
+           "id=%s window_end=%" PRIu64
+           " culprit=%s resource=%s "
+           "p_qos_met=%.2f culprits=%zu latency_ms=%.1f target_ms=%.1f "
+           "path=\"%s\" decided_by=%s",
+           id, w->end_ns / NS, c->service, cbn_resource_name(c->resource),
+           c->p_qos_met, d->n_culprits, d->latency_ms, d->target_ms, path,
+           p->cfg->id);
+}
+
+/* A diagnosis from the model manager: a violated window's is stored and
+ * served; a `sagemesh diagnose` request's is collected for its caller. */
+static void on_diagnosis(void *arg,
+                         const struct cbn_window *w,
+                         const struct node_model_result *r)
+{
+    struct node_peer *p = arg;
+    struct diag_request *q = r->tag != 0 ? find_request(p, r->tag) : NULL;
+    if (r->tag != 0 && q == NULL) {
+        return; /* the request was evicted by newer ones */
+    }
+    if (r->status != SM_OK) {
+        if (q != NULL) {
+            node_text_printf(&q->body,
+                             "%s{\"window_end_unix_nano\":\"%" PRIu64
+                             "\",\"error\":",
+                             q->done ? "," : "", w->end_ns);
+            node_text_json_str(&q->body, r->errmsg);
+            node_text_puts(&q->body, "}");
+            q->done++;
+        }
+        return;
+    }
+    if (q == NULL) {
+        observe_latency(&p->latency, r->seconds);
+    }
+    struct node_diagnosis_meta meta = {
+        .qos_service = p->cfg->qos_service,
+        .qos_operation = p->cfg->qos_operation,
+        .model_version = r->model_version,
+        .decided_by = p->cfg->id,
+        .decided_ns = sm_clock_wall_ns(p->clock),
+        .diagnosis_ms = r->seconds * 1e3,
+    };
+    if (q != NULL) {
+        if (q->done) {
+            node_text_puts(&q->body, ",");
+        }
+        node_diagnosis_write_json(&q->body, w, r->diagnosis, &meta);
+        q->done++;
+        return;
+    }
+    char id[NODE_DIAG_ID_LEN + 1];
+    node_diagnosis_id(w->end_ns, p->cfg->qos_service, id);
+    log_diagnosis(p, w, r->diagnosis, id);
+    struct node_text doc = {0};
+    node_diagnosis_write_json(&doc, w, r->diagnosis, &meta);
+    char *json;
+    size_t len;
+    char err[SM_ERRMSG_SIZE] = "";
+    int rv = node_text_take(&doc, &json, &len);
+    if (rv == SM_OK) {
+        rv = node_diag_store_add(p->diags, id, w->end_ns, json, len, err);
+        free(json);
+    }
+    if (rv == SM_OK) {
+        p->diags_stored++;
+    } else if (rv != SM_EEXIST) {
+        p->diag_store_errors++;
+        sm_log(SM_LOG_ERROR, MOD, "cannot store a diagnosis",
+               "id=%s error=%s cause=\"%s\"", id, sm_errname(rv), err);
+    }
+}
+
+static const char *retrain_name(enum gvae_retrain mode)
+{
+    switch (mode) {
+        case GVAE_RETRAIN_PARTIAL:
+            return "partial";
+        case GVAE_RETRAIN_INCREMENTAL:
+            return "incremental";
+        default:
+            return "full";
+    }
+}
+
+static void on_round(void *arg, const struct node_model_round *r)
+{
+    struct node_peer *p = arg;
+    struct peer_round *l = &p->last_round;
+    l->valid = 1;
+    l->status = r->status;
+    snprintf(l->errmsg, sizeof l->errmsg, "%s", r->errmsg);
+    l->mode = r->mode;
+    l->seconds = r->status == SM_OK ? r->report.seconds : 0;
+    l->val_loss = r->status == SM_OK ? r->report.val_loss : NAN;
+    l->windows = r->windows;
+    l->model_version = r->model_version;
 }
 
 /* Once a second: close what the watermark allows; on a quiet system with
@@ -276,10 +483,75 @@ static void reply_error(struct node_http_response *res,
     reply(res, status, "application/json", "{\"error\":\"%s\"}\n", esc);
 }
 
+/* Answers with the text in p->out (freed at the next request, after the
+ * server has copied it); 503 if writing it ran out of memory. */
+static void reply_out(struct node_peer *p,
+                      struct node_http_response *res,
+                      int status)
+{
+    if (p->out.failed) {
+        res->retry_after_s = 5;
+        reply_error(res, 503, "out of memory; retry later");
+        return;
+    }
+    res->status = status;
+    res->content_type = "application/json";
+    res->body = p->out.s;
+    res->body_len = p->out.len;
+}
+
+/* Copies the value of query parameter @name into @buf (size @cap); 1 when
+ * present, 0 otherwise. */
+static int query_param(const char *query,
+                       const char *name,
+                       char *buf,
+                       size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *q = query; *q != '\0';) {
+        size_t seg = strcspn(q, "&");
+        if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            size_t vl = seg - nl - 1;
+            snprintf(buf, cap, "%.*s", (int)(vl < cap ? vl : cap - 1),
+                     q + nl + 1);
+            return 1;
+        }
+        if (seg == nl && strncmp(q, name, nl) == 0) {
+            buf[0] = '\0';
+            return 1;
+        }
+        q += seg + (q[seg] == '&');
+    }
+    return 0;
+}
+
+/* Parses a whole decimal number in [lo, hi]; 1 on success. */
+static int parse_count(const char *text, uint64_t lo, uint64_t hi, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 ||
+        n < lo || n > hi) {
+        return 0;
+    }
+    *v = n;
+    return 1;
+}
+
+/* Whether a request body is JSON: the media type application/json (any
+ * case, parameters such as charset allowed). A missing Content-Type is
+ * taken as JSON, so that `curl --data @file` works. */
 static int is_json(const char *content_type)
 {
-    return content_type[0] == '\0' ||
-           strncmp(content_type, "application/json", 16) == 0;
+    if (content_type[0] == '\0') {
+        return 1;
+    }
+    if (strncasecmp(content_type, "application/json", 16) != 0) {
+        return 0;
+    }
+    char next = content_type[16];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
 }
 
 /* Answers for an ingest outcome: 200/202, 400, 413, 429, 503. */
@@ -380,6 +652,128 @@ static int prom_family(char *buf,
     return n < 0 ? 0 : n;
 }
 
+/* Appends the model's and the diagnoses' families; returns the new end. */
+static size_t put_model_metrics(const struct node_peer *p,
+                                char *b,
+                                size_t cap,
+                                size_t at)
+{
+    struct node_model_mgr_stats ms;
+    memset(&ms, 0, sizeof ms);
+    if (p->model != NULL) {
+        node_model_mgr_stats(p->model, &ms);
+    }
+    at += (size_t)prom_family(b, cap, at, "sagemesh_model_version", "gauge",
+                              "Version of the model serving diagnoses (0: "
+                              "none yet).",
+                              (double)ms.model_version);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_model_training", "gauge",
+                              "1 while a training round runs.",
+                              (double)ms.training);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_model_windows", "gauge",
+                              "Windows held for training.", (double)ms.windows);
+    at += (size_t)snprintf(
+        b + at, cap - at,
+        "# HELP sagemesh_training_rounds_total Training rounds finished, by "
+        "outcome.\n"
+        "# TYPE sagemesh_training_rounds_total counter\n"
+        "sagemesh_training_rounds_total{outcome=\"ok\"} %" PRIu64
+        "\n"
+        "sagemesh_training_rounds_total{outcome=\"failed\"} %" PRIu64 "\n",
+        ms.trainings, ms.training_failures);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_training_seconds_total", "counter",
+        "Wall time of the successful training rounds.", ms.train_s_total);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_training_last_seconds", "gauge",
+        "Wall time of the last successful round.", ms.last_train_s);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_checkpoint_failures_total",
+                              "counter",
+                              "Model checkpoints that could not be written "
+                              "or read.",
+                              (double)ms.checkpoint_failures);
+    at += (size_t)snprintf(
+        b + at, cap - at,
+        "# HELP sagemesh_diagnoses_total Diagnoses by outcome: ok, failed, "
+        "dropped (queue full).\n"
+        "# TYPE sagemesh_diagnoses_total counter\n"
+        "sagemesh_diagnoses_total{outcome=\"ok\"} %" PRIu64
+        "\n"
+        "sagemesh_diagnoses_total{outcome=\"failed\"} %" PRIu64
+        "\n"
+        "sagemesh_diagnoses_total{outcome=\"dropped\"} %" PRIu64 "\n",
+        ms.diagnoses, ms.diagnosis_failures, ms.diagnoses_dropped);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_diagnoses_stored", "gauge",
+                              "Diagnoses held by the diagnosis store.",
+                              (double)node_diag_store_count(p->diags));
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_diagnosis_store_errors_total", "counter",
+        "Diagnoses the store could not write to disk.",
+        (double)p->diag_store_errors);
+    at += (size_t)snprintf(b + at, cap - at,
+                           "# HELP sagemesh_diagnosis_latency_seconds From a "
+                           "violated window's close to its diagnosis.\n"
+                           "# TYPE sagemesh_diagnosis_latency_seconds "
+                           "histogram\n");
+    for (size_t i = 0; i < N_BOUNDS && at < cap; i++) {
+        at += (size_t)snprintf(b + at, cap - at,
+                               "sagemesh_diagnosis_latency_seconds_bucket{le="
+                               "\"%g\"} %" PRIu64 "\n",
+                               latency_bounds[i], p->latency.buckets[i]);
+    }
+    if (at < cap) {
+        at += (size_t)snprintf(b + at, cap - at,
+                               "sagemesh_diagnosis_latency_seconds_bucket{le="
+                               "\"+Inf\"} %" PRIu64
+                               "\n"
+                               "sagemesh_diagnosis_latency_seconds_sum %.17g\n"
+                               "sagemesh_diagnosis_latency_seconds_count "
+                               "%" PRIu64 "\n",
+                               p->latency.count, p->latency.sum,
+                               p->latency.count);
+    }
+    return at < cap ? at : cap - 1;
+}
+
+/* Appends what the HTTP server answered or refused by itself (413, 415,
+ * 431, 503 over the connection cap, ...), which the handler never sees. */
+static size_t put_server_metrics(const struct node_peer *p,
+                                 char *b,
+                                 size_t cap,
+                                 size_t at)
+{
+    struct node_http_server_stats hs;
+    memset(&hs, 0, sizeof hs);
+    if (p->http != NULL) {
+        node_http_server_stats(p->http, &hs);
+    }
+    at += (size_t)snprintf(
+        b + at, cap - at,
+        "# HELP sagemesh_http_connections_total HTTP connections, by "
+        "outcome: accepted, or rejected over the connection cap.\n"
+        "# TYPE sagemesh_http_connections_total counter\n"
+        "sagemesh_http_connections_total{outcome=\"accepted\"} %" PRIu64
+        "\n"
+        "sagemesh_http_connections_total{outcome=\"rejected\"} %" PRIu64 "\n",
+        hs.connections_accepted, hs.connections_rejected);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_http_connections_open",
+                              "gauge", "HTTP connections open now.",
+                              (double)hs.connections_open);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_http_server_refusals_total",
+                              "counter",
+                              "Requests the HTTP server answered with an "
+                              "error itself (malformed, too large, unknown "
+                              "encoding, timeouts); not in "
+                              "sagemesh_http_responses_total.",
+                              (double)hs.errors_by_server);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_http_received_bytes_total",
+                              "counter",
+                              "Bytes received on HTTP "
+                              "connections, before decoding.",
+                              (double)hs.bytes_received);
+    return at < cap ? at : cap - 1;
+}
+
 static void handle_metrics_get(struct node_peer *p,
                                struct node_http_response *res)
 {
@@ -464,6 +858,8 @@ static void handle_metrics_get(struct node_peer *p,
     at += (size_t)prom_family(b, cap, at, "sagemesh_qos_violations_total",
                               "counter", "Closed windows that violated QoS.",
                               (double)p->windows_violated);
+    at = put_model_metrics(p, b, cap, at);
+    at = put_server_metrics(p, b, cap, at);
     at += (size_t)snprintf(b + at, cap - at,
                            "# HELP sagemesh_http_responses_total HTTP "
                            "responses by status code.\n"
@@ -487,47 +883,105 @@ static void handle_metrics_get(struct node_peer *p,
     res->body_len = at < cap ? at : cap - 1;
 }
 
+static void put_model_status(struct node_peer *p, struct node_text *b)
+{
+    if (p->model == NULL) {
+        node_text_puts(b, "null");
+        return;
+    }
+    struct node_model_mgr_stats ms;
+    node_model_mgr_stats(p->model, &ms);
+    node_text_printf(
+        b,
+        "{\"version\":%" PRIu64
+        ",\"params\":%zu,\"loaded\":%s,"
+        "\"training\":%s,\"rounds_ok\":%" PRIu64 ",\"rounds_failed\":%" PRIu64
+        ",\"rounds_finished\":%" PRIu64
+        ",\"windows\":%zu,\"windows_new\":%" PRIu64
+        ",\"train_after\":%.0f,\"retrain_every\":%.0f,\"last_round\":",
+        ms.model_version, ms.model_params, ms.model_loaded ? "true" : "false",
+        ms.training ? "true" : "false", ms.trainings, ms.training_failures,
+        ms.trainings + ms.training_failures, ms.windows, ms.windows_new,
+        p->cfg->train_after, p->cfg->retrain_every);
+    const struct peer_round *l = &p->last_round;
+    if (!l->valid) {
+        node_text_puts(b, "null}");
+        return;
+    }
+    node_text_printf(
+        b, "{\"ok\":%s,\"error\":", l->status == SM_OK ? "true" : "false");
+    if (l->status == SM_OK) {
+        node_text_puts(b, "null");
+    } else {
+        node_text_json_str(b, l->errmsg);
+    }
+    node_text_printf(b,
+                     ",\"mode\":\"%s\",\"seconds\":%.3f,\"windows\":%zu,"
+                     "\"val_loss\":",
+                     retrain_name(l->mode), l->seconds, l->windows);
+    node_text_json_num(b, "%.6g", l->val_loss);
+    node_text_printf(b, ",\"model_version\":%" PRIu64 "}}", l->model_version);
+}
+
 static void handle_status(struct node_peer *p, struct node_http_response *res)
 {
     struct cbn_agg_stats st;
     cbn_agg_stats(p->agg, &st);
-    char *b = reply_buf;
-    size_t cap = sizeof reply_buf;
-    char latency[32] = "null";
-    if (!isnan(p->last_qos_ms)) {
-        snprintf(latency, sizeof latency, "%.3f", p->last_qos_ms);
+    struct node_text *b = &p->out;
+    node_text_puts(b, "{\"id\":");
+    node_text_json_str(b, p->cfg->id);
+    node_text_printf(b,
+                     ",\"version\":\"%s\",\"ready\":%s,\"role\":\"standalone\","
+                     "\"windows\":{\"open\":%" PRIu64 ",\"closed\":%" PRIu64
+                     ",\"stored\":%" PRIu64 ",\"replayed\":%" PRIu64,
+                     SM_VERSION, p->ready ? "true" : "false", st.windows_open,
+                     st.windows_closed, p->windows_stored, p->windows_replayed);
+    node_text_printf(
+        b, ",\"newest_end_unix_nano\":\"%" PRIu64 "\"},\"qos\":{\"service\":",
+        p->newest_window_end_ns);
+    if (p->cfg->qos_service != NULL) {
+        node_text_json_str(b, p->cfg->qos_service);
+    } else {
+        node_text_puts(b, "null");
     }
-    size_t at = (size_t)snprintf(
-        b, cap,
-        "{\"id\":\"%s\",\"version\":\"%s\",\"ready\":%s,"
-        "\"windows\":{\"open\":%" PRIu64 ",\"closed\":%" PRIu64
-        ",\"stored\":%" PRIu64 ",\"replayed\":%" PRIu64
-        ",\"newest_end_unix_nano\":\"%" PRIu64
-        "\"},"
-        "\"qos\":{\"service\":%s%s%s,\"target_ms\":%g,\"last_latency_ms\":%s,"
-        "\"last_violated\":%s},"
-        "\"cbn\":{\"version\":%" PRIu64 ",\"nodes\":[",
-        p->cfg->id, SM_VERSION, p->ready ? "true" : "false", st.windows_open,
-        st.windows_closed, p->windows_stored, p->windows_replayed,
-        p->newest_window_end_ns, p->cfg->qos_service ? "\"" : "",
-        p->cfg->qos_service ? p->cfg->qos_service : "null",
-        p->cfg->qos_service ? "\"" : "", p->cfg->qos_target_ms, latency,
+    node_text_puts(b, ",\"operation\":");
+    if (p->cfg->qos_operation != NULL) {
+        node_text_json_str(b, p->cfg->qos_operation);
+    } else {
+        node_text_puts(b, "null");
+    }
+    node_text_printf(b,
+                     ",\"percentile\":%g,\"target_ms\":%g,\"last_latency_ms\":",
+                     p->cfg->qos_percentile, p->cfg->qos_target_ms);
+    node_text_json_num(b, "%.3f", p->last_qos_ms);
+    node_text_printf(
+        b,
+        ",\"last_violated\":%s},\"cbn\":{\"version\":%" PRIu64 ",\"nodes\":[",
         p->last_qos_violated ? "true" : "false", cbn_graph_version(p->graph));
-    for (size_t i = 0; i < cbn_graph_node_count(p->graph) && at < cap; i++) {
+    for (size_t i = 0; i < cbn_graph_node_count(p->graph); i++) {
         const struct cbn_graph_node *n = cbn_graph_node(p->graph, i);
-        at += (size_t)snprintf(b + at, cap - at,
-                               "%s{\"name\":\"%s\",\"parents\":%zu,"
-                               "\"inferred\":%s}",
-                               i ? "," : "", n->name, n->n_parents,
-                               n->inferred ? "true" : "false");
+        node_text_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        node_text_json_str(b, n->name);
+        node_text_printf(b, ",\"parents\":%zu,\"inferred\":%s}", n->n_parents,
+                         n->inferred ? "true" : "false");
     }
-    if (at < cap) {
-        at += (size_t)snprintf(b + at, cap - at, "]}}\n");
+    node_text_puts(b, "]},\"model\":");
+    put_model_status(p, b);
+    uint64_t ok = 0, failed = 0, dropped = 0, pending = 0;
+    if (p->model != NULL) {
+        struct node_model_mgr_stats ms;
+        node_model_mgr_stats(p->model, &ms);
+        ok = ms.diagnoses;
+        failed = ms.diagnosis_failures;
+        dropped = ms.diagnoses_dropped;
+        pending = ms.diagnoses_pending;
     }
-    res->status = 200;
-    res->content_type = "application/json";
-    res->body = b;
-    res->body_len = at < cap ? at : cap - 1;
+    node_text_printf(
+        b,
+        ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
+        ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 "}}\n",
+        node_diag_store_count(p->diags), ok, failed, dropped, pending);
+    reply_out(p, res, 200);
 }
 
 #define AUTH_WINDOW_S 60
@@ -588,50 +1042,299 @@ static void handle_flush(struct node_peer *p,
           after.windows_closed - before.windows_closed);
 }
 
+static void handle_diagnoses(struct node_peer *p,
+                             const struct node_http_request *req,
+                             struct node_http_response *res)
+{
+    char text[32];
+    uint64_t limit = 20;
+    if (query_param(req->query, "limit", text, sizeof text) &&
+        !parse_count(text, 1, NODE_DIAG_LIST_MAX, &limit)) {
+        reply_error(res, 400, "limit must be a whole number from 1 to 1000");
+        return;
+    }
+    node_diag_store_list(p->diags, (size_t)limit, &p->out);
+    reply_out(p, res, 200);
+}
+
+/* A mutating call that needs the model: 409 when there is none. */
+static int have_model_mgr(struct node_peer *p, struct node_http_response *res)
+{
+    if (p->model == NULL) {
+        reply_error(res, 409,
+                    "this peer has no --qos-service and --qos-target-ms: it "
+                    "neither trains nor diagnoses");
+        return 0;
+    }
+    return 1;
+}
+
+static void handle_train(struct node_peer *p,
+                         const struct node_http_request *req,
+                         struct node_http_response *res)
+{
+    if (!authorized(p, req, res) || !have_model_mgr(p, res)) {
+        return;
+    }
+    struct node_model_mgr_stats ms;
+    node_model_mgr_stats(p->model, &ms);
+    /* A running round finishes first; the requested one follows it. */
+    uint64_t wait_for =
+        ms.trainings + ms.training_failures + (ms.training ? 2 : 1);
+    int rv = node_model_mgr_train_now(p->model);
+    if (rv == SM_EAGAIN) {
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "only %zu windows are held; training needs at least 8",
+                 ms.windows);
+        reply_error(res, 409, msg);
+        return;
+    }
+    if (rv != SM_OK) {
+        res->retry_after_s = 5;
+        reply_error(res, 503, "cannot start a training round; retry later");
+        return;
+    }
+    sm_log(SM_LOG_INFO, MOD, "training requested", "windows=%zu", ms.windows);
+    reply(res, 202, "application/json",
+          "{\"model_version\":%" PRIu64 ",\"wait_for_rounds\":%" PRIu64 "}\n",
+          ms.model_version, wait_for);
+}
+
+/* Appends the distinct services at one end of @s's links as a JSON
+ * array: its callers (@callers) or its callees. */
+static void put_neighbours(struct node_text *b,
+                           const struct cbn_graph *g,
+                           const char *s,
+                           int callers)
+{
+    node_text_puts(b, "[");
+    size_t n = 0;
+    for (size_t i = 0; i < cbn_graph_link_count(g); i++) {
+        const struct cbn_graph_link *l = cbn_graph_link(g, i);
+        const char *self = callers ? l->callee : l->caller;
+        const char *other = callers ? l->caller : l->callee;
+        if (strcmp(self, s) != 0) {
+            continue;
+        }
+        int seen = 0; /* links are few per service: a quadratic check */
+        for (size_t k = 0; k < i && !seen; k++) {
+            const struct cbn_graph_link *e = cbn_graph_link(g, k);
+            seen = strcmp(callers ? e->callee : e->caller, s) == 0 &&
+                   strcmp(callers ? e->caller : e->callee, other) == 0;
+        }
+        if (!seen) {
+            if (n++ > 0) {
+                node_text_puts(b, ",");
+            }
+            node_text_json_str(b, other);
+        }
+    }
+    node_text_puts(b, "]");
+}
+
+static void handle_services(struct node_peer *p, struct node_http_response *res)
+{
+    struct node_text *b = &p->out;
+    const struct cbn_graph *g = p->graph;
+    node_text_printf(b, "{\"cbn_version\":%" PRIu64 ",\"services\":[",
+                     cbn_graph_version(g));
+    size_t k = 0;
+    for (size_t i = 0; i < cbn_graph_node_count(g); i++) {
+        const struct cbn_graph_node *n = cbn_graph_node(g, i);
+        for (size_t m = 0; m < n->n_members; m++) {
+            if (k++ > 0) {
+                node_text_puts(b, ",");
+            }
+            node_text_puts(b, "{\"name\":");
+            node_text_json_str(b, n->members[m]);
+            node_text_puts(b, ",\"node\":");
+            node_text_json_str(b, n->name);
+            node_text_printf(b, ",\"inferred\":%s,\"callers\":",
+                             n->inferred ? "true" : "false");
+            put_neighbours(b, g, n->members[m], 1);
+            node_text_puts(b, ",\"callees\":");
+            put_neighbours(b, g, n->members[m], 0);
+            node_text_puts(b, "}");
+        }
+    }
+    node_text_puts(b, "]}\n");
+    reply_out(p, res, 200);
+}
+
+#define DIAGNOSE_MAX_WINDOWS 100
+
+static void handle_diagnose_post(struct node_peer *p,
+                                 const struct node_http_request *req,
+                                 struct node_http_response *res)
+{
+    char err[SM_ERRMSG_SIZE] = "";
+    uint64_t from, to;
+    if (!is_json(req->content_type)) {
+        reply_error(res, 415, "send application/json");
+        return;
+    }
+    if (node_diagnose_request_parse(req->body, req->body_len, &from, &to,
+                                    err) != SM_OK) {
+        reply_error(res, 400, err);
+        return;
+    }
+    if (p->model == NULL) {
+        have_model_mgr(p, res);
+        return;
+    }
+    /* The oldest slot (smallest id) makes room for the new request. */
+    struct diag_request *q = &p->requests[0];
+    for (size_t i = 1; i < N_REQUESTS; i++) {
+        if (p->requests[i].id < q->id) {
+            q = &p->requests[i];
+        }
+    }
+    uint64_t id = ++p->next_request;
+    size_t queued = 0;
+    int rv = node_model_mgr_diagnose_range(p->model, from, to,
+                                           DIAGNOSE_MAX_WINDOWS, id, &queued);
+    switch (rv) {
+        case SM_OK:
+            break;
+        case SM_ENOTFOUND: {
+            struct node_model_mgr_stats ms;
+            node_model_mgr_stats(p->model, &ms);
+            reply_error(res, ms.model_version ? 404 : 409,
+                        ms.model_version ? "no window of the model's history "
+                                           "ends in that range"
+                                         : "no model yet: it trains once "
+                                           "enough windows are held");
+            return;
+        }
+        case SM_ETOOBIG:
+            reply_error(res, 400,
+                        "more than 100 windows in that range; narrow it");
+            return;
+        default:
+            res->retry_after_s = 1;
+            reply_error(res, 503, "diagnoses are queued; retry later");
+            return;
+    }
+    free(q->body.s);
+    memset(q, 0, sizeof *q);
+    q->id = id;
+    q->windows = queued;
+    reply(res, 202, "application/json",
+          "{\"request\":\"%" PRIu64 "\",\"windows\":%zu}\n", id, queued);
+}
+
+static void handle_diagnose_get(struct node_peer *p,
+                                const struct node_http_request *req,
+                                struct node_http_response *res)
+{
+    char text[32];
+    uint64_t id = 0;
+    if (!query_param(req->query, "request", text, sizeof text) ||
+        !parse_count(text, 1, UINT64_MAX, &id)) {
+        reply_error(res, 400, "expected ?request=ID from POST /v1/diagnose");
+        return;
+    }
+    const struct diag_request *q = find_request(p, id);
+    if (q == NULL) {
+        reply_error(res, 404, "no such request (only the 16 newest are kept)");
+        return;
+    }
+    int done = q->done == q->windows;
+    node_text_printf(&p->out,
+                     "{\"request\":\"%" PRIu64
+                     "\",\"done\":%s,\"windows\":%zu,"
+                     "\"diagnoses\":[",
+                     id, done ? "true" : "false", q->windows);
+    if (done && q->body.s != NULL) {
+        node_text_put(&p->out, q->body.s, q->body.len);
+    }
+    node_text_puts(
+        &p->out, q->body.failed ? "],\"error\":\"out of memory\"}\n" : "]}\n");
+    reply_out(p, res, 200);
+}
+
+static void handle_readyz(struct node_peer *p,
+                          const struct node_http_request *req,
+                          struct node_http_response *res)
+{
+    int verbose = strstr(req->query, "verbose") != NULL;
+    if (!verbose) {
+        reply(res, p->ready ? 200 : 503, "text/plain",
+              p->ready ? "ok\n" : "not ready\n");
+        return;
+    }
+    reply(res, p->ready ? 200 : 503, "text/plain",
+          "[%s] listening\n[%s] window log loaded (%" PRIu64
+          " windows)\n[%s] diagnosis store loaded (%zu diagnoses)\n"
+          "[%s] model manager %s\n",
+          p->http ? "+" : "-", p->ready ? "+" : "-", p->windows_replayed,
+          p->diags ? "+" : "-", p->diags ? node_diag_store_count(p->diags) : 0,
+          p->model || !p->cfg->qos_service ? "+" : "-",
+          p->model ? "running" : "off (no --qos-service)");
+}
+
 static void handle(void *arg,
                    const struct node_http_request *req,
                    struct node_http_response *res)
 {
     struct node_peer *p = arg;
+    free(p->out.s); /* the previous answer, copied by the server */
+    memset(&p->out, 0, sizeof p->out);
     int post = strcmp(req->method, "POST") == 0;
     int get = strcmp(req->method, "GET") == 0;
+    static const struct
+    {
+        const char *path;
+        int method; /* 1 GET, 2 POST */
+    } routes[] = {
+        {"/v1/traces", 2},   {"/api/v2/spans", 2}, {"/v1/metrics", 2},
+        {"/v1/flush", 2},    {"/v1/train", 2},     {"/v1/diagnose", 2},
+        {"/healthz", 1},     {"/readyz", 1},       {"/metrics", 1},
+        {"/v1/status", 1},   {"/v1/diagnoses", 1}, {"/v1/services", 1},
+        {"/v1/diagnose", 1},
+    };
     const char *path = req->path;
-    if (strcmp(path, "/v1/traces") == 0 && post) {
+    int known = 0, allowed = 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(path, routes[i].path) == 0) {
+            known = 1;
+            allowed |= (routes[i].method == 1 && get) ||
+                       (routes[i].method == 2 && post);
+        }
+    }
+    if (!known) {
+        reply_error(res, 404, "no such endpoint");
+    } else if (!allowed) {
+        reply_error(res, 405, "method not allowed");
+    } else if (strcmp(path, "/v1/traces") == 0) {
         handle_traces(p, req, res, 0);
-    } else if (strcmp(path, "/api/v2/spans") == 0 && post) {
+    } else if (strcmp(path, "/api/v2/spans") == 0) {
         handle_traces(p, req, res, 1);
     } else if (strcmp(path, "/v1/metrics") == 0 && post) {
         handle_metrics_post(p, req, res);
-    } else if (strcmp(path, "/v1/flush") == 0 && post) {
+    } else if (strcmp(path, "/v1/flush") == 0) {
         handle_flush(p, req, res);
-    } else if (strcmp(path, "/healthz") == 0 && get) {
-        reply(res, 200, "text/plain", "ok\n");
-    } else if (strcmp(path, "/readyz") == 0 && get) {
-        int verbose = strstr(req->query, "verbose") != NULL;
-        if (verbose) {
-            reply(res, p->ready ? 200 : 503, "text/plain",
-                  "[%s] listening\n[%s] window log loaded (%" PRIu64
-                  " windows)\n",
-                  p->http ? "+" : "-", p->ready ? "+" : "-",
-                  p->windows_replayed);
+    } else if (strcmp(path, "/v1/train") == 0) {
+        handle_train(p, req, res);
+    } else if (strcmp(path, "/v1/diagnose") == 0) {
+        if (post) {
+            handle_diagnose_post(p, req, res);
         } else {
-            reply(res, p->ready ? 200 : 503, "text/plain",
-                  p->ready ? "ok\n" : "not ready\n");
+            handle_diagnose_get(p, req, res);
         }
-    } else if (strcmp(path, "/metrics") == 0 && get) {
+    } else if (strcmp(path, "/healthz") == 0) {
+        reply(res, 200, "text/plain", "ok\n");
+    } else if (strcmp(path, "/readyz") == 0) {
+        handle_readyz(p, req, res);
+    } else if (strcmp(path, "/metrics") == 0) {
         handle_metrics_get(p, res);
-    } else if (strcmp(path, "/v1/status") == 0 && get) {
+    } else if (strcmp(path, "/v1/status") == 0) {
         handle_status(p, res);
-    } else if (strcmp(path, "/v1/traces") == 0 ||
-               strcmp(path, "/v1/metrics") == 0 ||
-               strcmp(path, "/api/v2/spans") == 0 ||
-               strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-               strcmp(path, "/metrics") == 0 ||
-               strcmp(path, "/v1/status") == 0 ||
-               strcmp(path, "/v1/flush") == 0) {
-        reply_error(res, 405, "method not allowed");
+    } else if (strcmp(path, "/v1/diagnoses") == 0) {
+        handle_diagnoses(p, req, res);
     } else {
-        reply_error(res, 404, "no such endpoint");
+        handle_services(p, res);
     }
     count_code(p, res->status);
 }
@@ -727,6 +1430,12 @@ static void close_handle(struct node_peer *p, uv_handle_t *h)
     }
 }
 
+static void on_model_closed(void *arg)
+{
+    struct node_peer *p = arg;
+    p->open_handles--;
+}
+
 static void on_http_closed(void *arg)
 {
     struct node_peer *p = arg;
@@ -745,9 +1454,16 @@ void node_peer_stop(struct node_peer *p)
         cbn_agg_flush(p->agg, window_closed, p) != SM_OK) {
         sm_log(SM_LOG_ERROR, MOD, "out of memory flushing open windows", NULL);
     }
+    if (p->model != NULL) {
+        /* A running training round stops at its next step. */
+        p->open_handles++;
+        node_model_mgr_close(p->model, on_model_closed, p);
+        p->model = NULL;
+    }
     close_handle(p, (uv_handle_t *)&p->tick);
     close_handle(p, (uv_handle_t *)&p->sigint);
     close_handle(p, (uv_handle_t *)&p->sigterm);
+    close_handle(p, (uv_handle_t *)&p->sighup);
     for (size_t i = 0; i < p->n_targets; i++) {
         close_handle(p, (uv_handle_t *)&p->targets[i].timer);
     }
@@ -756,6 +1472,37 @@ void node_peer_stop(struct node_peer *p)
         node_http_server_close(p->http, on_http_closed, p);
         p->http = NULL;
     }
+}
+
+/* Points standard error, where the log goes, at the end of @path (created
+ * mode 0640 if missing). Returns SM_OK or an errno-mapped error. */
+static int open_log_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return sm_err_from_errno(errno);
+    }
+    int rv = dup2(fd, STDERR_FILENO) < 0 ? sm_err_from_errno(errno) : SM_OK;
+    close(fd);
+    return rv;
+}
+
+/* SIGHUP: reopen the log file, so that logrotate can move it away. */
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    struct node_peer *p = s->data;
+    (void)signum;
+    if (p->cfg->log_file == NULL) {
+        return;
+    }
+    int rv = open_log_file(p->cfg->log_file);
+    if (rv != SM_OK) {
+        /* The old file stays open: nothing is lost but the rotation. */
+        sm_log(SM_LOG_ERROR, MOD, "cannot reopen the log file",
+               "path=%s error=%s", p->cfg->log_file, sm_errname(rv));
+        return;
+    }
+    sm_log(SM_LOG_INFO, MOD, "log file reopened", "path=%s", p->cfg->log_file);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -798,6 +1545,11 @@ void node_peer_free(struct node_peer *p)
     SM_ASSERT(p->open_handles == 0);
     cbn_agg_free(p->agg);
     cbn_log_close(p->log);
+    node_diag_store_close(p->diags);
+    for (size_t i = 0; i < N_REQUESTS; i++) {
+        free(p->requests[i].body.s);
+    }
+    free(p->out.s);
     cbn_graph_free(p->graph);
     cbn_normals_free(p->normals);
     node_spans_free(&p->spans);
@@ -822,10 +1574,12 @@ static int make_dir(const char *dir, char *errmsg)
     return SM_OK;
 }
 
+/* Opens the window log and the diagnosis store in the data directory
+ * (created if missing); nothing is replayed yet. */
 static int open_store(struct node_peer *p, char *errmsg)
 {
     char dir[4096];
-    if (snprintf(dir, sizeof dir, "%s/windows", p->cfg->data_dir) >=
+    if (snprintf(dir, sizeof dir, "%s/diagnoses", p->cfg->data_dir) >=
         (int)sizeof dir) {
         sm_errmsg_printf(errmsg, "data directory path too long");
         return SM_EINVAL;
@@ -834,6 +1588,11 @@ static int open_store(struct node_peer *p, char *errmsg)
     if (rv != SM_OK) {
         return rv;
     }
+    rv = node_diag_store_open(dir, &p->diags, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    snprintf(dir, sizeof dir, "%s/windows", p->cfg->data_dir);
     struct cbn_log_config lc = {
         .dir = dir,
         .retain_bytes = RETAIN_BYTES,
@@ -851,7 +1610,14 @@ static int open_store(struct node_peer *p, char *errmsg)
                "torn_bytes=%" PRIu64 " corrupt_records=%" PRIu64,
                ls.torn_bytes_repaired, ls.corrupt_records);
     }
-    rv = cbn_log_replay(p->log, replay_record, p);
+    return SM_OK;
+}
+
+/* Feeds the stored windows to the CBN and the model, and resumes the
+ * aggregator after the newest. */
+static int replay_store(struct node_peer *p, char *errmsg)
+{
+    int rv = cbn_log_replay(p->log, replay_record, p);
     if (rv != SM_OK) {
         sm_errmsg_printf(errmsg, "replaying the window log: %s",
                          sm_strerror(rv));
@@ -861,6 +1627,36 @@ static int open_store(struct node_peer *p, char *errmsg)
         cbn_agg_resume(p->agg, p->newest_window_end_ns);
     }
     return SM_OK;
+}
+
+/* Starts the model manager when QoS is configured (it needs a frontend
+ * and a target to train for). */
+static int start_model(struct node_peer *p, char *errmsg)
+{
+    if (p->cfg->qos_service == NULL) {
+        sm_log(SM_LOG_WARN, MOD,
+               "no --qos-service: the peer stores windows but neither trains "
+               "nor diagnoses",
+               NULL);
+        return SM_OK;
+    }
+    struct node_model_mgr_config mc;
+    node_model_mgr_config_default(&mc);
+    mc.qos_service = p->cfg->qos_service;
+    mc.qos_percentile = p->cfg->qos_percentile;
+    mc.qos_target_ms = p->cfg->qos_target_ms;
+    mc.min_windows = (size_t)p->cfg->train_after;
+    mc.retrain_every = (size_t)p->cfg->retrain_every;
+    if (mc.max_windows < mc.min_windows) {
+        mc.max_windows = mc.min_windows;
+    }
+    mc.data_dir = p->cfg->data_dir;
+    struct node_model_mgr_callbacks cb = {
+        .diagnosis = on_diagnosis,
+        .round = on_round,
+        .arg = p,
+    };
+    return node_model_mgr_new(p->loop, &mc, &cb, &p->model, errmsg);
 }
 
 static int start_scrapers(struct node_peer *p, char *errmsg)
@@ -970,28 +1766,40 @@ int node_peer_start(uv_loop_t *loop,
         p->has_secret = 1;
     }
     rv = open_store(p, errmsg);
+    if (rv == SM_OK) {
+        rv = start_model(p, errmsg);
+    }
     if (rv != SM_OK) {
         node_peer_free(p);
         return rv;
     }
-    char host[64];
-    int port;
-    SM_ASSERT(node_parse_hostport(cfg->listen_http, host, sizeof host, &port) ==
-              SM_OK); /* validated */
-    struct node_http_server_config hc = {.max_body = MAX_BODY};
-    rv = node_http_server_start(loop, host, port, &hc, handle, p, &p->http,
-                                errmsg);
-    if (rv != SM_OK) {
-        sm_errmsg_wrapf(errmsg, "--listen-http %s", cfg->listen_http);
-        node_peer_free(p);
-        return rv;
-    }
+    /* From here on handles are open: a failure stops the peer, and the
+     * caller runs the loop until it has stopped. */
     uv_timer_init(loop, &p->tick);
     p->tick.data = p;
-    uv_timer_start(&p->tick, on_tick, 1000, 1000);
     uv_signal_init(loop, &p->sigint);
     uv_signal_init(loop, &p->sigterm);
-    p->sigint.data = p->sigterm.data = p;
+    uv_signal_init(loop, &p->sighup);
+    p->sigint.data = p->sigterm.data = p->sighup.data = p;
+    rv = replay_store(p, errmsg);
+    if (rv == SM_OK) {
+        char host[64];
+        int port;
+        SM_ASSERT(node_parse_hostport(cfg->listen_http, host, sizeof host,
+                                      &port) == SM_OK); /* validated */
+        struct node_http_server_config hc = {.max_body = MAX_BODY};
+        rv = node_http_server_start(loop, host, port, &hc, handle, p, &p->http,
+                                    errmsg);
+        if (rv != SM_OK) {
+            sm_errmsg_wrapf(errmsg, "--listen-http %s", cfg->listen_http);
+        }
+    }
+    if (rv != SM_OK) {
+        node_peer_stop(p);
+        *out = p;
+        return rv;
+    }
+    uv_timer_start(&p->tick, on_tick, 1000, 1000);
     rv = start_scrapers(p, errmsg);
     if (rv != SM_OK) {
         node_peer_stop(p);
@@ -1007,6 +1815,7 @@ void node_peer_handle_signals(struct node_peer *p)
 {
     uv_signal_start(&p->sigint, on_signal, SIGINT);
     uv_signal_start(&p->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&p->sighup, on_sighup, SIGHUP);
 }
 
 /* ---- The command ------------------------------------------------------------
@@ -1128,6 +1937,23 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     enum sm_log_level level = SM_LOG_INFO;
     sm_log_level_parse(cfg.log_level, &level);
     sm_log_set_level(level);
+    /* With --log-file the log leaves the terminal; a failure to start is
+     * still told there. */
+    int term_fd = -1;
+    if (cfg.log_file != NULL) {
+        fflush(err);
+        term_fd = dup(STDERR_FILENO);
+        int lrv = open_log_file(cfg.log_file);
+        if (lrv != SM_OK) {
+            fprintf(err, "sagemesh peer: --log-file %s: %s\n", cfg.log_file,
+                    sm_strerror(lrv));
+            if (term_fd >= 0) {
+                close(term_fd);
+            }
+            node_config_free(&cfg);
+            return NODE_EXIT_USAGE;
+        }
+    }
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -1137,14 +1963,27 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     int rv = node_peer_start(&loop, &cfg, sm_clock_real(), seed, &p, msg);
     if (rv == SM_OK) {
         node_peer_handle_signals(p);
+        struct node_model_mgr_stats ms = {0};
+        if (p->model != NULL) {
+            node_model_mgr_stats(p->model, &ms);
+        }
         sm_log(SM_LOG_INFO, MOD, "peer started",
                "id=%s http=%s http_port=%d data_dir=%s window_s=%g "
-               "lateness_s=%g windows_replayed=%" PRIu64,
+               "lateness_s=%g windows_replayed=%" PRIu64
+               " model_version=%" PRIu64 " diagnoses=%zu",
                cfg.id, cfg.listen_http, node_peer_http_port(p), cfg.data_dir,
-               cfg.window_s, cfg.lateness_s, p->windows_replayed);
+               cfg.window_s, cfg.lateness_s, p->windows_replayed,
+               ms.model_version, node_diag_store_count(p->diags));
         uv_run(&loop, UV_RUN_DEFAULT);
+        sm_log(SM_LOG_INFO, MOD, "peer stopped", "id=%s", cfg.id);
     } else {
-        fprintf(err, "sagemesh peer: %s\n", msg);
+        if (term_fd >= 0) {
+            /* Both in the log file and on the terminal. */
+            sm_log(SM_LOG_ERROR, MOD, "cannot start", "cause=\"%s\"", msg);
+            dprintf(term_fd, "sagemesh peer: %s\n", msg);
+        } else {
+            fprintf(err, "sagemesh peer: %s\n", msg);
+        }
         if (p != NULL) {
             while (!node_peer_stopped(p) && uv_run(&loop, UV_RUN_ONCE)) {
             }
@@ -1153,5 +1992,8 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     node_peer_free(p);
     uv_loop_close(&loop);
     node_config_free(&cfg);
+    if (term_fd >= 0) {
+        close(term_fd);
+    }
     return rv == SM_OK ? NODE_EXIT_OK : NODE_EXIT_FAILED;
 }

@@ -1,6 +1,7 @@
 /* A growable text buffer for writing JSON bodies. */
 #include "node/textbuf.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,4 +73,18 @@ int node_text_take(struct node_text *b, char **out, size_t *len)
     *len = b->len;
     *b = (struct node_text){0};
     return SM_OK;
+}
+
+void node_text_puts(struct node_text *b, const char *s)
+{
+    node_text_put(b, s, strlen(s));
+}
+
+void node_text_json_num(struct node_text *b, const char *fmt, double v)
+{
+    if (isfinite(v)) {
+        node_text_printf(b, fmt, v);
+    } else {
+        node_text_put(b, "null", 4);
+    }
 }

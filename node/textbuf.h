@@ -17,6 +17,13 @@ struct node_text
 /* Appends @n bytes at @p. */
 void node_text_put(struct node_text *b, const char *p, size_t n);
 
+/* Appends the NUL-terminated @s. */
+void node_text_puts(struct node_text *b, const char *s);
+
+/* Appends @v formatted by @fmt (one double conversion), or null when @v is
+ * not finite: JSON has no NaN or infinity. */
+void node_text_json_num(struct node_text *b, const char *fmt, double v);
+
 /* Appends printf-style text (at most 511 bytes per call). */
 void node_text_printf(struct node_text *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -16,6 +16,8 @@
 
 static jmp_buf test_exit;
 static int test_failed;
+static int test_skipped;
+static char skip_reason[256];
 static char tmpdirs[MAX_TMPDIRS][256];
 static int n_tmpdirs;
 
@@ -32,6 +34,16 @@ void check__fail(const char *file, int line, int fatal, const char *fmt, ...)
     if (fatal) {
         longjmp(test_exit, 1);
     }
+}
+
+void check_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_reason, sizeof skip_reason, fmt, ap);
+    va_end(ap);
+    test_skipped = 1;
+    longjmp(test_exit, 1);
 }
 
 const char *check__errname(int rv)
@@ -99,6 +111,7 @@ static void run_one(const struct check_test *test,
                     void (*teardown)(void))
 {
     test_failed = 0;
+    test_skipped = 0;
     if (setup != NULL) {
         setup();
     }
@@ -132,8 +145,13 @@ int check_run(int argc,
             continue;
         }
         run_one(&tests[i], setup, teardown);
-        printf("%s %zu - %s\n", test_failed ? "not ok" : "ok", ++number,
-               tests[i].name);
+        if (test_skipped && !test_failed) {
+            printf("ok %zu - %s # SKIP %s\n", ++number, tests[i].name,
+                   skip_reason);
+        } else {
+            printf("%s %zu - %s\n", test_failed ? "not ok" : "ok", ++number,
+                   tests[i].name);
+        }
         fflush(stdout);
         failures += test_failed;
     }

@@ -46,6 +46,12 @@ int check_run(int argc,
                          setup, teardown);                                  \
     }
 
+/* Ends the current test as skipped, printed "ok N - name # SKIP reason":
+ * for a precondition the machine does not meet (a resource limit), never
+ * for a failure. Like REQUIRE, it does not return; teardown still runs. */
+void check_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
+__attribute__((noreturn));
+
 /* The seed for this run: SM_SEED if set, else a fixed default. */
 uint64_t check_seed(void);
 

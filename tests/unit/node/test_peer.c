@@ -214,26 +214,32 @@ static void test_bad_start(void)
     node_config_free(&cfg);
 }
 
-static void test_flush_needs_the_secret(void)
+/* Starts a peer with a new cluster secret in a fresh directory; the
+ * secret goes to @secret (wipe it). */
+static void start_peer_with_secret(struct tp_secret *secret)
 {
     const char *dir = check_tmpdir();
-    char path[600];
+    char path[600], data[600];
     snprintf(path, sizeof path, "%s/secret", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
     REQUIRE_OK(tp_init());
-    struct tp_secret secret;
-    tp_secret_generate(&secret);
+    tp_secret_generate(secret);
     char text[TP_SECRET_HEX_SIZE];
-    tp_secret_format(&secret, text);
+    tp_secret_format(secret, text);
     FILE *f = fopen(path, "w");
     REQUIRE(f != NULL);
     fputs(text, f);
     fclose(f);
     REQUIRE(chmod(path, 0600) == 0);
-    char data[600];
-    snprintf(data, sizeof data, "%s/data", dir);
     secret_path = path;
     start_peer(data);
     secret_path = NULL;
+}
+
+static void test_flush_needs_the_secret(void)
+{
+    struct tp_secret secret;
+    start_peer_with_secret(&secret);
     static char resp[1 << 16];
     CHECK_EQ(post_sample("otlp-sample.json"), 200);
     /* No credential, a bad one, then a good one used twice. */
@@ -252,6 +258,97 @@ static void test_flush_needs_the_secret(void)
     CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 401);
     CHECK(strstr(resp, "already used") != NULL);
     auth_header = NULL;
+    tp_secret_wipe(&secret);
+}
+
+/* Signs @method @path with @secret at the fake clock's time into @header
+ * and makes http() send it. */
+static void sign(const struct tp_secret *secret,
+                 const char *method,
+                 const char *path,
+                 const char *body,
+                 char header[TP_AUTH_HEADER_MAX])
+{
+    tp_credential_sign(secret, method, path,
+                       sm_clock_wall_ns(&fake.clock) / 1000000000u, body,
+                       strlen(body), header);
+    auth_header = header;
+}
+
+/* The model and diagnosis endpoints before any model exists: empty
+ * answers, clear refusals, and nothing changes without a credential. */
+static void test_model_api_without_model(void)
+{
+    struct tp_secret secret;
+    start_peer_with_secret(&secret);
+    static char resp[1 << 16];
+    char header[TP_AUTH_HEADER_MAX];
+
+    CHECK_EQ(http("GET", "/v1/diagnoses", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp, "{\"diagnoses\":[]}") != NULL);
+    CHECK_EQ(http("GET", "/v1/diagnoses?limit=1000", "", 0, resp, sizeof resp),
+             200);
+    const char *bad_limits[] = {"0", "1001", "abc", "-1", "", "5x"};
+    for (size_t i = 0; i < sizeof bad_limits / sizeof bad_limits[0]; i++) {
+        char q[64];
+        snprintf(q, sizeof q, "/v1/diagnoses?limit=%s", bad_limits[i]);
+        CHECK_EQ(http("GET", q, "", 0, resp, sizeof resp), 400);
+    }
+    CHECK_EQ(http("PUT", "/v1/diagnoses", "", 0, resp, sizeof resp), 405);
+    CHECK_EQ(http("GET", "/v1/train", "", 0, resp, sizeof resp), 405);
+
+    /* Training: refused without a credential, then too few windows. */
+    CHECK_EQ(http("POST", "/v1/train", "", 0, resp, sizeof resp), 401);
+    sign(&secret, "POST", "/v1/train", "", header);
+    CHECK_EQ(http("POST", "/v1/train", "", 0, resp, sizeof resp), 409);
+    CHECK(strstr(resp, "training needs at least 8") != NULL);
+    auth_header = NULL;
+
+    /* Services come from the CBN: frontend calls middle. */
+    CHECK_EQ(post_sample("otlp-sample.json"), 200);
+    CHECK_EQ(post_sample("otlp-sample-middle.json"), 200);
+    sign(&secret, "POST", "/v1/flush", "", header);
+    CHECK_EQ(http("POST", "/v1/flush", "", 0, resp, sizeof resp), 200);
+    auth_header = NULL;
+    CHECK_EQ(http("GET", "/v1/services", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp,
+                 "\"name\":\"frontend\",\"node\":\"frontend\","
+                 "\"inferred\":false,\"callers\":[],\"callees\":["
+                 "\"middle\"") != NULL);
+    CHECK(strstr(resp, "\"name\":\"middle\"") != NULL);
+
+    /* Diagnose: bad bodies, then no model yet. */
+    const char *bad = "{\"from_unix_nano\":5}";
+    CHECK_EQ(http("POST", "/v1/diagnose", bad, strlen(bad), resp, sizeof resp),
+             400);
+    CHECK(strstr(resp, "to_unix_nano") != NULL);
+    const char *good =
+        "{\"from_unix_nano\":0,\"to_unix_nano\":"
+        "\"2000000000000000000\"}";
+    CHECK_EQ(
+        http("POST", "/v1/diagnose", good, strlen(good), resp, sizeof resp),
+        409);
+    CHECK(strstr(resp, "no model yet") != NULL);
+    CHECK_EQ(http("GET", "/v1/diagnose", "", 0, resp, sizeof resp), 400);
+    CHECK_EQ(http("GET", "/v1/diagnose?request=7", "", 0, resp, sizeof resp),
+             404);
+
+    /* Status, readiness and metrics say where the model stands. */
+    CHECK_EQ(http("GET", "/v1/status", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp, "\"model\":{\"version\":0,") != NULL);
+    CHECK(strstr(resp, "\"rounds_finished\":0,") != NULL);
+    CHECK(strstr(resp, "\"last_round\":null") != NULL);
+    CHECK(strstr(resp, "\"diagnoses\":{\"stored\":0,") != NULL);
+    CHECK_EQ(http("GET", "/readyz?verbose", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp, "[+] diagnosis store loaded (0 diagnoses)") != NULL);
+    CHECK(strstr(resp, "[+] model manager running") != NULL);
+    CHECK_EQ(http("GET", "/metrics", "", 0, resp, sizeof resp), 200);
+    CHECK(strstr(resp, "\nsagemesh_model_version 0\n") != NULL);
+    CHECK(strstr(resp,
+                 "sagemesh_diagnosis_latency_seconds_bucket{le=\"+Inf\"}"
+                 " 0\n") != NULL);
+    CHECK(strstr(resp, "sagemesh_http_responses_total{code=\"409\"} 2\n") !=
+          NULL);
     tp_secret_wipe(&secret);
 }
 
@@ -324,6 +421,7 @@ static const struct check_test tests[] = {
     {"flush needs the secret", test_flush_needs_the_secret},
     {"ingest, store and replay", test_ingest_store_and_replay},
     {"bad data directory", test_bad_start},
+    {"model API without a model", test_model_api_without_model},
 };
 
 CHECK_MAIN(tests, setup, teardown)
