@@ -8,6 +8,7 @@
  * against the injected ground truth: exit 0 only when the culprit service
  * and resource are right. The peer is stopped at the end (SIGTERM, then
  * SIGKILL if it does not stop); its data and log are kept. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -140,28 +141,45 @@ static int start_peer(struct demo *d)
     return -1;
 }
 
-static void stop_peer(struct demo *d)
+/* Stops the peer: SIGTERM, then SIGKILL after STOP_GRACE_S. Returns 0
+ * when it exited 0 on SIGTERM, as it must. */
+static int stop_peer(struct demo *d)
 {
     if (d->pid <= 0) {
-        return;
+        return 0;
     }
     kill(d->pid, SIGTERM);
     double t0 = now_s();
-    int status;
+    int status = 0, killed = 0;
     while (waitpid(d->pid, &status, WNOHANG) == 0) {
         if (now_s() - t0 > STOP_GRACE_S) {
-            fprintf(d->err,
-                    "sagemesh demo: the peer did not stop in %d s; killing "
-                    "it\n",
-                    STOP_GRACE_S);
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &status, 0);
+            killed = 1;
             break;
         }
         nap_ms(20);
     }
-    fprintf(d->out, "Stopped the peer in %.1f s (SIGTERM).\n", now_s() - t0);
     d->pid = 0;
+    if (killed) {
+        fprintf(d->err,
+                "sagemesh demo: the peer did not stop within %d s of "
+                "SIGTERM; killed it\n",
+                STOP_GRACE_S);
+        return -1;
+    }
+    if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(d->err,
+                "sagemesh demo: the peer ended badly on SIGTERM (%s %d); "
+                "see %s\n",
+                WIFSIGNALED(status) ? "signal" : "exit status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+                d->log);
+        return -1;
+    }
+    fprintf(d->out, "Stopped the peer with SIGTERM in %.1f s (exit 0).\n",
+            now_s() - t0);
+    return 0;
 }
 
 /* Figures of GET /v1/status the demo waits on. */
@@ -277,6 +295,22 @@ static int check_diagnoses(struct demo *d, size_t *right, size_t *n)
     return list != NULL ? 0 : -1;
 }
 
+/* Whether @dir holds nothing but . and .. (unreadable counts as not). */
+static int is_empty_dir(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    if (dp == NULL) {
+        return 0;
+    }
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(dp)) != NULL) {
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    }
+    closedir(dp);
+    return empty;
+}
+
 static int make_dirs(struct demo *d, const char *dir)
 {
     if (dir != NULL) {
@@ -286,12 +320,10 @@ static int make_dirs(struct demo *d, const char *dir)
             return -1;
         }
         snprintf(d->dir, sizeof d->dir, "%s", dir);
-        char data[320];
-        snprintf(data, sizeof data, "%s/data", dir);
-        if (access(data, F_OK) == 0) {
+        if (!is_empty_dir(dir)) {
             fprintf(d->err,
-                    "sagemesh demo: %s already holds a demo's data; remove "
-                    "it or choose another --dir\n",
+                    "sagemesh demo: --dir %s is not empty (a previous "
+                    "demo?); remove it or choose another\n",
                     dir);
             return -1;
         }
@@ -354,8 +386,12 @@ static int run(struct demo *d, FILE *quiet)
     FILE *out = d->out;
     double t0 = now_s();
     char *keygen[] = {"keygen", "--out", d->secret, NULL};
-    if (node__cmd_keygen(3, keygen, quiet, d->err) != NODE_EXIT_OK ||
-        start_peer(d) != 0) {
+    if (node__cmd_keygen(3, keygen, quiet, quiet) != NODE_EXIT_OK) {
+        fprintf(d->err, "sagemesh demo: cannot write a secret to %s\n",
+                d->secret);
+        return NODE_EXIT_FAILED;
+    }
+    if (start_peer(d) != 0) {
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
@@ -484,7 +520,9 @@ int node__cmd_demo(int argc, char **argv, FILE *out, FILE *err)
         return NODE_EXIT_FAILED;
     }
     int rv = run(&d, quiet);
-    stop_peer(&d);
+    if (stop_peer(&d) != 0) {
+        rv = NODE_EXIT_FAILED;
+    }
     fclose(quiet);
     if (rv != NODE_EXIT_OK) {
         fprintf(err, "sagemesh demo: failed; the peer's log is %s\n", d.log);

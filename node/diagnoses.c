@@ -357,6 +357,11 @@ int node_diag_store_add(struct node_diag_store *s,
     return rv != SM_OK ? rv : mem;
 }
 
+int node_diag_store_has(const struct node_diag_store *s, const char *id)
+{
+    return find_id(s, id);
+}
+
 size_t node_diag_store_count(const struct node_diag_store *s)
 {
     return s->n;

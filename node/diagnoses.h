@@ -95,6 +95,9 @@ int node_diag_store_add(struct node_diag_store *s,
                         size_t len,
                         char errmsg[SM_ERRMSG_SIZE]);
 
+/* Whether a diagnosis with id @id is held. */
+int node_diag_store_has(const struct node_diag_store *s, const char *id);
+
 /* The number of diagnoses held (at most NODE_DIAG_MEMORY_MAX). */
 size_t node_diag_store_count(const struct node_diag_store *s);
 

@@ -189,7 +189,7 @@ static const yajl_callbacks callbacks = {
 /* The offset of the first byte of @s[0..n) that does not start a valid
  * UTF-8 sequence (RFC 3629: shortest form, no surrogates, at most
  * U+10FFFF), or @n when all of it is valid. */
-static size_t utf8_invalid_at(const uint8_t *s, size_t n)
+size_t node_json_utf8_invalid_at(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -242,7 +242,7 @@ int node_json_check_utf8(const uint8_t *body,
                          size_t len,
                          char errmsg[SM_ERRMSG_SIZE])
 {
-    size_t at = utf8_invalid_at(body, len);
+    size_t at = node_json_utf8_invalid_at(body, len);
     if (at < len) {
         sm_errmsg_printf(errmsg, "invalid UTF-8 at offset %zu", at);
         return SM_EMALFORMED;

@@ -37,6 +37,11 @@ struct node_json
 
 #define NODE_JSON_MAX_DEPTH 64
 
+/* The offset of the first byte of @s[0..@n) that does not start a valid
+ * UTF-8 sequence (RFC 3629: shortest form, no surrogates, at most
+ * U+10FFFF), or @n when all of it is valid. */
+size_t node_json_utf8_invalid_at(const uint8_t *s, size_t n);
+
 /* Checks that @len bytes at @body are UTF-8 (RFC 3629: shortest forms, no
  * surrogates, at most U+10FFFF), which yajl does not fully enforce.
  * Returns SM_OK, or SM_EMALFORMED with "invalid UTF-8 at offset N" in

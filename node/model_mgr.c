@@ -119,7 +119,8 @@ struct node_model_mgr
     int has_model, model_loaded;
     uint64_t model_version;
     size_t model_params;
-    int running, requested; /* a round is running; another is asked for */
+    int running, requested;  /* a round is running; another is asked for */
+    size_t ondemand_pending; /* node_model_mgr_diagnose_range jobs */
     uint64_t rounds_started;
     struct node_model_mgr_stats st;
     int closing, handle_closing;
@@ -130,6 +131,7 @@ struct node_model_mgr
     uv_mutex_t mu;
     uv_cond_t diag_cv, train_cv;
     struct diag_job *dq_head, *dq_tail;     /* to the compute thread */
+    struct diag_job *oq_head, *oq_tail;     /* on-demand: after dq */
     struct round_job *rq;                   /* to the training thread */
     struct diag_job *done_head, *done_tail; /* back to the loop */
     struct round_job *round_done;
@@ -431,17 +433,21 @@ static void compute_main(void *arg)
     gvae_blas_set_threads(1);
     for (;;) {
         uv_mutex_lock(&m->mu);
-        while (!m->stop && m->dq_head == NULL) {
+        while (!m->stop && m->dq_head == NULL && m->oq_head == NULL) {
             uv_cond_wait(&m->diag_cv, &m->mu);
         }
         if (m->stop) {
             uv_mutex_unlock(&m->mu);
             break;
         }
-        struct diag_job *j = m->dq_head;
-        m->dq_head = j->next;
-        if (m->dq_head == NULL) {
-            m->dq_tail = NULL;
+        /* Violated windows first: an operator's request must not delay
+         * (or crowd out) the live diagnoses. */
+        struct diag_job **head = m->dq_head != NULL ? &m->dq_head : &m->oq_head;
+        struct diag_job **tail = m->dq_head != NULL ? &m->dq_tail : &m->oq_tail;
+        struct diag_job *j = *head;
+        *head = j->next;
+        if (*head == NULL) {
+            *tail = NULL;
         }
         j->next = NULL;
         struct model_ref *ref = model_ref_acquire_locked(m);
@@ -720,6 +726,10 @@ static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
 {
     SM_ASSERT(m->st.diagnoses_pending > 0);
     m->st.diagnoses_pending--;
+    if (j->tag != 0) {
+        SM_ASSERT(m->ondemand_pending > 0);
+        m->ondemand_pending--;
+    }
     if (j->status == SM_OK) {
         m->st.diagnoses++;
     } else {
@@ -769,9 +779,10 @@ static void on_closed(uv_handle_t *h)
 /* Frees whatever is left in the queues once the threads are gone. */
 static void drain_all(struct node_model_mgr *m)
 {
-    struct diag_job *lists[2] = {m->dq_head, m->done_head};
+    struct diag_job *lists[3] = {m->dq_head, m->oq_head, m->done_head};
     m->dq_head = m->dq_tail = m->done_head = m->done_tail = NULL;
-    for (int k = 0; k < 2; k++) {
+    m->oq_head = m->oq_tail = NULL;
+    for (int k = 0; k < 3; k++) {
         while (lists[k] != NULL) {
             struct diag_job *next = lists[k]->next;
             diag_job_free(lists[k]);
@@ -782,6 +793,7 @@ static void drain_all(struct node_model_mgr *m)
     round_job_free(m->round_done);
     m->rq = m->round_done = NULL;
     m->st.diagnoses_pending = 0;
+    m->ondemand_pending = 0;
 }
 
 static void on_async(uv_async_t *a)
@@ -862,13 +874,16 @@ static void queue_diagnosis(struct node_model_mgr *m,
     j->tag = tag;
     j->queued_ns = uv_hrtime();
     m->st.diagnoses_pending++;
+    m->ondemand_pending += tag != 0;
     uv_mutex_lock(&m->mu);
-    if (m->dq_tail != NULL) {
-        m->dq_tail->next = j;
+    struct diag_job **head = tag != 0 ? &m->oq_head : &m->dq_head;
+    struct diag_job **tail = tag != 0 ? &m->oq_tail : &m->dq_tail;
+    if (*tail != NULL) {
+        (*tail)->next = j;
     } else {
-        m->dq_head = j;
+        *head = j;
     }
-    m->dq_tail = j;
+    *tail = j;
     uv_cond_signal(&m->diag_cv);
     uv_mutex_unlock(&m->mu);
 }
@@ -1054,8 +1069,10 @@ int node_model_mgr_window(struct node_model_mgr *m,
         return SM_ECLOSED;
     }
     int replayed = (flags & NODE_MODEL_REPLAYED) != 0;
-    int diagnose = !replayed && w->qos_violated && m->has_model;
-    int drop = diagnose && m->st.diagnoses_pending >= m->cfg.max_pending;
+    int diagnose = (!replayed || (flags & NODE_MODEL_DIAGNOSE)) &&
+                   w->qos_violated && m->has_model;
+    int drop = diagnose && m->st.diagnoses_pending - m->ondemand_pending >=
+                               m->cfg.max_pending;
     diagnose = diagnose && !drop;
 
     struct hwin *h = hwin_copy(w);
@@ -1109,8 +1126,8 @@ int node_model_mgr_diagnose_range(struct node_model_mgr *m,
     if (!m->has_model) {
         return SM_ENOTFOUND;
     }
-    if (m->st.diagnoses_pending >= m->cfg.max_pending) {
-        return SM_EAGAIN;
+    if (m->ondemand_pending > 0) {
+        return SM_EAGAIN; /* one request at a time */
     }
     size_t n = 0;
     for (size_t i = 0; i < m->count; i++) {
@@ -1166,6 +1183,11 @@ int node_model_mgr_train_now(struct node_model_mgr *m)
         m->requested = 0;
     }
     return rc;
+}
+
+uint64_t node_model_mgr_version(const struct node_model_mgr *m)
+{
+    return m->model_version;
 }
 
 void node_model_mgr_stats(const struct node_model_mgr *m,

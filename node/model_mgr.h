@@ -55,9 +55,10 @@ struct node_model_mgr_config
                                  node_model_mgr_config_default sets 240 */
     size_t max_windows;       /* history kept, oldest dropped first;
                                  0 -> 4000; at least min_windows */
-    size_t max_pending;       /* diagnoses queued or running; beyond it a
-                                 violated window is not diagnosed (counted
-                                 as dropped); 0 -> 64 */
+    size_t max_pending;       /* diagnoses of violated windows queued or
+                                 running; beyond it a violated window is
+                                 not diagnosed (counted as dropped);
+                                 0 -> 64 */
     const char *data_dir;     /* checkpoint directory (created, one level,
                                  mode 0700, if missing), copied; NULL: no
                                  checkpoint is read or written */
@@ -152,6 +153,9 @@ enum {
      * when due). Windows the loaded checkpoint was trained on (ending at or
      * before its newest window) do not count as new. */
     NODE_MODEL_REPLAYED = 1u << 0,
+    /* With NODE_MODEL_REPLAYED: still queue the diagnosis of a violated
+     * window (one whose diagnosis was lost to a crash or a stop). */
+    NODE_MODEL_DIAGNOSE = 1u << 1,
 };
 
 /* Takes a closed window @w (borrowed; the manager keeps its own copy) into
@@ -168,11 +172,12 @@ int node_model_mgr_window(struct node_model_mgr *m,
 /* Queues the diagnosis of every window of the history that ends in
  * (@from_ns, @to_ns], violated or not, with the current model (`sagemesh
  * diagnose`). The diagnosis callback reports each, in window order, with
- * @tag (non-zero, chosen by the caller); *@queued is their number. Returns
- * SM_OK; SM_ENOTFOUND without a model or when no window of the history is
- * in the range; SM_ETOOBIG when more than @max are; SM_EAGAIN when
- * max_pending diagnoses are already queued; SM_ENOMEM (nothing queued);
- * SM_ECLOSED after close. */
+ * @tag (non-zero, chosen by the caller); *@queued is their number. These
+ * run after any violated window's diagnosis and do not count against
+ * max_pending. Returns SM_OK; SM_ENOTFOUND without a model or when no
+ * window of the history is in the range; SM_ETOOBIG when more than @max
+ * are; SM_EAGAIN while an earlier request is not finished (one at a
+ * time); SM_ENOMEM (nothing queued); SM_ECLOSED after close. */
 int node_model_mgr_diagnose_range(struct node_model_mgr *m,
                                   uint64_t from_ns,
                                   uint64_t to_ns,
@@ -206,6 +211,9 @@ struct node_model_mgr_stats
     size_t diagnoses_pending;     /* queued or running */
     uint64_t checkpoint_failures; /* writes that failed, bad loads */
 };
+
+/* The current model's version (0: none yet); cheaper than the stats. */
+uint64_t node_model_mgr_version(const struct node_model_mgr *m);
 
 /* Fills @out with the manager's figures. */
 void node_model_mgr_stats(const struct node_model_mgr *m,

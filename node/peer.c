@@ -12,8 +12,9 @@
  * The model manager (node/model_mgr.h) takes every window too: it trains
  * on its own threads and diagnoses each window that violated QoS; the
  * diagnoses come back to this loop and go to the diagnosis store
- * (node/diagnoses.h), durable before they are served. The mesh builds on
- * this loop too (issue 7). */
+ * (node/diagnoses.h), written to disk before they are served (a disk
+ * error is logged and counted; the diagnosis is then served from memory
+ * until restart). The mesh builds on this loop too (issue 7). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -142,6 +143,10 @@ struct node_peer
     struct node_model_mgr *model;
     struct node_diag_store *diags;
     uint64_t diags_stored, diag_store_errors;
+    uint64_t no_model;      /* violated windows before the first model */
+    uint64_t rediagnosed;   /* replayed violated windows without a stored
+                               diagnosis, diagnosed again at start */
+    uint64_t redo_after_ns; /* only windows ending after this, at start */
     struct peer_round last_round;
     struct diag_latency latency;
     struct diag_request requests[N_REQUESTS];
@@ -152,6 +157,40 @@ struct node_peer
 };
 
 /* ---- Windows ------------------------------------------------------------- */
+
+/* How the model takes window @w. A violated window whose diagnosis is
+ * missing from the store (the peer stopped or crashed before it was
+ * stored) is diagnosed again when replayed, if it is recent; a violated
+ * window before the first model is counted and logged. */
+static unsigned model_flags(struct node_peer *p,
+                            const struct cbn_window *w,
+                            int replayed)
+{
+    int have_model = node_model_mgr_version(p->model) > 0;
+    if (!w->qos_violated) {
+        return replayed ? NODE_MODEL_REPLAYED : 0;
+    }
+    if (!replayed) {
+        if (!have_model) {
+            p->no_model++;
+            sm_log(SM_LOG_WARN, MOD,
+                   "QoS violated before the first model: not diagnosed",
+                   "window_end=%" PRIu64 " train_after=%.0f", w->end_ns / NS,
+                   p->cfg->train_after);
+        }
+        return 0;
+    }
+    if (!have_model || w->end_ns <= p->redo_after_ns) {
+        return NODE_MODEL_REPLAYED;
+    }
+    char id[NODE_DIAG_ID_LEN + 1];
+    node_diagnosis_id(w->end_ns, p->cfg->qos_service, id);
+    if (node_diag_store_has(p->diags, id)) {
+        return NODE_MODEL_REPLAYED;
+    }
+    p->rediagnosed++;
+    return NODE_MODEL_REPLAYED | NODE_MODEL_DIAGNOSE;
+}
 
 static void take_window(struct node_peer *p,
                         const struct cbn_window *w,
@@ -181,8 +220,8 @@ static void take_window(struct node_peer *p,
                w->qos_percentile);
     }
     if (p->model != NULL &&
-        node_model_mgr_window(
-            p->model, w, replayed ? NODE_MODEL_REPLAYED : 0) == SM_ENOMEM) {
+        node_model_mgr_window(p->model, w, model_flags(p, w, replayed)) ==
+            SM_ENOMEM) {
         sm_log(SM_LOG_WARN, MOD, "out of memory: a window is not modelled",
                "window_end=%" PRIu64, w->end_ns / NS);
     }
@@ -512,8 +551,9 @@ static int query_param(const char *query,
         size_t seg = strcspn(q, "&");
         if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
             size_t vl = seg - nl - 1;
-            snprintf(buf, cap, "%.*s", (int)(vl < cap ? vl : cap - 1),
-                     q + nl + 1);
+            /* Too long for any valid value: an empty one, which fails
+             * every parser, rather than a prefix that might pass. */
+            snprintf(buf, cap, "%.*s", vl < cap ? (int)vl : 0, q + nl + 1);
             return 1;
         }
         if (seg == nl && strncmp(q, name, nl) == 0) {
@@ -695,14 +735,17 @@ static size_t put_model_metrics(const struct node_peer *p,
     at += (size_t)snprintf(
         b + at, cap - at,
         "# HELP sagemesh_diagnoses_total Diagnoses by outcome: ok, failed, "
-        "dropped (queue full).\n"
+        "dropped (queue full), no_model (violated before the first "
+        "model).\n"
         "# TYPE sagemesh_diagnoses_total counter\n"
         "sagemesh_diagnoses_total{outcome=\"ok\"} %" PRIu64
         "\n"
         "sagemesh_diagnoses_total{outcome=\"failed\"} %" PRIu64
         "\n"
-        "sagemesh_diagnoses_total{outcome=\"dropped\"} %" PRIu64 "\n",
-        ms.diagnoses, ms.diagnosis_failures, ms.diagnoses_dropped);
+        "sagemesh_diagnoses_total{outcome=\"dropped\"} %" PRIu64
+        "\n"
+        "sagemesh_diagnoses_total{outcome=\"no_model\"} %" PRIu64 "\n",
+        ms.diagnoses, ms.diagnosis_failures, ms.diagnoses_dropped, p->no_model);
     at += (size_t)prom_family(b, cap, at, "sagemesh_diagnoses_stored", "gauge",
                               "Diagnoses held by the diagnosis store.",
                               (double)node_diag_store_count(p->diags));
@@ -976,11 +1019,13 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
         dropped = ms.diagnoses_dropped;
         pending = ms.diagnoses_pending;
     }
-    node_text_printf(
-        b,
-        ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
-        ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 "}}\n",
-        node_diag_store_count(p->diags), ok, failed, dropped, pending);
+    node_text_printf(b,
+                     ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64
+                     ",\"failed\":%" PRIu64 ",\"dropped\":%" PRIu64
+                     ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
+                     ",\"rediagnosed\":%" PRIu64 "}}\n",
+                     node_diag_store_count(p->diags), ok, failed, dropped,
+                     pending, p->no_model, p->rediagnosed);
     reply_out(p, res, 200);
 }
 
@@ -1211,9 +1256,17 @@ static void handle_diagnose_post(struct node_peer *p,
             reply_error(res, 400,
                         "more than 100 windows in that range; narrow it");
             return;
-        default:
+        case SM_EAGAIN:
             res->retry_after_s = 1;
-            reply_error(res, 503, "diagnoses are queued; retry later");
+            reply_error(res, 503,
+                        "another diagnose request is running; retry later");
+            return;
+        case SM_ECLOSED:
+            reply_error(res, 503, "the peer is stopping");
+            return;
+        default:
+            res->retry_after_s = 5;
+            reply_error(res, 503, "out of memory; retry later");
             return;
     }
     free(q->body.s);
@@ -1482,6 +1535,9 @@ static int open_log_file(const char *path)
     if (fd < 0) {
         return sm_err_from_errno(errno);
     }
+    if (fd == STDERR_FILENO) {
+        return SM_OK; /* cannot happen once 0-2 are open; be safe */
+    }
     int rv = dup2(fd, STDERR_FILENO) < 0 ? sm_err_from_errno(errno) : SM_OK;
     close(fd);
     return rv;
@@ -1574,6 +1630,18 @@ static int make_dir(const char *dir, char *errmsg)
     return SM_OK;
 }
 
+/* Says so plainly when another peer holds the data directory's logs. */
+static int in_use(const struct node_peer *p, int rv, char *errmsg)
+{
+    if (rv == SM_EEXIST) {
+        sm_errmsg_printf(errmsg,
+                         "data directory %s is in use by another peer (one "
+                         "peer per directory)",
+                         p->cfg->data_dir);
+    }
+    return rv;
+}
+
 /* Opens the window log and the diagnosis store in the data directory
  * (created if missing); nothing is replayed yet. */
 static int open_store(struct node_peer *p, char *errmsg)
@@ -1590,7 +1658,7 @@ static int open_store(struct node_peer *p, char *errmsg)
     }
     rv = node_diag_store_open(dir, &p->diags, errmsg);
     if (rv != SM_OK) {
-        return rv;
+        return in_use(p, rv, errmsg);
     }
     snprintf(dir, sizeof dir, "%s/windows", p->cfg->data_dir);
     struct cbn_log_config lc = {
@@ -1601,10 +1669,13 @@ static int open_store(struct node_peer *p, char *errmsg)
     };
     rv = cbn_log_open(&lc, &p->log, errmsg);
     if (rv != SM_OK) {
-        return rv;
+        return in_use(p, rv, errmsg);
     }
     struct cbn_log_stats ls;
     cbn_log_stats(p->log, &ls);
+    /* At most the newest max_pending (64) windows are diagnosed again. */
+    uint64_t redo = 64 * (uint64_t)(p->cfg->window_s * NS);
+    p->redo_after_ns = ls.newest_time_ns > redo ? ls.newest_time_ns - redo : 0;
     if (ls.torn_bytes_repaired > 0 || ls.corrupt_records > 0) {
         sm_log(SM_LOG_WARN, MOD, "window log repaired",
                "torn_bytes=%" PRIu64 " corrupt_records=%" PRIu64,
@@ -1815,7 +1886,11 @@ void node_peer_handle_signals(struct node_peer *p)
 {
     uv_signal_start(&p->sigint, on_signal, SIGINT);
     uv_signal_start(&p->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&p->sighup, on_sighup, SIGHUP);
+    if (p->cfg->log_file != NULL) {
+        /* Without a log file SIGHUP keeps its meaning: the terminal is
+         * gone, stop. */
+        uv_signal_start(&p->sighup, on_sighup, SIGHUP);
+    }
 }
 
 /* ---- The command ------------------------------------------------------------
@@ -1940,9 +2015,16 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     /* With --log-file the log leaves the terminal; a failure to start is
      * still told there. */
     int term_fd = -1;
+    /* A daemon started with 0, 1 or 2 closed would hand those numbers to
+     * sockets or epoll, and the log would write into them. */
+    for (int fd = 0; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            (void)open("/dev/null", O_RDWR); /* the lowest free fd: @fd */
+        }
+    }
     if (cfg.log_file != NULL) {
         fflush(err);
-        term_fd = dup(STDERR_FILENO);
+        term_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
         int lrv = open_log_file(cfg.log_file);
         if (lrv != SM_OK) {
             fprintf(err, "sagemesh peer: --log-file %s: %s\n", cfg.log_file,
@@ -1951,7 +2033,7 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
                 close(term_fd);
             }
             node_config_free(&cfg);
-            return NODE_EXIT_USAGE;
+            return NODE_EXIT_FAILED;
         }
     }
 

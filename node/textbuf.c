@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "node/json.h"
 
 void node_text_put(struct node_text *b, const char *p, size_t n)
 {
@@ -47,16 +48,27 @@ void node_text_printf(struct node_text *b, const char *fmt, ...)
 
 void node_text_json_str(struct node_text *b, const char *s)
 {
+    const uint8_t *u = (const uint8_t *)s;
+    size_t n = strlen(s);
     node_text_put(b, "\"", 1);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            node_text_put(b, esc, 2);
-        } else if (c < 0x20) {
-            node_text_printf(b, "\\u%04x", c);
-        } else {
-            node_text_put(b, (const char *)&c, 1);
+    for (size_t i = 0; i < n;) {
+        /* Text from the outside (a scraped label, a span attribute) may
+         * not be UTF-8; JSON must be: each bad byte becomes U+FFFD. */
+        size_t valid = i + node_json_utf8_invalid_at(u + i, n - i);
+        for (; i < valid; i++) {
+            unsigned char c = u[i];
+            if (c == '"' || c == '\\') {
+                char esc[2] = {'\\', (char)c};
+                node_text_put(b, esc, 2);
+            } else if (c < 0x20) {
+                node_text_printf(b, "\\u%04x", c);
+            } else {
+                node_text_put(b, (const char *)&u[i], 1);
+            }
+        }
+        if (i < n) {
+            node_text_put(b, "\\ufffd", 6);
+            i++;
         }
     }
     node_text_put(b, "\"", 1);

@@ -43,6 +43,7 @@ static struct gvae_culprit culprit = {"user-mongodb", CBN_RES_CPU, 0.97, 301.5,
 static struct gvae_candidate ranking[] = {
     {"user-mongodb", 0.97, 301.5, 0.97, 8.1, 1},
     {"we\"ird\\name", 0.1, NAN, 0, INFINITY, 0},
+    {"caf\xe9-\xed\xa0\x80", 0.05, 1, 0, 1, 0}, /* not UTF-8 */
 };
 static const char *path[] = {"user-mongodb", "user", "nginx-web"};
 static const char *unseen[] = {"user-mongodb: cpu p99"};
@@ -59,7 +60,7 @@ static void fill(struct gvae_diagnosis *d, struct cbn_window *w)
     d->violated = 1;
     d->n_culprits = 1;
     d->culprits = &culprit;
-    d->n_ranking = 2;
+    d->n_ranking = 3;
     d->ranking = ranking;
     d->n_path = 3;
     d->path = path;
@@ -115,7 +116,10 @@ static void test_json(void)
     REQUIRE(c != NULL && c->type == NODE_JSON_ARRAY && c->n == 1);
     CHECK_STR(node_json_str(node_json_get(&c->items[0], "resource")), "cpu");
     const struct node_json *r = node_json_get(root, "ranking");
-    REQUIRE(r != NULL && r->n == 2);
+    REQUIRE(r != NULL && r->n == 3);
+    /* Bytes that are not UTF-8 come out as U+FFFD: the JSON stays valid. */
+    CHECK_STR(node_json_str(node_json_get(&r->items[2], "service")),
+              "caf\xef\xbf\xbd-\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     CHECK_STR(node_json_str(node_json_get(&r->items[1], "service")),
               "we\"ird\\name");
     /* JSON has no NaN or infinity: they become null. */
