@@ -3,8 +3,10 @@
 # Run as root from anywhere: bash deploy/test.sh
 #
 # Three builds, all with -Werror:
-#   build       the static release binary (gcc): unit, fuzz replay, lint
-#   build-asan  dynamic, ASan+UBSan, no recovery (gcc): unit and fuzz replay
+#   build       the static release binary (gcc): unit, fuzz replay, lint,
+#               slow (real processes on 127.0.0.1)
+#   build-asan  dynamic, ASan+UBSan, no recovery (gcc): unit, fuzz replay
+#               and slow (the daemon under real traffic, leaks checked)
 #   build-fuzz  clang libFuzzer with ASan+UBSan: each target fuzzed briefly
 # The last line is "N passed, N failed" over all three; the exit status is
 # non-zero on any failure.
@@ -52,7 +54,7 @@ build_step setup build-asan --buildtype=debug -Dwerror=true "${san_args[@]}"
 build_step ninja -C build-asan
 test_step env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1 \
-    meson test -C build-asan --suite unit --suite fuzz --print-errorlogs \
+    meson test -C build-asan --suite unit --suite fuzz --suite slow --print-errorlogs \
     --num-processes 2
 
 build_step setup_clang build-fuzz --buildtype=debugoptimized -Dwerror=true -Dfuzzing=libfuzzer \
