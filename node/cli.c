@@ -9,13 +9,13 @@
 #include "node/sim.h"
 #include "sm_build.h"
 
-#define CLIENT_FLAGS                                                          \
-    "Client flags (every command that talks to a peer):\n"                    \
-    "  --peer HOST:PORT      peer to ask (default $SAGEMESH_PEER, else\n"     \
-    "                        127.0.0.1:4318); any peer answers or forwards\n" \
-    "  --secret-file FILE    cluster secret for mutating calls (default\n"    \
-    "                        $SAGEMESH_SECRET_FILE)\n"                        \
-    "  -o table|json         output format (default table)\n"                 \
+#define CLIENT_FLAGS                                                       \
+    "Client flags (every command that talks to a peer):\n"                 \
+    "  --peer HOST:PORT      peer to ask (default $SAGEMESH_PEER, else\n"  \
+    "                        127.0.0.1:4318)\n"                            \
+    "  --secret-file FILE    cluster secret for mutating calls (default\n" \
+    "                        $SAGEMESH_SECRET_FILE)\n"                     \
+    "  -o table|json         output format (default table)\n"              \
     "  --timeout SECONDS     bound on the whole call (default 5)\n"
 
 #define EXIT_CODES "Exit status: 0 ok, 1 failed or unhealthy, 2 usage.\n"
@@ -125,7 +125,7 @@ static const struct node_command commands[] = {
      "                        such as +01:00) or Unix seconds\n" CLIENT_FLAGS
      "--timeout bounds the wait for the result too.\n" EXIT_CODES,
      node__cmd_diagnose},
-    {"train", "(re)train the model cluster-wide now",
+    {"train", "(re)train the model now",
      "Usage: sagemesh train [--wait] [--peer HOST:PORT] [--secret-file FILE]\n"
      "                      [-o table|json] [--timeout SECONDS]\n"
      "Starts a training round now (one more follows a running one). Needs\n"
