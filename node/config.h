@@ -26,7 +26,8 @@ struct node_config
     double qos_percentile; /* default 99 */
     double qos_target_ms;  /* required with qos_service */
     double window_s;       /* default 30 */
-    double lateness_s;     /* default 10 % of the window */
+    double lateness_s;     /* default 60 s, or a tenth of the window if
+                              larger */
     const char *scrape[NODE_MAX_LIST];
     size_t n_scrape;
     double scrape_interval_s; /* default 15 */

@@ -912,9 +912,10 @@ int node_render_status(const char *body,
                  loaded ? ", loaded at start" : "", windows));
     kv(&b, "training",
        fmt(&r,
-           "%s; %" PRIu64 " rounds finished (%" PRIu64 " ok, %" PRIu64
+           "%s; %" PRIu64 " round%s finished (%" PRIu64 " ok, %" PRIu64
            " failed)",
-           training ? "running" : "idle", rounds, rounds_ok, rounds_failed));
+           training ? "running" : "idle", rounds, rounds == 1 ? "" : "s",
+           rounds_ok, rounds_failed));
     const struct node_json *last =
         get_obj(&r, model, "model", "last_round", MAY_BE_NULL);
     if (last != NULL) {

@@ -13,8 +13,12 @@
 # time and the wall time of each phase.
 #
 # Usage: tests/bench/peer_accuracy.sh [--topology social|chain|fanout]
-#            [--seed N] [--duration D] [--bin PATH] [--keep]
-# Needs bash, python3 and curl; nothing else. Every wait is bounded; the
+#            [--seed N] [--duration D] [--bin PATH] [--keep] [--peer-flag F]
+# --peer-flag "F..." adds flags to the peer's command line (repeatable,
+# word-split), e.g. --peer-flag "--lateness 90" to compare with defaults.
+# Needs bash, python3 and curl; nothing else.
+# Exit status: 0 when the run completed (tables and any PROBLEMS printed),
+# 1 when a step or the peer failed, 2 usage. Every wait is bounded; the
 # peer is killed and the temporary directory removed on exit (unless
 # --keep).
 set -u
@@ -28,6 +32,7 @@ seed=1
 duration=6h
 bin=build/sagemesh
 keep=0
+peer_flags=()
 
 # usage STATUS: the usage lines of the header comment, then exit.
 usage() {
@@ -42,6 +47,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=${2:?}; shift 2 ;;
     --bin) bin=${2:?}; shift 2 ;;
     --keep) keep=1; shift ;;
+    --peer-flag) read -r -a more <<< "${2:?}"; peer_flags+=("${more[@]}"); shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "peer_accuracy: unknown flag '$1'" >&2; usage 2 ;;
     esac
@@ -62,9 +68,14 @@ readonly TAIL_S=30              # after a fault ends, see score() below
 # ---- Helpers ----------------------------------------------------------------
 
 dir=$(mktemp -d /tmp/sagemesh-accuracy-XXXXXX)
-pid=
+pid=   # the peer
+child= # the running sim or train, see run()
 
 cleanup() {
+    if [ -n "$child" ]; then
+        kill "$child" 2>/dev/null
+        wait "$child" 2>/dev/null
+    fi
     if [ -n "$pid" ]; then
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
@@ -96,6 +107,18 @@ seconds() {
     *s) echo "${1%s}" ;;
     *) echo "$1" ;;
     esac
+}
+
+# run CMD...: runs a long step in the background and waits for it, so that
+# SIGINT or SIGTERM interrupt the wait at once (bash runs traps only after a
+# foreground child ends) and cleanup() can stop the step. Returns its status.
+run() {
+    local rc=0
+    "$@" &
+    child=$!
+    wait "$child" || rc=$?
+    child=
+    return "$rc"
 }
 
 now_ns() { date +%s%N; }
@@ -150,7 +173,7 @@ start_peer() {
         --data-dir "$dir/data" --log-file "$dir/peer.log" \
         --secret-file "$dir/secret" \
         --qos-service "$qos_service" --qos-target-ms "$qos_target" \
-        --train-after 20000 --retrain-every 0 \
+        --train-after 20000 --retrain-every 0 "${peer_flags[@]}" \
         > "$dir/peer.out" 2>&1 &
     pid=$!
     local port='' _
@@ -168,10 +191,13 @@ start_peer() {
 # sim ARGS...: one bounded simulator run posting to the peer; its summary
 # line goes to $dir/sim.out.
 sim() {
-    timeout "$SIM_BOUND" "$bin" sim --topology "$topology" --sampling "$SAMPLING" \
-        --peer "$SAGEMESH_PEER" --timeout 30 "$@" >> "$dir/sim.out" 2>&1 ||
-        die "sim $* (status $?): $(tail -3 "$dir/sim.out")"
+    local rc=0
+    run timeout "$SIM_BOUND" "$bin" sim --topology "$topology" --sampling "$SAMPLING" \
+        --peer "$SAGEMESH_PEER" --timeout 30 "$@" > "$dir/sim.out" 2>&1 || rc=$?
+    # A dead peer explains a failed sim better than "connection refused".
     alive
+    [ "$rc" = 0 ] || die "sim $* (status $rc): $(tail -3 "$dir/sim.out")"
+    echo "  $(tail -1 "$dir/sim.out")"
 }
 
 flush() {
@@ -218,7 +244,7 @@ phase1() {
     flush
     sim1_s=$(elapsed "$t0")
     t0=$(now_ns)
-    timeout $((TRAIN_TIMEOUT + 60)) "$bin" train --wait --timeout "$TRAIN_TIMEOUT" \
+    run timeout $((TRAIN_TIMEOUT + 60)) "$bin" train --wait --timeout "$TRAIN_TIMEOUT" \
         > "$dir/train.out" 2>&1 || die "train --wait: $(cat "$dir/train.out")"
     train_wall_s=$(elapsed "$t0")
     alive
@@ -386,8 +412,8 @@ for x in diags:
 # ---- Case-level: detected and correct ----
 for g, fs in cases.items():
     kind = case_kind(fs)
-    s, e = fs[0]["s"], fs[0]["e"]
-    violated = any(p is not None and p > target and ws < e + tail_ns and s < ws + 30 * S
+    start, end = fs[0]["s"], fs[0]["e"]  # a case's faults share their times
+    violated = any(p is not None and p > target and ws < end + tail_ns and start < ws + 30 * S
                    for ws, p in gt.items())
     verdicts = by_case[g]
     det = len(verdicts) > 0
@@ -413,6 +439,12 @@ med_rel = rel[len(rel) // 2] if rel else float("nan")
 def metrics():
     buckets, total, count = [], None, None
     for line in open(d + "/metrics.txt"):
+        for family in ("spans", "points"):
+            if line.startswith("sagemesh_%s_total{" % family):
+                outcome = line.split('outcome="')[1].split('"')[0]
+                ingest[family][outcome] = int(float(line.split()[-1]))
+        if line.startswith("sagemesh_qos_violations_total "):
+            ingest["violations"] = int(float(line.split()[-1]))
         if line.startswith("sagemesh_diagnosis_latency_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float(le), int(float(line.split()[-1]))))
@@ -429,6 +461,7 @@ def metrics():
         prev = le
     return total, count, median
 
+ingest = {"spans": {}, "points": {}}  # family -> outcome -> count
 lat_sum, lat_count, lat_median = metrics()
 last_round = trained["model"]["last_round"] or {}
 ds = status["diagnoses"]
@@ -503,6 +536,13 @@ print("training round: %s s (mode %s, %s windows, val_loss %s, model version %s,
          last_round.get("val_loss"), last_round.get("model_version"), last_round.get("ok")))
 print("wall time: phase 1 sim+flush %s s, train --wait %s s; phase 2 sim %s s, "
       "flush+pending %s s" % (sim1_s, train_wall_s, sim2_s, drain_s))
+late = {}
+for family in ("spans", "points"):
+    c = ingest[family]
+    late[family] = c.get("late", 0) / max(1, sum(c.values()))
+print("ingest (/metrics): spans %s, points %s"
+      % (", ".join("%s %d" % kv for kv in sorted(ingest["spans"].items())),
+         ", ".join("%s %d" % kv for kv in sorted(ingest["points"].items()))))
 print("peer status: windows stored %s; diagnoses stored %s ok %s failed %s dropped %s "
       "pending %s no_model %s"
       % (status["windows"]["stored"], ds["stored"], ds["ok"], ds["failed"],
@@ -514,8 +554,25 @@ if ds["stored"] != len(ids):
                     % (ds["stored"], len(ids)))
 if ds["failed"] or ds["dropped"]:
     problems.append("diagnoses failed %s, dropped %s" % (ds["failed"], ds["dropped"]))
+# Every violated window ends diagnosed, failed, dropped or before the model:
+# with nothing pending, anything else was lost on the way.
+settled = ds["ok"] + ds["failed"] + ds["dropped"] + ds.get("no_model", 0)
+if ingest.get("violations") is not None and ingest["violations"] != settled:
+    problems.append("sagemesh_qos_violations_total %d, but ok+failed+dropped+no_model %d"
+                    % (ingest["violations"], settled))
 if lat_count is not None and lat_count != ds["ok"]:
     problems.append("latency histogram count %s, diagnoses.ok %s" % (lat_count, ds["ok"]))
+for family in ("spans", "points"):
+    if late[family] > 0.01:
+        problems.append("%.1f%% of the %s arrived after their window closed and were "
+                        "dropped (late)" % (100 * late[family], family))
+# Not errors, but worth seeing next to the scores: a culprit set is named
+# when it explains enough of the excess, even if the model says restoring it
+# does not meet the target (why load spikes rarely get empty culprits).
+unknown = sum(1 for x in diags if x["culprits"] and x["culprits"][0]["resource"] == "unknown")
+short = sum(1 for x in diags if x["culprits"] and x["culprits"][-1]["p_qos_met"] < 0.9)
+print("notes: %d diagnoses name a first culprit with resource \"unknown\"; %d name culprits "
+      "whose p_qos_met (of the whole set) is below 0.9" % (unknown, short))
 if not last_round.get("ok"):
     problems.append("training round not ok: %s" % last_round)
 print()
@@ -532,7 +589,8 @@ PY
 
 topology_qos
 start_peer
-echo "peer on $SAGEMESH_PEER ($topology, QoS $qos_service p99 <= $qos_target ms, dir $dir)"
+echo "peer on $SAGEMESH_PEER ($topology, QoS $qos_service p99 <= $qos_target ms," \
+    "extra flags: ${peer_flags[*]:-none}, dir $dir)"
 echo "phase 1: $TRAIN_DURATION fault-free, then train"
 phase1
 echo "phase 1: sim+flush $sim1_s s, train --wait $train_wall_s s: $(head -1 "$dir/train.out")"
