@@ -38,6 +38,7 @@ logs() {
     done
 }
 fail() { echo "not ok - $*"; logs; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 
 # ---- node, npm and the pinned SDK ------------------------------------------
@@ -83,14 +84,8 @@ echo "# node $nodev, @opentelemetry/sdk-trace-node $(node -p 'require(process.ar
     --window "$window" --lateness 1 --id otel-1 > "$dir/peer.log" 2>&1 &
 peer=$!
 pids+=("$peer")
-port=
-for _ in $(seq 1 100); do
-    port=$(sed -n 's/.*http_port=\([0-9]*\).*/\1/p' "$dir/peer.log" | tail -1)
-    [ -n "$port" ] && break
-    kill -0 "$peer" 2>/dev/null || fail "peer exited at start"
-    sleep 0.05
-done
-[ -n "$port" ] || fail "peer did not report its port"
+wait_port "$dir/peer.log" "$peer" "$peer_port_sed" "the peer"
+port=$found_port
 
 # http METHOD PATH: prints the status code, the body to $dir/body.
 http() {

@@ -12,6 +12,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "not ok - $*"; cat "$dir/log" 2>/dev/null | tail -20; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$bin" keygen --out "$dir/secret" 2>/dev/null || fail "keygen"
 start() {
@@ -20,14 +21,8 @@ start() {
         --qos-service frontend --qos-target-ms 40 --window 10 --lateness 1 \
         --id slow-1 > "$dir/log" 2>&1 &
     pid=$!
-    port=
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's/.*http_port=\([0-9]*\).*/\1/p' "$dir/log" | tail -1)
-        [ -n "$port" ] && return 0
-        kill -0 "$pid" 2>/dev/null || fail "peer exited at start"
-        sleep 0.05
-    done
-    fail "peer did not report its port"
+    wait_port "$dir/log" "$pid" "$peer_port_sed" "the peer"
+    port=$found_port
 }
 
 # http METHOD PATH [FILE]: prints the status line's code, body to $dir/resp.

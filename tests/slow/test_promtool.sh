@@ -33,6 +33,7 @@ fail() {
     done
     exit 1
 }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v promtool > /dev/null ||
     { echo "1..0 # SKIP promtool is not installed (Debian package prometheus)"; exit 77; }
@@ -43,14 +44,8 @@ command -v promtool > /dev/null ||
     --window 5 --lateness 1 --id prom-1 > "$dir/peer.log" 2>&1 &
 peer=$!
 pids+=("$peer")
-port=
-for _ in $(seq 1 100); do
-    port=$(sed -n 's/.*http_port=\([0-9]*\).*/\1/p' "$dir/peer.log" | tail -1)
-    [ -n "$port" ] && break
-    kill -0 "$peer" 2>/dev/null || fail "peer exited at start"
-    sleep 0.05
-done
-[ -n "$port" ] || fail "peer did not report its port"
+wait_port "$dir/peer.log" "$peer" "$peer_port_sed" "the peer"
+port=$found_port
 
 # http PORT METHOD PATH [FILE]: prints the status code, the body to $dir/body.
 http() {
@@ -103,14 +98,9 @@ prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/tsdb" \
     --web.listen-address=127.0.0.1:0 > "$dir/prometheus.log" 2>&1 &
 prom=$!
 pids+=("$prom")
-pport=
-for _ in $(seq 1 200); do
-    pport=$(sed -n 's/.*msg="Listening on" address=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/prometheus.log" | head -1)
-    [ -n "$pport" ] && break
-    kill -0 "$prom" 2>/dev/null || fail "prometheus exited at start"
-    sleep 0.05
-done
-[ -n "$pport" ] || fail "prometheus did not report its port in 10 s"
+wait_port "$dir/prometheus.log" "$prom" \
+    's/.*msg="Listening on" address=127\.0\.0\.1:\([0-9]*\).*/\1/p' prometheus
+pport=$found_port
 # Prometheus hands targets to the scraper after up to 5 s; allow 30 s.
 up=
 for _ in $(seq 1 300); do

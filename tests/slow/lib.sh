@@ -1,0 +1,20 @@
+# Shared by the slow tests; source it after defining fail().
+
+# wait_port LOG PID SED WHAT: waits up to 10 s for process PID to write the
+# port it bound into LOG (SED is a `sed -n` script printing the number) and
+# stores it in $found_port; calls fail (the test's own) when the process
+# exits or says nothing in time.
+wait_port() {
+    local log=$1 pid=$2 script=$3 what=$4
+    found_port=
+    for _ in $(seq 1 200); do
+        found_port=$(sed -n "$script" "$log" 2>/dev/null | tail -1)
+        [ -n "$found_port" ] && return 0
+        kill -0 "$pid" 2>/dev/null || fail "$what exited at start"
+        sleep 0.05
+    done
+    fail "$what did not report its port in 10 s"
+}
+
+# The peer's log line with its HTTP port.
+peer_port_sed='s/.*msg="peer started".*http_port=\([0-9]*\).*/\1/p'
