@@ -18,4 +18,10 @@ int act_mode_parse(const char *text, enum act_mode *mode);
  * for a value outside the enum. */
 const char *act_mode_name(enum act_mode mode);
 
+/* ---- The agent: cgroups (actuate/cgroup.c) ------------------------------ */
+
+/* ---- The controller: plans (actuate/plan.c) ------------------------------ */
+
+/* ---- Operator commands (actuate/command.c) ------------------------------- */
+
 #endif /* SM_ACTUATE_H */
