@@ -186,9 +186,6 @@ static const yajl_callbacks callbacks = {
     on_start_array, close_container,
 };
 
-/* The offset of the first byte of @s[0..n) that does not start a valid
- * UTF-8 sequence (RFC 3629: shortest form, no surrogates, at most
- * U+10FFFF), or @n when all of it is valid. */
 size_t node_json_utf8_invalid_at(const uint8_t *s, size_t n)
 {
     size_t i = 0;

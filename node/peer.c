@@ -588,11 +588,8 @@ static int query_param(const char *query,
 /* Parses a whole decimal number in [lo, hi]; 1 on success. */
 static int parse_count(const char *text, uint64_t lo, uint64_t hi, uint64_t *v)
 {
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 ||
-        n < lo || n > hi) {
+    uint64_t n;
+    if (node_parse_u64(text, strlen(text), &n) != SM_OK || n < lo || n > hi) {
         return 0;
     }
     *v = n;
@@ -946,14 +943,15 @@ static void handle_metrics_get(struct node_peer *p,
     res->body_len = at < cap ? at : cap - 1;
 }
 
-static void put_model_status(struct node_peer *p, struct node_text *b)
+/* Writes the "model" object from @ms, the model manager's figures. */
+static void put_model_status(const struct node_peer *p,
+                             const struct node_model_mgr_stats *ms,
+                             struct node_text *b)
 {
     if (p->model == NULL) {
         node_text_puts(b, "null");
         return;
     }
-    struct node_model_mgr_stats ms;
-    node_model_mgr_stats(p->model, &ms);
     node_text_printf(
         b,
         "{\"version\":%" PRIu64
@@ -962,9 +960,10 @@ static void put_model_status(struct node_peer *p, struct node_text *b)
         ",\"rounds_finished\":%" PRIu64
         ",\"windows\":%zu,\"windows_new\":%" PRIu64
         ",\"train_after\":%.0f,\"retrain_every\":%.0f,\"last_round\":",
-        ms.model_version, ms.model_params, ms.model_loaded ? "true" : "false",
-        ms.training ? "true" : "false", ms.trainings, ms.training_failures,
-        ms.trainings + ms.training_failures, ms.windows, ms.windows_new,
+        ms->model_version, ms->model_params,
+        ms->model_loaded ? "true" : "false", ms->training ? "true" : "false",
+        ms->trainings, ms->training_failures,
+        ms->trainings + ms->training_failures, ms->windows, ms->windows_new,
         p->cfg->train_after, p->cfg->retrain_every);
     const struct peer_round *l = &p->last_round;
     if (!l->valid) {
@@ -1032,23 +1031,21 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
                          n->inferred ? "true" : "false");
     }
     node_text_puts(b, "]},\"model\":");
-    put_model_status(p, b);
-    uint64_t ok = 0, failed = 0, dropped = 0, pending = 0;
+    /* One pass over the history for both objects (it counts new windows). */
+    struct node_model_mgr_stats ms;
+    memset(&ms, 0, sizeof ms);
     if (p->model != NULL) {
-        struct node_model_mgr_stats ms;
         node_model_mgr_stats(p->model, &ms);
-        ok = ms.diagnoses;
-        failed = ms.diagnosis_failures;
-        dropped = ms.diagnoses_dropped;
-        pending = ms.diagnoses_pending;
     }
-    node_text_printf(b,
-                     ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64
-                     ",\"failed\":%" PRIu64 ",\"dropped\":%" PRIu64
-                     ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
-                     ",\"rediagnosed\":%" PRIu64 "}}\n",
-                     node_diag_store_count(p->diags), ok, failed, dropped,
-                     pending, p->no_model, p->rediagnosed);
+    put_model_status(p, &ms, b);
+    node_text_printf(
+        b,
+        ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
+        ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
+        ",\"rediagnosed\":%" PRIu64 "}}\n",
+        node_diag_store_count(p->diags), ms.diagnoses, ms.diagnosis_failures,
+        ms.diagnoses_dropped, (uint64_t)ms.diagnoses_pending, p->no_model,
+        p->rediagnosed);
     reply_out(p, res, 200);
 }
 

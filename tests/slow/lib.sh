@@ -1,4 +1,4 @@
-# Shared by the slow tests; source it after defining fail().
+# Shared by the slow tests (sourced). wait_port calls the test's own fail().
 
 # wait_port LOG PID SED WHAT: waits up to 10 s for process PID to write the
 # port it bound into LOG (SED is a `sed -n` script printing the number) and
@@ -18,3 +18,12 @@ wait_port() {
 
 # The peer's log line with its HTTP port.
 peer_port_sed='s/.*msg="peer started".*http_port=\([0-9]*\).*/\1/p'
+
+# kill_started: kills (SIGKILL) and reaps every process in the test's
+# $pids array; for its EXIT trap.
+kill_started() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+}

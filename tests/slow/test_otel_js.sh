@@ -21,11 +21,9 @@ window=5
 requests=300
 dir=$(mktemp -d /tmp/sagemesh-otel-XXXXXX)
 pids=()
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
+    kill_started
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -38,7 +36,6 @@ logs() {
     done
 }
 fail() { echo "not ok - $*"; logs; exit 1; }
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 skip() { echo "1..0 # SKIP $*"; exit 77; }
 
 # ---- node, npm and the pinned SDK ------------------------------------------

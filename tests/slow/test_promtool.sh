@@ -15,11 +15,9 @@ set -u
 bin=$1 samples=$2
 dir=$(mktemp -d /tmp/sagemesh-prom-XXXXXX)
 pids=()
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
+    kill_started
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -33,7 +31,6 @@ fail() {
     done
     exit 1
 }
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v promtool > /dev/null ||
     { echo "1..0 # SKIP promtool is not installed (Debian package prometheus)"; exit 77; }
