@@ -555,4 +555,10 @@ int act_cmd_run(char *const argv[],
 /* Frees @res->output and zeroes @res. */
 void act_cmd_result_free(struct act_cmd_result *res);
 
+/* ---- Network bandwidth: tc HTB classes (actuate/tc.c) --------------------- */
+
+/* ---- LLC ways: resctrl (actuate/resctrl.c) ------------------------------- */
+
+/* ---- CPU frequency: cpufreq (actuate/cpufreq.c) --------------------------- */
+
 #endif /* SM_ACTUATE_H */

@@ -85,6 +85,13 @@ int tp_credential_verify(const struct tp_secret *secret,
                          uint8_t mac[TP_MAC_SIZE],
                          const char **why);
 
+/* ---- Envelope: the versioned msgpack wire format (transport/envelope.c) -- */
+
+/* ---- Secure channel: per-peer keys, sealing, replay (transport/channel.c) */
+
+/* ---- Network: nng sockets on the libuv loop, and the fake (transport/net.c,
+ * transport/fake_net.c) ---------------------------------------------------- */
+
 /* Reports the libraries transport/ links (nng, libsodium, msgpack-c) to
  * @cb, once each, synchronously. */
 void tp_libraries(sm_libver_cb cb, void *arg);
