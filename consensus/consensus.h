@@ -10,4 +10,10 @@
  * binary was built against. */
 void cons_libraries(sm_libver_cb cb, void *arg);
 
+/* ---- Commands and the replicated state machine (consensus/fsm.c) -------- */
+
+/* ---- Shard placement (consensus/placement.c) ----------------------------- */
+
+/* ---- The raft node: raft 0.15 v0 API wrapper (consensus/raft_node.c) ----- */
+
 #endif /* SM_CONSENSUS_H */
