@@ -9,16 +9,18 @@
 /* How a peer treats the actions its controller decides (`--actuate`):
  * - dry-run: log and record what would be done, change nothing (default);
  * - on: apply actions;
- * - off: do not even plan actions. */
-enum act_mode { ACT_MODE_DRY_RUN, ACT_MODE_ON, ACT_MODE_OFF };
+ * - off: do not even plan actions;
+ * - approve: plan actions and hold each until an operator approves it
+ *   (`sagemesh actions approve ID`). */
+enum act_mode { ACT_MODE_DRY_RUN, ACT_MODE_ON, ACT_MODE_OFF, ACT_MODE_APPROVE };
 
 #define ACT_MODE_DEFAULT ACT_MODE_DRY_RUN
 
-/* Parses "dry-run", "on" or "off" into @mode. Returns SM_OK, or SM_EINVAL
+/* Parses "dry-run", "on", "off" or "approve" into @mode. Returns SM_OK, or SM_EINVAL
  * leaving @mode untouched. */
 int act_mode_parse(const char *text, enum act_mode *mode);
 
-/* Returns the flag spelling of @mode ("dry-run", "on", "off"), or "unknown"
+/* Returns the flag spelling of @mode ("dry-run", "on", "off", "approve"), or "unknown"
  * for a value outside the enum. */
 const char *act_mode_name(enum act_mode mode);
 

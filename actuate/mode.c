@@ -8,6 +8,7 @@ static const char *const mode_names[] = {
     [ACT_MODE_DRY_RUN] = "dry-run",
     [ACT_MODE_ON] = "on",
     [ACT_MODE_OFF] = "off",
+    [ACT_MODE_APPROVE] = "approve",
 };
 
 int act_mode_parse(const char *text, enum act_mode *mode)

@@ -106,7 +106,7 @@ void act_plan_config_init(struct act_plan_config *c)
 int act_plan_config_validate(const struct act_plan_config *c, char *errmsg)
 {
     const char *bad = NULL;
-    if ((unsigned)c->mode > ACT_MODE_OFF) {
+    if ((unsigned)c->mode > ACT_MODE_APPROVE) {
         bad = "unknown mode";
     } else if (!(c->cpu_step_fraction > 0) || !(c->cpu_step_min_cores >= 0)) {
         bad = "cpu step must be positive";

@@ -32,6 +32,7 @@
     X(SM_ENOTLEADER, "not the leader")                            \
     X(SM_ECRYPTO, "cryptographic library failure")                \
     X(SM_ENOTYET, "not available in this version")                \
+    X(SM_ECONFLICT, "not possible in the current state")          \
     X(SM_EINTERNAL, "internal error")
 
 #define SM__ERR_ENUM(name, msg) name,

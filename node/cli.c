@@ -21,75 +21,117 @@
 #define EXIT_CODES "Exit status: 0 ok, 1 failed or unhealthy, 2 usage.\n"
 
 static const struct node_command commands[] = {
-    {"peer", "run a sagemesh peer (one per host)",
-     "Usage: sagemesh peer [flags]\n"
-     "Runs the peer daemon: OTLP ingest, scraping, windows, model shards, "
-     "mesh.\n"
-     "  --id NAME                 peer name (default: host name)\n"
-     "  --listen-http HOST:PORT   OTLP and API endpoint (default "
-     "127.0.0.1:4318)\n"
-     "  --listen-peer HOST:PORT   mesh endpoint (default 127.0.0.1:7401; raft\n"
-     "                            may use the next port)\n"
-     "  --join HOST:PORT          existing peer to join (repeatable)\n"
-     "  --data-dir DIR            durable state (windows, model, raft log)\n"
-     "  --secret-file FILE        cluster secret (see 'sagemesh keygen')\n"
-     "  --qos-service NAME        frontend service whose latency is the QoS\n"
-     "  --qos-operation NAME      optional operation of that service\n"
-     "  --qos-percentile P        percentile checked (default 99)\n"
-     "  --qos-target-ms MS        QoS target in milliseconds\n"
-     "  --window SECONDS          event-time window (default 30)\n"
-     "  --lateness SECONDS        how long a window waits for late telemetry\n"
-     "                            after newer data arrived (default 60: the\n"
-     "                            OpenTelemetry SDKs export metrics every 60 "
-     "s;\n"
-     "                            with only faster exporters a few seconds\n"
-     "                            gives diagnoses sooner). Data later than\n"
-     "                            that is dropped, counted and warned about\n"
-     "  --scrape URL              Prometheus target (repeatable); end it with\n"
-     "                            #service=NAME to name the service of "
-     "samples\n"
-     "                            without a service label (node_exporter)\n"
-     "  --scrape-interval SECONDS scrape period (default 15)\n"
-     "  --actuate dry-run|on|off  act on diagnoses (default dry-run)\n"
-     "  --age-out WINDOWS         a service or RPC edge not seen for this "
-     "many\n"
-     "                            windows leaves the CBN (default 20)\n"
-     "  --log-level LEVEL         debug, info, warn or error (default info)\n"
-     "  --log-file FILE           append the log to FILE instead of standard\n"
-     "                            error; reopened on SIGHUP (log rotation)\n"
-     "  --train-after WINDOWS     train the first model once this many "
-     "windows\n"
-     "                            are held (default 240: 2 h of 30 s "
-     "windows;\n"
-     "                            at most 20000; the peer holds the larger of\n"
-     "                            this and 4000 windows in memory)\n"
-     "  --retrain-every WINDOWS   retrain after this many new windows "
-     "(default\n"
-     "                            240; 0: only on 'sagemesh train')\n"
-     "  --service-label LABEL     Prometheus label naming the service\n"
-     "                            (repeatable, in order of preference; "
-     "default\n"
-     "                            container, pod, name, service, job, "
-     "groupname)\n"
-     "  --resource-class P=CLASS  metrics named P* belong to CLASS (cpu,\n"
-     "                            memory, network, disk, llc, other), over "
-     "the\n"
-     "                            built-in table (repeatable)\n"
-     "  --config FILE             the same keys without dashes, one per line;\n"
-     "                            flags given too override the file\n"
-     "Serves on --listen-http: POST /v1/traces and /v1/metrics (OTLP/HTTP\n"
-     "JSON), POST /api/v2/spans (Zipkin v2), GET /healthz, /readyz, /metrics,\n"
-     "/v1/status, /v1/diagnoses, /v1/services, POST and GET /v1/diagnose,\n"
-     "POST /v1/flush and /v1/train (these two need the secret); see\n"
-     "docs/http-api.md.\n"
-     "With --qos-service and --qos-target-ms the peer trains its model on\n"
-     "its own threads (the previous model serves until the new one is\n"
-     "complete) and diagnoses every window that violates QoS. DIR holds\n"
-     "windows/ (crash-safe log), model.ckpt and diagnoses/; all survive a\n"
-     "restart.\n"
-     "Stops cleanly on SIGINT or SIGTERM (a running training round is\n"
-     "abandoned, the windows still open are stored) and exits 0.\n",
-     node__cmd_peer},
+    {
+        "peer",
+        "run a sagemesh peer (one per host)",
+        "Usage: sagemesh peer [flags]\n"
+        "Runs the peer daemon: OTLP ingest, scraping, windows, model shards, "
+        "mesh.\n"
+        "  --id NAME                 peer name (default: host name)\n"
+        "  --listen-http HOST:PORT   OTLP and API endpoint (default "
+        "127.0.0.1:4318)\n"
+        "  --listen-peer HOST:PORT   mesh endpoint (default 127.0.0.1:7401; "
+        "raft\n"
+        "                            may use the next port)\n"
+        "  --join HOST:PORT          existing peer to join (repeatable)\n"
+        "  --data-dir DIR            durable state (windows, model, raft log)\n"
+        "  --secret-file FILE        cluster secret (see 'sagemesh keygen')\n"
+        "  --qos-service NAME        frontend service whose latency is the "
+        "QoS\n"
+        "  --qos-operation NAME      optional operation of that service\n"
+        "  --qos-percentile P        percentile checked (default 99)\n"
+        "  --qos-target-ms MS        QoS target in milliseconds\n"
+        "  --window SECONDS          event-time window (default 30)\n"
+        "  --lateness SECONDS        how long a window waits for late "
+        "telemetry\n"
+        "                            after newer data arrived (default 60: "
+        "the\n"
+        "                            OpenTelemetry SDKs export metrics every "
+        "60 "
+        "s;\n"
+        "                            with only faster exporters a few seconds\n"
+        "                            gives diagnoses sooner). Data later than\n"
+        "                            that is dropped, counted and warned "
+        "about\n"
+        "  --scrape URL              Prometheus target (repeatable); end it "
+        "with\n"
+        "                            #service=NAME to name the service of "
+        "samples\n"
+        "                            without a service label (node_exporter)\n"
+        "  --scrape-interval SECONDS scrape period (default 15)\n",
+        node__cmd_peer,
+        "  --actuate MODE            what to do with a diagnosis's culprit:\n"
+        "                            dry-run (default: decide and record what\n"
+        "                            would be done), on (apply it), approve\n"
+        "                            (hold it for 'sagemesh actions approve\n"
+        "                            ID'), off (decide nothing)\n"
+        "  --cgroup-root DIR         where cgroups are mounted (default\n"
+        "                            /sys/fs/cgroup; v1 and v2 are detected)\n"
+        "  --cgroup-path TEMPLATE    a service's cgroup under each hierarchy,\n"
+        "                            e.g. system.slice/{service}.service\n"
+        "                            (default: the cgroup of the process "
+        "whose\n"
+        "                            name is the service's)\n"
+        "  --scale-out-command T     run when local changes are not enough,\n"
+        "                            with {service} {instance} {resource}\n"
+        "                            {amount}, no shell, e.g. 'kubectl scale\n"
+        "                            deploy/{service} --replicas=+{amount}'\n"
+        "  --actuate-interval S      at most one action per service per S\n"
+        "                            seconds of event time (default 60)\n"
+        "  --actuate-verify-windows N  windows after an action in which QoS\n"
+        "                            must recover (default 2)\n"
+        "  --actuate-escalate-windows N  unrecovered windows before a "
+        "scale-out\n"
+        "                            (default 3)\n"
+        "  --actuate-rollback never|unhelpful  roll back actions that did not\n"
+        "                            help (default never)\n"
+        "  --actuate-max-cores N, --actuate-max-memory-mb N  caps per service\n"
+        "                            (default none)\n"
+        "  --command-timeout S       deadline of the scale-out command (120)\n"
+        "  --age-out WINDOWS         a service or RPC edge not seen for this "
+        "many\n"
+        "                            windows leaves the CBN (default 20)\n"
+        "  --log-level LEVEL         debug, info, warn or error (default "
+        "info)\n"
+        "  --log-file FILE           append the log to FILE instead of "
+        "standard\n"
+        "                            error; reopened on SIGHUP (log rotation)\n"
+        "  --train-after WINDOWS     train the first model once this many "
+        "windows\n"
+        "                            are held (default 240: 2 h of 30 s "
+        "windows;\n"
+        "                            at most 20000; the peer holds the larger "
+        "of\n"
+        "                            this and 4000 windows in memory)\n"
+        "  --retrain-every WINDOWS   retrain after this many new windows "
+        "(default\n"
+        "                            240; 0: only on 'sagemesh train')\n"
+        "  --service-label LABEL     Prometheus label naming the service\n"
+        "                            (repeatable, in order of preference; "
+        "default\n"
+        "                            container, pod, name, service, job, "
+        "groupname)\n"
+        "  --resource-class P=CLASS  metrics named P* belong to CLASS (cpu,\n"
+        "                            memory, network, disk, llc, other), over "
+        "the\n"
+        "                            built-in table (repeatable)\n"
+        "  --config FILE             the same keys without dashes, one per "
+        "line;\n"
+        "                            flags given too override the file\n"
+        "Serves on --listen-http: POST /v1/traces and /v1/metrics (OTLP/HTTP\n"
+        "JSON), POST /api/v2/spans (Zipkin v2), GET /healthz, /readyz, "
+        "/metrics,\n"
+        "/v1/status, /v1/diagnoses, /v1/services, POST and GET /v1/diagnose,\n"
+        "POST /v1/flush and /v1/train (these two need the secret); see\n"
+        "docs/http-api.md.\n"
+        "With --qos-service and --qos-target-ms the peer trains its model on\n"
+        "its own threads (the previous model serves until the new one is\n"
+        "complete) and diagnoses every window that violates QoS. DIR holds\n"
+        "windows/ (crash-safe log), model.ckpt and diagnoses/; all survive a\n"
+        "restart.\n"
+        "Stops cleanly on SIGINT or SIGTERM (a running training round is\n"
+        "abandoned, the windows still open are stored) and exits 0.\n",
+    },
     {"status", "the peer: readiness, windows, QoS, model, diagnoses",
      "Usage: sagemesh status [--peer HOST:PORT] [-o table|json]\n"
      "                       [--timeout SECONDS]\n"
@@ -98,18 +140,18 @@ static const struct node_command commands[] = {
      "the last round, the next one) and diagnosis counts.\n" CLIENT_FLAGS
      "Exit status: 0 ok, 1 peer unreachable, not ready or failing, 2 "
      "usage.\n",
-     node__cmd_status},
+     node__cmd_status, NULL},
     {"members", "list, add or remove mesh members",
      "Usage: sagemesh members list|add|remove [ID [HOST:PORT]] [client flags]\n"
      "Changes go through the leader and need the cluster "
      "secret.\n" CLIENT_FLAGS,
-     NULL},
+     NULL, NULL},
     {"services", "list the services the mesh knows",
      "Usage: sagemesh services list [--peer HOST:PORT] [-o table|json]\n"
      "                              [--timeout SECONDS]\n"
      "Lists the services of the CBN (GET /v1/services): each with its CBN\n"
      "node, callers and callees.\n" CLIENT_FLAGS EXIT_CODES,
-     node__cmd_services},
+     node__cmd_services, NULL},
     {"diagnoses", "QoS violations with culprit service and resource",
      "Usage: sagemesh diagnoses [--limit N] [--peer HOST:PORT] [-o "
      "table|json]\n"
@@ -119,7 +161,7 @@ static const struct node_command commands[] = {
      "latency against the target, model version and the propagation path.\n"
      "  --limit N             at most N diagnoses, 1 to 1000 (default "
      "20)\n" CLIENT_FLAGS EXIT_CODES,
-     node__cmd_diagnoses},
+     node__cmd_diagnoses, NULL},
     {"diagnose", "rank the services for any time range",
      "Usage: sagemesh diagnose --from T --to T [--peer HOST:PORT]\n"
      "                         [-o table|json] [--timeout SECONDS]\n"
@@ -129,7 +171,7 @@ static const struct node_command commands[] = {
      "  --from T, --to T      RFC 3339 (2023-11-15T08:35:00Z, or an offset\n"
      "                        such as +01:00) or Unix seconds\n" CLIENT_FLAGS
      "--timeout bounds the wait for the result too.\n" EXIT_CODES,
-     node__cmd_diagnose},
+     node__cmd_diagnose, NULL},
     {"train", "(re)train the model now",
      "Usage: sagemesh train [--wait] [--peer HOST:PORT] [--secret-file FILE]\n"
      "                      [-o table|json] [--timeout SECONDS]\n"
@@ -139,7 +181,7 @@ static const struct node_command commands[] = {
      "                        model version, or the error: exit 1); --timeout\n"
      "                        bounds the wait, so give training time, e.g.\n"
      "                        --timeout 600\n" CLIENT_FLAGS EXIT_CODES,
-     node__cmd_train},
+     node__cmd_train, NULL},
     {"flush", "close the open windows now",
      "Usage: sagemesh flush [--peer HOST:PORT] [--secret-file FILE]\n"
      "                      [--timeout SECONDS]\n"
@@ -148,11 +190,26 @@ static const struct node_command commands[] = {
      "Needs the cluster secret (--secret-file or $SAGEMESH_SECRET_FILE): the\n"
      "call carries an HMAC credential, good once, within 60 s of the peer's\n"
      "clock.\n" EXIT_CODES,
-     node__cmd_flush},
+     node__cmd_flush, NULL},
     {"actions", "list, approve or roll back corrective actions",
-     "Usage: sagemesh actions list|approve ID|rollback ID [client "
-     "flags]\n" CLIENT_FLAGS,
-     NULL},
+     "Usage: sagemesh actions list [--limit N] [--state STATE]\n"
+     "       sagemesh actions approve ID | rollback ID\n"
+     "                        [--peer HOST:PORT] [--secret-file FILE]\n"
+     "                        [-o table|json] [--timeout SECONDS]\n"
+     "list      the newest actions the controller decided (GET /v1/actions),\n"
+     "          newest first: dry_run (recorded only), pending (waiting for\n"
+     "          approval, --actuate approve), applying, applied (QoS being\n"
+     "          verified), verified (QoS recovered), not_helped, "
+     "rolling_back,\n"
+     "          rolled_back, failed (the note says why), interrupted (a\n"
+     "          scale-out command cut short by a stop: check it by hand)\n"
+     "  --limit N       at most N (1..1000, default 20)\n"
+     "  --state STATE   only actions in STATE\n"
+     "approve   release a pending action to the agent (needs the secret)\n"
+     "rollback  restore the value an applied action replaced (needs the\n"
+     "          secret; a scale-out is not rolled back here)\n" CLIENT_FLAGS
+         EXIT_CODES,
+     node__cmd_actions, NULL},
     {"keygen", "create a cluster secret",
      "Usage: sagemesh keygen [--out FILE [--force]]\n"
      "Creates a new random cluster secret (32 bytes from the OS CSPRNG, as 64\n"
@@ -160,7 +217,7 @@ static const struct node_command commands[] = {
      "it is written to FILE with mode 0600; an existing FILE is kept unless\n"
      "--force is given. Every peer and every operator of a cluster needs the\n"
      "same secret; whoever has it can command the cluster.\n" EXIT_CODES,
-     node__cmd_keygen},
+     node__cmd_keygen, NULL},
     {"import", "import traces from a file",
      "Usage: sagemesh import --jaeger FILE [client flags]\n"
      "Reads a Jaeger /api/traces JSON file (the query API's answer, or a UI\n"
@@ -171,9 +228,9 @@ static const struct node_command commands[] = {
      "  --peer HOST:PORT      peer to send to (default $SAGEMESH_PEER, else\n"
      "                        127.0.0.1:4318)\n"
      "  --timeout SECONDS     bound on each batch (default 5)\n" EXIT_CODES,
-     node__cmd_import},
+     node__cmd_import, NULL},
     {"sim", "generate telemetry with ground truth", NODE_SIM_HELP,
-     node__cmd_sim},
+     node__cmd_sim, NULL},
     {"demo", "a local peer, a simulated app and an injected fault",
      "Usage: sagemesh demo [--dir DIR]\n"
      "The main job end to end on this machine, in about a minute:\n"
@@ -189,14 +246,14 @@ static const struct node_command commands[] = {
      "  --dir DIR   where the secret, the peer's data and its log go\n"
      "Exit status: 0 when the diagnoses name the injected fault, 1 when a\n"
      "step fails or they do not, 2 usage.\n",
-     node__cmd_demo},
+     node__cmd_demo, NULL},
     {"bench", "measure ingest, training and inference speed",
-     "Usage: sagemesh bench [flags]\n", NULL},
+     "Usage: sagemesh bench [flags]\n", NULL, NULL},
     {"version", "print version, build and linked libraries",
      "Usage: sagemesh version   (same as sagemesh --version)\n",
-     node__cmd_version},
+     node__cmd_version, NULL},
     {"help", "list commands, or explain one",
-     "Usage: sagemesh help [COMMAND]\n", NULL},
+     "Usage: sagemesh help [COMMAND]\n", NULL, NULL},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -239,6 +296,9 @@ static void print_overview(FILE *out)
 static void print_command_help(const struct node_command *cmd, FILE *out)
 {
     fputs(cmd->help, out);
+    if (cmd->help_more != NULL) {
+        fputs(cmd->help_more, out);
+    }
     if (cmd->run == NULL && strcmp(cmd->name, "help") != 0) {
         fprintf(out, "\n'sagemesh %s' is not in this version (%s) yet.\n",
                 cmd->name, SM_VERSION);

@@ -12,6 +12,7 @@ struct node_command
     const char *summary; /* one line for `sagemesh help` */
     const char *help;    /* the full text of `sagemesh NAME --help` */
     int (*run)(int argc, char **argv, FILE *out, FILE *err);
+    const char *help_more; /* printed after @help (C limits one literal) */
 };
 
 /* `sagemesh --version` / `sagemesh version`: version, revision, build type

@@ -27,6 +27,7 @@
 #include "node/config.h"
 #include "node/node.h"
 #include "node/render.h"
+#include "node/textbuf.h"
 #include "transport/transport.h"
 
 #define DEFAULT_PEER  "127.0.0.1:4318"
@@ -697,4 +698,132 @@ int node__cmd_train(int argc, char **argv, FILE *out, FILE *err)
         return code;
     }
     return train_wait(&f, rounds, out, err);
+}
+
+/* ---- actions ----------------------------------------------------------- */
+
+/* approve or rollback: a signed POST whose body names the action. */
+static int change_action(const struct node_client_flags *f,
+                         const char *verb,
+                         const char *id,
+                         FILE *out,
+                         FILE *err)
+{
+    char path[64], body[64], what[96];
+    snprintf(path, sizeof path, "/v1/actions/%s", verb);
+    int len = snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    snprintf(what, sizeof what, "POST %s", path);
+    struct tp_secret secret;
+    char msg[SM_ERRMSG_SIZE] = "";
+    if (node_read_secret(f->secret_file, &secret, err, msg) != SM_OK) {
+        fprintf(err, "sagemesh actions: %s\n", msg);
+        return NODE_EXIT_FAILED;
+    }
+    char auth[TP_AUTH_HEADER_MAX];
+    tp_credential_sign(&secret, "POST", path, (uint64_t)time(NULL), body,
+                       (size_t)len, auth);
+    tp_secret_wipe(&secret);
+    struct node_client_response resp;
+    if (ask(f, "POST", path, auth, body, (size_t)len, &resp, err) != 0) {
+        return NODE_EXIT_FAILED;
+    }
+    int code = NODE_EXIT_OK;
+    if (resp.status == 404 || resp.status == 409) {
+        node_render_error(resp.body, resp.len, msg, sizeof msg);
+        fprintf(err, "sagemesh actions %s: %s\n", verb, msg);
+        code = NODE_EXIT_FAILED;
+    } else if (resp.status != 200) {
+        code = http_error(f, what, 1, &resp, err);
+    } else if (f->json) {
+        print_body(&resp, out);
+    } else {
+        /* One action: shown as a one-row list. */
+        struct node_text list = {0};
+        node_text_puts(&list, "{\"actions\":[");
+        node_text_put(&list, resp.body, resp.len);
+        node_text_puts(&list, "]}");
+        if (list.failed ||
+            node_render_actions(list.s, list.len, out, msg) != SM_OK) {
+            code = bad_body(f, what, list.failed ? "out of memory" : msg, err);
+        }
+        free(list.s);
+    }
+    free(resp.body);
+    return code;
+}
+
+int node__cmd_actions(int argc, char **argv, FILE *out, FILE *err)
+{
+    static const char usage[] =
+        "sagemesh actions list [--limit N] [--state STATE] | approve ID | "
+        "rollback ID [--peer HOST:PORT] [--secret-file FILE] [-o table|json] "
+        "[--timeout SECONDS]";
+    const char *limit = NULL, *state = NULL;
+    const struct node_client_extra extra[] = {{"limit", 1, &limit},
+                                              {"state", 1, &state}};
+    struct node_client_flags f;
+    if (node__client_flags("actions", usage, 1, extra, 2, argc, argv, &f,
+                           err) != NODE_EXIT_OK) {
+        return NODE_EXIT_USAGE;
+    }
+    if (f.n_args == 0) {
+        return usage_error(f.cmd, usage, err,
+                           "expected list, approve ID or rollback ID%s", "");
+    }
+    const char *verb = f.args[0];
+    if (strcmp(verb, "list") == 0) {
+        if (f.n_args > 1) {
+            return usage_error(f.cmd, usage, err, "unexpected argument '%s'",
+                               f.args[1]);
+        }
+        char path[128] = "/v1/actions?limit=20";
+        if (limit != NULL) {
+            char *end;
+            errno = 0;
+            long n = strtol(limit, &end, 10);
+            if (end == limit || *end != '\0' || errno != 0 || n < 1 ||
+                n > 1000) {
+                return usage_error(f.cmd, usage, err,
+                                   "--limit wants a number from 1 to 1000, "
+                                   "not '%s'",
+                                   limit);
+            }
+            snprintf(path, sizeof path, "/v1/actions?limit=%ld", n);
+        }
+        if (state != NULL) {
+            if (strspn(state, "abcdefghijklmnopqrstuvwxyz_") != strlen(state) ||
+                strlen(state) > 20 || state[0] == '\0') {
+                return usage_error(f.cmd, usage, err,
+                                   "--state wants a state name such as "
+                                   "pending or applied, not '%s'",
+                                   state);
+            }
+            size_t at = strlen(path);
+            snprintf(path + at, sizeof path - at, "&state=%s", state);
+        }
+        return get_and_render(&f, path, node_render_actions, out, err);
+    }
+    if (strcmp(verb, "approve") != 0 && strcmp(verb, "rollback") != 0) {
+        return usage_error(f.cmd, usage, err,
+                           "expected list, approve or rollback, not '%s'",
+                           verb);
+    }
+    if (f.n_args != 2 || strlen(f.args[1]) != 16 ||
+        strspn(f.args[1], "0123456789abcdef") != 16) {
+        return usage_error(f.cmd, usage, err,
+                           "%s wants one action id (16 hex digits, from "
+                           "'sagemesh actions list')",
+                           verb);
+    }
+    if (limit != NULL || state != NULL) {
+        return usage_error(f.cmd, usage, err,
+                           "--limit and --state go with 'list'%s", "");
+    }
+    if (f.secret_file == NULL) {
+        return usage_error(f.cmd, usage, err,
+                           "needs the cluster secret: --secret-file FILE or "
+                           "SAGEMESH_SECRET_FILE%s",
+                           "");
+    }
+    return change_action(&f, verb, f.args[1], out, err);
 }

@@ -34,6 +34,12 @@ int node__cmd_diagnose(int argc, char **argv, FILE *out, FILE *err);
  * finished and reports its outcome (exit 1 when it failed). */
 int node__cmd_train(int argc, char **argv, FILE *out, FILE *err);
 
+/* `sagemesh actions list [--limit N] [--state S]`: GET /v1/actions;
+ * `sagemesh actions approve|rollback ID`: POST /v1/actions/approve or
+ * /v1/actions/rollback with a credential. Exit 1 also when the peer
+ * refuses (no such action, or not in a state that allows it). */
+int node__cmd_actions(int argc, char **argv, FILE *out, FILE *err);
+
 /* ---- Flags shared by every command that talks to a peer ----------------
  *
  *   --peer HOST:PORT      default $SAGEMESH_PEER, else 127.0.0.1:4318

@@ -24,6 +24,11 @@ void node_config_init(struct node_config *c)
     c->scrape_interval_s = 15;
     c->age_out = 20;
     c->actuate = ACT_MODE_DEFAULT;
+    c->actuate_rollback = "never";
+    c->actuate_interval_s = 60;
+    c->actuate_verify_windows = 2;
+    c->actuate_escalate_windows = 3;
+    c->command_timeout_s = 120;
     c->log_level = "info";
     c->train_after = 240;
     c->retrain_every = 240;
@@ -96,6 +101,18 @@ static const struct key keys[] = {
     {"scrape", LIST, FIELD(scrape), FIELD(n_scrape), 0, 0},
     {"scrape-interval", NUMBER, FIELD(scrape_interval_s), 0, 1, 86400},
     {"actuate", ACTUATE, FIELD(actuate), 0, 0, 0},
+    {"cgroup-root", STRING, FIELD(cgroup_root), 0, 0, 0},
+    {"cgroup-path", STRING, FIELD(cgroup_path), 0, 0, 0},
+    {"scale-out-command", STRING, FIELD(scale_out_command), 0, 0, 0},
+    {"actuate-rollback", STRING, FIELD(actuate_rollback), 0, 0, 0},
+    {"actuate-interval", NUMBER, FIELD(actuate_interval_s), 0, 0, 86400},
+    {"actuate-verify-windows", NUMBER, FIELD(actuate_verify_windows), 0, 1,
+     100},
+    {"actuate-escalate-windows", NUMBER, FIELD(actuate_escalate_windows), 0, 1,
+     1000},
+    {"actuate-max-cores", NUMBER, FIELD(actuate_max_cores), 0, 0, 4096},
+    {"actuate-max-memory-mb", NUMBER, FIELD(actuate_max_memory_mb), 0, 0, 1e9},
+    {"command-timeout", NUMBER, FIELD(command_timeout_s), 0, 1, 3600},
     {"age-out", NUMBER, FIELD(age_out), 0, 1, 100000},
     {"log-level", STRING, FIELD(log_level), 0, 0, 0},
     {"log-file", STRING, FIELD(log_file), 0, 0, 0},
@@ -157,10 +174,11 @@ int node_config_set(struct node_config *c,
             return SM_OK;
         case ACTUATE:
             if (act_mode_parse(value, &c->actuate) != SM_OK) {
-                sm_errmsg_printf(errmsg,
-                                 "'actuate' must be dry-run, on or off, not "
-                                 "'%s'",
-                                 value);
+                sm_errmsg_printf(
+                    errmsg,
+                    "'actuate' must be dry-run, on, off or approve, not "
+                    "'%s'",
+                    value);
                 return SM_EINVAL;
             }
             return SM_OK;
@@ -323,6 +341,22 @@ int node_config_validate(const struct node_config *c,
         c->retrain_every != floor(c->retrain_every)) {
         sm_errmsg_printf(errmsg,
                          "--train-after and --retrain-every count windows: "
+                         "whole numbers");
+        return SM_EINVAL;
+    }
+    if (strcmp(c->actuate_rollback, "never") != 0 &&
+        strcmp(c->actuate_rollback, "unhelpful") != 0) {
+        sm_errmsg_printf(errmsg,
+                         "--actuate-rollback must be never or unhelpful, not "
+                         "'%s'",
+                         c->actuate_rollback);
+        return SM_EINVAL;
+    }
+    if (c->actuate_verify_windows != floor(c->actuate_verify_windows) ||
+        c->actuate_escalate_windows != floor(c->actuate_escalate_windows)) {
+        sm_errmsg_printf(errmsg,
+                         "--actuate-verify-windows and "
+                         "--actuate-escalate-windows count windows: "
                          "whole numbers");
         return SM_EINVAL;
     }

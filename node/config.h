@@ -34,13 +34,25 @@ struct node_config
     double age_out;           /* windows before a silent service leaves the
                                  CBN; default 20 */
     enum act_mode actuate;    /* default dry-run */
-    const char *log_level;    /* default info */
-    const char *log_file;     /* default: standard error; reopened on
-                                 SIGHUP (log rotation) */
-    double train_after;       /* first training once this many windows are
-                                 held; default 240 */
-    double retrain_every;     /* retrain after this many new windows;
-                                 default 240, 0: only `sagemesh train` */
+    /* Actuation (docs/actuation.md). */
+    const char *cgroup_root;         /* default /sys/fs/cgroup */
+    const char *cgroup_path;         /* template with {service}; default: by
+                                        process name */
+    const char *scale_out_command;   /* template; default none */
+    const char *actuate_rollback;    /* "never" (default) or "unhelpful" */
+    double actuate_interval_s;       /* rate limit per service; default 60 */
+    double actuate_verify_windows;   /* default 2 */
+    double actuate_escalate_windows; /* default 3 */
+    double actuate_max_cores;        /* cap per service; 0: none */
+    double actuate_max_memory_mb;    /* cap per service; 0: none */
+    double command_timeout_s;        /* scale-out command; default 120 */
+    const char *log_level;           /* default info */
+    const char *log_file;            /* default: standard error; reopened on
+                                        SIGHUP (log rotation) */
+    double train_after;   /* first training once this many windows are
+                             held; default 240 */
+    double retrain_every; /* retrain after this many new windows;
+                             default 240, 0: only `sagemesh train` */
     /* Prometheus labels naming a sample's service, in order of preference
      * (service-label, repeatable); none given: the default list. */
     const char *service_label[NODE_MAX_LIST];

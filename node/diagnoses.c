@@ -123,7 +123,9 @@ void node_diagnosis_write_json(struct node_text *b,
                      ",\"decided_unix_nano\":\"%" PRIu64 "\",\"diagnosis_ms\":",
                      meta->decided_ns);
     node_text_json_num(b, "%.3f", meta->diagnosis_ms);
-    node_text_puts(b, ",\"action\":null}");
+    node_text_puts(b, ",\"action\":");
+    node_text_puts(b, meta->action_json != NULL ? meta->action_json : "null");
+    node_text_puts(b, "}");
 }
 
 static int is_hex_lower(uint8_t c)

@@ -34,6 +34,9 @@ struct node_diagnosis_meta
     const char *decided_by; /* the peer's id */
     uint64_t decided_ns;    /* wall clock, Unix nanoseconds */
     double diagnosis_ms;    /* from the window's close to the answer */
+    /* The action decided for it, as a JSON object written verbatim
+     * (docs/http-api.md), or NULL for null. */
+    const char *action_json;
 };
 
 /* Writes the diagnosis id of the window ending at @window_end_ns for the

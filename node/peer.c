@@ -33,12 +33,15 @@
 #include "base/log.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
+#include "node/actions.h"
+#include "node/agent.h"
 #include "node/cli.h"
 #include "node/client.h"
 #include "node/config.h"
 #include "node/diagnoses.h"
 #include "node/http.h"
 #include "node/ingest.h"
+#include "node/json.h"
 #include "node/model_mgr.h"
 #include "node/node.h"
 #include "node/peer.h"
@@ -154,6 +157,11 @@ struct node_peer
     struct diag_request requests[N_REQUESTS];
     uint64_t next_request;
     uv_signal_t sighup;
+    /* Actuation: the agent of this host and the controller's actions. */
+    struct node_real_agent *agent;
+    struct node_actions *actions;
+    struct node_action_executor executor;
+    uint64_t jobs_running;
     /* The body of the answer being written, freed at the next request. */
     struct node_text out;
 };
@@ -238,6 +246,10 @@ static void take_window(struct node_peer *p,
                "percentile=%g",
                w->end_ns / NS, w->qos_latency_ms, w->qos_target_ms,
                w->qos_percentile);
+    }
+    if (p->actions != NULL && p->cfg->qos_service != NULL) {
+        node_actions_on_window(p->actions, w->end_ns, w->qos_violated != 0,
+                               sm_clock_wall_ns(p->clock));
     }
     if (p->model != NULL &&
         node_model_mgr_window(p->model, w, model_flags(p, w, replayed)) ==
@@ -371,6 +383,45 @@ static void log_diagnosis(const struct node_peer *p,
            p->cfg->id);
 }
 
+/* Hands a stored diagnosis's first culprit to the controller and writes
+ * the action it decided, if any, as the diagnosis's "action" object into
+ * @out. The action is recorded before the diagnosis, so a crash in between
+ * re-diagnoses the window and finds the same action. */
+static void act_on(struct node_peer *p,
+                   const struct cbn_window *w,
+                   const struct gvae_diagnosis *d,
+                   const char *diagnosis_id,
+                   struct node_text *out)
+{
+    if (p->actions == NULL || d->n_culprits == 0) {
+        return;
+    }
+    const struct gvae_culprit *c = &d->culprits[0];
+    const struct node_action *act = NULL;
+    int rv = node_actions_on_diagnosis(
+        p->actions, diagnosis_id, w->end_ns, c->service,
+        cbn_resource_name(c->resource), sm_clock_wall_ns(p->clock), &act);
+    if (rv != SM_OK) {
+        sm_log(SM_LOG_ERROR, MOD, "the controller could not record an action",
+               "diagnosis=%s error=%s", diagnosis_id, sm_errname(rv));
+        return;
+    }
+    if (act == NULL) {
+        return;
+    }
+    node_text_puts(out, "{\"id\":");
+    node_text_json_str(out, act->id);
+    node_text_puts(out, ",\"kind\":");
+    node_text_json_str(out, act_kind_name(act->plan.kind));
+    node_text_puts(out, ",\"from\":");
+    node_text_json_num(out, "%.6g", act->plan.from);
+    node_text_puts(out, ",\"to\":");
+    node_text_json_num(out, "%.6g", act->plan.to);
+    node_text_puts(out, ",\"mode\":");
+    node_text_json_str(out, act_mode_name(act->mode));
+    node_text_puts(out, "}");
+}
+
 /* A diagnosis from the model manager: a violated window's is stored and
  * served; a `sagemesh diagnose` request's is collected for its caller. */
 static void on_diagnosis(void *arg,
@@ -416,6 +467,9 @@ static void on_diagnosis(void *arg,
     char id[NODE_DIAG_ID_LEN + 1];
     node_diagnosis_id(w->end_ns, p->cfg->qos_service, id);
     log_diagnosis(p, w, r->diagnosis, id);
+    struct node_text action = {0};
+    act_on(p, w, r->diagnosis, id, &action);
+    meta.action_json = action.len > 0 && !action.failed ? action.s : NULL;
     struct node_text doc = {0};
     node_diagnosis_write_json(&doc, w, r->diagnosis, &meta);
     char *json;
@@ -426,6 +480,7 @@ static void on_diagnosis(void *arg,
         rv = node_diag_store_add(p->diags, id, w->end_ns, json, len, err);
         free(json);
     }
+    free(action.s);
     if (rv == SM_OK) {
         p->diags_stored++;
     } else if (rv != SM_EEXIST) {
@@ -944,6 +999,38 @@ static void handle_metrics_get(struct node_peer *p,
 }
 
 /* Writes the "model" object from @ms, the model manager's figures. */
+static void put_actions_status(const struct node_peer *p, struct node_text *b)
+{
+    if (p->actions == NULL) {
+        node_text_puts(b, "null");
+        return;
+    }
+    struct node_actions_stats st;
+    node_actions_stats(p->actions, &st);
+    node_text_puts(b, "{\"mode\":");
+    node_text_json_str(b, act_mode_name(node_actions_mode(p->actions)));
+    node_text_puts(b, ",\"cgroups\":");
+    node_text_json_str(b, node_agent_layout(p->agent));
+    node_text_puts(b, ",\"cgroup_path\":");
+    if (p->cfg->cgroup_path != NULL) {
+        node_text_json_str(b, p->cfg->cgroup_path);
+    } else {
+        node_text_puts(b, "null");
+    }
+    node_text_printf(b,
+                     ",\"decided\":%" PRIu64 ",\"not_planned\":%" PRIu64
+                     ",\"agent_errors\":%" PRIu64 ",\"store_errors\":%" PRIu64
+                     ",\"by_state\":{",
+                     st.decided, st.not_planned, st.agent_errors,
+                     st.store_errors);
+    for (int i = 0; i < NODE_ACTION__COUNT; i++) {
+        node_text_printf(b, "%s\"%s\":%" PRIu64, i ? "," : "",
+                         node_action_state_name((enum node_action_state)i),
+                         st.by_state[i]);
+    }
+    node_text_puts(b, "}}");
+}
+
 static void put_model_status(const struct node_peer *p,
                              const struct node_model_mgr_stats *ms,
                              struct node_text *b)
@@ -1042,10 +1129,12 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
         b,
         ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
         ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
-        ",\"rediagnosed\":%" PRIu64 "}}\n",
+        ",\"rediagnosed\":%" PRIu64 "},\"actuation\":",
         node_diag_store_count(p->diags), ms.diagnoses, ms.diagnosis_failures,
         ms.diagnoses_dropped, (uint64_t)ms.diagnoses_pending, p->no_model,
         p->rediagnosed);
+    put_actions_status(p, b);
+    node_text_puts(b, "}\n");
     reply_out(p, res, 200);
 }
 
@@ -1119,6 +1208,90 @@ static void handle_diagnoses(struct node_peer *p,
         return;
     }
     node_diag_store_list(p->diags, (size_t)limit, &p->out);
+    reply_out(p, res, 200);
+}
+
+/* ---- Actions ------------------------------------------------------------- */
+
+static int have_actions(struct node_peer *p, struct node_http_response *res)
+{
+    if (p->actions == NULL) {
+        reply_error(res, 409,
+                    "this peer has no --qos-service: it decides no actions");
+        return 0;
+    }
+    return 1;
+}
+
+static void handle_actions(struct node_peer *p,
+                           const struct node_http_request *req,
+                           struct node_http_response *res)
+{
+    if (!have_actions(p, res)) {
+        return;
+    }
+    char text[32];
+    uint64_t limit = 20;
+    if (query_param(req->query, "limit", text, sizeof text) &&
+        !parse_count(text, 1, 1000, &limit)) {
+        reply_error(res, 400, "limit must be a whole number from 1 to 1000");
+        return;
+    }
+    enum node_action_state state;
+    int by_state = query_param(req->query, "state", text, sizeof text);
+    if (by_state && node_action_state_parse(text, &state) != SM_OK) {
+        reply_error(res, 400,
+                    "state must be one of dry_run, pending, applying, "
+                    "applied, verified, not_helped, rolling_back, "
+                    "rolled_back, failed, interrupted");
+        return;
+    }
+    node_actions_list(p->actions, (size_t)limit, by_state ? &state : NULL,
+                      &p->out);
+    node_text_puts(&p->out, "\n");
+    reply_out(p, res, 200);
+}
+
+/* POST /v1/actions/approve and /v1/actions/rollback, body {"id":"..."}:
+ * the id is in the body so the credential's MAC covers it. */
+static void handle_action_change(struct node_peer *p,
+                                 const struct node_http_request *req,
+                                 struct node_http_response *res,
+                                 int rollback)
+{
+    if (!authorized(p, req, res) || !have_actions(p, res)) {
+        return;
+    }
+    struct sm_arena arena;
+    sm_arena_init(&arena, 64 << 10);
+    const struct node_json *root;
+    char err[SM_ERRMSG_SIZE] = "";
+    const char *id = NULL;
+    if (node_json_parse(req->body, req->body_len, &arena, &root, err) ==
+        SM_OK) {
+        id = node_json_str(node_json_get(root, "id"));
+    }
+    if (id == NULL || strlen(id) != NODE_ACTION_ID_LEN) {
+        sm_arena_free(&arena);
+        reply_error(res, 400, "the body must be {\"id\":\"<16 hex digits>\"}");
+        return;
+    }
+    char copy[NODE_ACTION_ID_LEN + 1];
+    snprintf(copy, sizeof copy, "%s", id);
+    sm_arena_free(&arena);
+    uint64_t now = sm_clock_wall_ns(p->clock);
+    int rv = rollback ? node_actions_rollback(p->actions, copy, now, err)
+                      : node_actions_approve(p->actions, copy, now, err);
+    if (rv != SM_OK) {
+        reply_error(res,
+                    rv == SM_ENOTFOUND   ? 404
+                    : rv == SM_ECONFLICT ? 409
+                                         : 500,
+                    err);
+        return;
+    }
+    node_action_write_json(&p->out, node_actions_get(p->actions, copy));
+    node_text_puts(&p->out, "\n");
     reply_out(p, res, 200);
 }
 
@@ -1361,11 +1534,22 @@ static void handle(void *arg,
         const char *path;
         int method; /* 1 GET, 2 POST */
     } routes[] = {
-        {"/v1/traces", 2},   {"/api/v2/spans", 2}, {"/v1/metrics", 2},
-        {"/v1/flush", 2},    {"/v1/train", 2},     {"/v1/diagnose", 2},
-        {"/healthz", 1},     {"/readyz", 1},       {"/metrics", 1},
-        {"/v1/status", 1},   {"/v1/diagnoses", 1}, {"/v1/services", 1},
+        {"/v1/traces", 2},
+        {"/api/v2/spans", 2},
+        {"/v1/metrics", 2},
+        {"/v1/flush", 2},
+        {"/v1/train", 2},
+        {"/v1/diagnose", 2},
+        {"/healthz", 1},
+        {"/readyz", 1},
+        {"/metrics", 1},
+        {"/v1/status", 1},
+        {"/v1/diagnoses", 1},
+        {"/v1/services", 1},
         {"/v1/diagnose", 1},
+        {"/v1/actions", 1},
+        {"/v1/actions/approve", 2},
+        {"/v1/actions/rollback", 2},
     };
     const char *path = req->path;
     int known = 0, allowed = 0;
@@ -1406,6 +1590,12 @@ static void handle(void *arg,
         handle_status(p, res);
     } else if (strcmp(path, "/v1/diagnoses") == 0) {
         handle_diagnoses(p, req, res);
+    } else if (strcmp(path, "/v1/actions") == 0) {
+        handle_actions(p, req, res);
+    } else if (strcmp(path, "/v1/actions/approve") == 0) {
+        handle_action_change(p, req, res, 0);
+    } else if (strcmp(path, "/v1/actions/rollback") == 0) {
+        handle_action_change(p, req, res, 1);
     } else {
         handle_services(p, res);
     }
@@ -1622,6 +1812,8 @@ void node_peer_free(struct node_peer *p)
     cbn_agg_free(p->agg);
     cbn_log_close(p->log);
     node_diag_store_close(p->diags);
+    node_actions_close(p->actions);
+    node_agent_close(p->agent);
     for (size_t i = 0; i < N_REQUESTS; i++) {
         free(p->requests[i].body.s);
     }
@@ -1717,6 +1909,108 @@ static int replay_store(struct node_peer *p, char *errmsg)
     if (p->newest_window_end_ns > 0) {
         cbn_agg_resume(p->agg, p->newest_window_end_ns);
     }
+    return SM_OK;
+}
+
+/* ---- Actuation ----------------------------------------------------------- */
+
+struct action_work
+{
+    uv_work_t req;
+    struct node_peer *peer;
+    struct node_action_job *job;
+};
+
+static void action_work(uv_work_t *req)
+{
+    struct action_work *w = req->data;
+    node_actions_job_run(w->job);
+}
+
+static void action_done(uv_work_t *req, int status)
+{
+    struct action_work *w = req->data;
+    struct node_peer *p = w->peer;
+    p->jobs_running--;
+    if (status == 0) {
+        node_actions_job_done(p->actions, w->job, sm_clock_wall_ns(p->clock));
+    }
+    /* Cancelled (the peer is stopping): the action stays "applying" in the
+     * log and the next start finishes it. */
+    sm_free(w->job);
+    sm_free(w);
+}
+
+/* The agent's changes run on libuv's thread pool: a scale-out command may
+ * take seconds, and cgroup writes can block on a busy kernel. */
+static void submit_action(void *arg, struct node_action_job *job)
+{
+    struct node_peer *p = arg;
+    struct action_work *w = sm_calloc(1, sizeof *w);
+    if (w != NULL) {
+        w->peer = p;
+        w->job = job;
+        w->req.data = w;
+        if (uv_queue_work(p->loop, &w->req, action_work, action_done) == 0) {
+            p->jobs_running++;
+            return;
+        }
+        sm_free(w);
+    }
+    sm_log(SM_LOG_ERROR, MOD,
+           "cannot queue an action; the next start applies it", "id=%s",
+           job->action.id);
+    sm_free(job);
+}
+
+/* Opens the agent and the action log when there is a QoS service to act
+ * for. A host without cgroups still runs: its actions fail with the reason,
+ * which the log and `sagemesh actions list` show. */
+static int open_actions(struct node_peer *p, char *errmsg)
+{
+    const struct node_config *c = p->cfg;
+    if (c->qos_service == NULL) {
+        return SM_OK;
+    }
+    struct node_agent_config ac = {
+        .cgroup_root = c->cgroup_root,
+        .cgroup_path = c->cgroup_path,
+        .scale_out_cmd = c->scale_out_command,
+        .command_timeout_s = c->command_timeout_s,
+    };
+    int cgroups_ok = 0;
+    char why[SM_ERRMSG_SIZE] = "";
+    int rv = node_agent_open(&ac, &p->agent, &cgroups_ok, why);
+    if (rv != SM_OK) {
+        sm_errmsg_printf(errmsg, "%s", why);
+        return rv;
+    }
+    if (!cgroups_ok && c->actuate != ACT_MODE_OFF) {
+        sm_log(SM_LOG_WARN, MOD, "no cgroups found: local actions will fail",
+               "cause=\"%s\"", why);
+    }
+    struct node_actions_config cfg;
+    act_plan_config_init(&cfg.plan);
+    cfg.plan.mode = c->actuate;
+    cfg.plan.min_interval_ns = (uint64_t)(c->actuate_interval_s * NS);
+    cfg.plan.verify_windows = (uint32_t)c->actuate_verify_windows;
+    cfg.plan.escalate_windows = (uint32_t)c->actuate_escalate_windows;
+    cfg.plan.max_cores = c->actuate_max_cores;
+    cfg.plan.max_memory_bytes =
+        (uint64_t)(c->actuate_max_memory_mb * 1024 * 1024);
+    cfg.plan.scale_out_enabled = c->scale_out_command != NULL;
+    cfg.rollback_unhelpful = strcmp(c->actuate_rollback, "unhelpful") == 0;
+    p->executor = (struct node_action_executor){p, submit_action};
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/actions", c->data_dir);
+    rv = node_actions_open(dir, &cfg, node_agent_ops(p->agent), &p->executor,
+                           &p->actions, errmsg);
+    if (rv != SM_OK) {
+        return in_use(p, rv, errmsg);
+    }
+    sm_log(SM_LOG_INFO, MOD, "actuation", "mode=%s cgroups=%s cgroup_path=%s",
+           act_mode_name(c->actuate), node_agent_layout(p->agent),
+           c->cgroup_path != NULL ? c->cgroup_path : "(by process name)");
     return SM_OK;
 }
 
@@ -1863,6 +2157,9 @@ int node_peer_start(uv_loop_t *loop,
     }
     rv = open_store(p, errmsg);
     if (rv == SM_OK) {
+        rv = open_actions(p, errmsg);
+    }
+    if (rv == SM_OK) {
         rv = start_model(p, errmsg);
     }
     if (rv != SM_OK) {
@@ -1878,6 +2175,9 @@ int node_peer_start(uv_loop_t *loop,
     uv_signal_init(loop, &p->sighup);
     p->sigint.data = p->sigterm.data = p->sighup.data = p;
     rv = replay_store(p, errmsg);
+    if (rv == SM_OK && p->actions != NULL) {
+        node_actions_resume(p->actions, sm_clock_wall_ns(p->clock));
+    }
     if (rv == SM_OK) {
         char host[64];
         int port;

@@ -1365,3 +1365,71 @@ int node_render_train_outcome(const char *body,
     }
     return finish(&r, &b, out);
 }
+
+/* ---- Actions ----------------------------------------------------------- */
+
+/* A knob value in its unit, for the table. */
+static const char *amount(struct rd *r, const char *unit, double v)
+{
+    if (strcmp(unit, "bytes") == 0) {
+        return fmt(r, "%s MiB", num(r, v / (1024.0 * 1024.0), 1));
+    }
+    if (strcmp(unit, "cores") == 0) {
+        return fmt(r, "%s cores", num(r, v, 2));
+    }
+    return fmt(r, "%s %s", num(r, v, 0), unit);
+}
+
+int node_render_actions(const char *body,
+                        size_t len,
+                        FILE *out,
+                        char errmsg[SM_ERRMSG_SIZE])
+{
+    struct rd r;
+    struct node_text b = {NULL, 0, 0, 0};
+    rd_open(&r, body, len, errmsg);
+    const struct node_json *list = get_arr(&r, r.root, "", "actions", 0);
+    static const char *const head[] = {
+        "ID",   "DECIDED", "SERVICE", "RESOURCE", "ACTION",
+        "FROM", "TO",      "STATE",   "NOTE",     NULL};
+    struct table t;
+    table_init(&t, &r, head);
+    for (size_t i = 0; i < list->n; i++) {
+        char where[48];
+        snprintf(where, sizeof where, "actions[%zu]", i);
+        const struct node_json *a = item_obj(&r, list, "actions", i);
+        uint64_t decided = 0;
+        get_u64(&r, a, where, "decided_unix_nano", 0, &decided);
+        double from = 0, to = 0;
+        get_num(&r, a, where, "from", 0, &from);
+        get_num(&r, a, where, "to", 0, &to);
+        const char *unit = get_str(&r, a, where, "unit", 0);
+        const char *state = get_str(&r, a, where, "state", 0);
+        const char *mode = get_str(&r, a, where, "mode", 0);
+        const char *error = get_str(&r, a, where, "error", OPTIONAL);
+        const char *reason = get_str(&r, a, where, "reason", 0);
+        unit = unit ? unit : "";
+        cell(&t, get_str(&r, a, where, "id", 0));
+        cell(&t, when(&r, decided));
+        cell(&t, get_str(&r, a, where, "service", 0));
+        cell(&t, get_str(&r, a, where, "resource", 0));
+        cell(&t, get_str(&r, a, where, "kind", 0));
+        cell(&t, amount(&r, unit, from));
+        cell(&t, amount(&r, unit, to));
+        cell(&t, state);
+        cell(&t,
+             error != NULL ? error
+             : state != NULL && mode != NULL && strcmp(state, "dry_run") == 0
+                 ? fmt(&r, "not applied (--actuate %s)", mode)
+                 : reason);
+    }
+    if (list->n == 0) {
+        node_text_printf(&b,
+                         "no actions: no diagnosis has named a culprit "
+                         "that the rules act on, or --actuate is off\n");
+    } else {
+        table_write(&t, &b);
+    }
+    table_free(&t);
+    return finish(&r, &b, out);
+}

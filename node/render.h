@@ -165,4 +165,17 @@ int node_render_train_outcome(const char *body,
                               int *ok,
                               char errmsg[SM_ERRMSG_SIZE]);
 
+/* ---- GET /v1/actions --------------------------------------------------- */
+
+/* Writes one row per action of {"actions":[...]}: id, decision time,
+ * service, resource, kind, from and to in the knob's unit, state and a
+ * note (the error, "not applied" for a dry run, else the rule's reason).
+ * An empty list prints why that may be. Returns SM_OK or an error as
+ * described at the top. Also renders a single action object's answer when
+ * given {"actions":[ACTION]}. */
+int node_render_actions(const char *body,
+                        size_t len,
+                        FILE *out,
+                        char errmsg[SM_ERRMSG_SIZE]);
+
 #endif /* SM_NODE_RENDER_H */

@@ -14,7 +14,9 @@ static void test_modes(void)
     CHECK_EQ(act_mode_parse("", &m), SM_EINVAL);
     CHECK_EQ(m, ACT_MODE_ON);
     CHECK_EQ(ACT_MODE_DEFAULT, ACT_MODE_DRY_RUN);
-    for (int i = ACT_MODE_DRY_RUN; i <= ACT_MODE_OFF; i++) {
+    CHECK_OK(act_mode_parse("approve", &m));
+    CHECK_EQ(m, ACT_MODE_APPROVE);
+    for (int i = ACT_MODE_DRY_RUN; i <= ACT_MODE_APPROVE; i++) {
         enum act_mode back;
         CHECK_OK(act_mode_parse(act_mode_name((enum act_mode)i), &back));
         CHECK_EQ(back, i);

@@ -87,8 +87,8 @@ static void test_json(void)
     struct gvae_diagnosis d;
     struct cbn_window w;
     fill(&d, &w);
-    struct node_diagnosis_meta meta = {"nginx-web",          NULL, 12, "web-1",
-                                       1700000031000000000u, 4.25};
+    struct node_diagnosis_meta meta = {"nginx-web",          NULL, 12,  "web-1",
+                                       1700000031000000000u, 4.25, NULL};
     struct node_text b = {0};
     node_diagnosis_write_json(&b, &w, &d, &meta);
     char *text;
