@@ -16,12 +16,12 @@ enum act_mode { ACT_MODE_DRY_RUN, ACT_MODE_ON, ACT_MODE_OFF, ACT_MODE_APPROVE };
 
 #define ACT_MODE_DEFAULT ACT_MODE_DRY_RUN
 
-/* Parses "dry-run", "on", "off" or "approve" into @mode. Returns SM_OK, or SM_EINVAL
- * leaving @mode untouched. */
+/* Parses "dry-run", "on", "off" or "approve" into @mode. Returns SM_OK, or
+ * SM_EINVAL leaving @mode untouched. */
 int act_mode_parse(const char *text, enum act_mode *mode);
 
-/* Returns the flag spelling of @mode ("dry-run", "on", "off", "approve"), or "unknown"
- * for a value outside the enum. */
+/* Returns the flag spelling of @mode ("dry-run", "on", "off", "approve"), or
+ * "unknown" for a value outside the enum. */
 const char *act_mode_name(enum act_mode mode);
 
 /* ---- The agent: cgroups (actuate/cgroup.c) ------------------------------ */
@@ -557,10 +557,546 @@ int act_cmd_run(char *const argv[],
 /* Frees @res->output and zeroes @res. */
 void act_cmd_result_free(struct act_cmd_result *res);
 
-/* ---- Network bandwidth: tc HTB classes (actuate/tc.c) --------------------- */
+/* ---- Network bandwidth: tc HTB classes (actuate/tc.c) ---------------------
+ */
+
+/* The agent changes a service's network bandwidth by changing the rate and
+ * ceil of the HTB class the operator set up for it, the way an operator
+ * would: `tc class change dev eth0 parent 1:1 classid 1:10 htb rate 200Mbit
+ * ceil 200Mbit`. The operator also lists the bandwidth classes in
+ * increasing order ("100mbit,200mbit,500mbit,1gbit"); the plan's net_class
+ * is an index into that list, higher is more bandwidth.
+ *
+ * tc is run through act_cmd_run() (argv, no shell, a deadline), never
+ * through a library: a class is read by parsing the text of `tc -s class
+ * show dev DEV`. The tc program is configurable, so tests run a fake tc
+ * script. Rates are in bits per second. The kernel keeps bytes per second
+ * and iproute2 prints a rate in the largest decimal unit that divides it,
+ * except that from 1000 of a unit upwards it truncates (1000000008bit shows
+ * as "1Gbit"). So rates are compared as tc shows them: a rate read back is
+ * "equal" to the one written when tc would show both the same way.
+ *
+ * `tc class change` replaces every HTB parameter of the class, and those
+ * not given return to tc's defaults. The agent therefore passes back, as
+ * read, the priority, overhead and link layer, and on a rollback the burst
+ * and cburst too; only the quantum, which tc shows only with -d, is left for
+ * the kernel to recompute. All functions here are pure or block on tc
+ * (until @deadline_ns, CLOCK_MONOTONIC): call them from the agent's worker,
+ * never from the node loop. They keep no global state. */
+
+/* Limits. */
+#define ACT_TC_MAX_CLASSES 16  /* bandwidth classes an operator lists */
+#define ACT_TC_DEV_SIZE    16  /* a device name with its NUL (IFNAMSIZ) */
+#define ACT_TC_PATH_SIZE   256 /* the tc program path with its NUL */
+#define ACT_TC_RATE_MAX    UINT64_C(1000000000000000) /* 1000 Tbit/s */
+#define ACT_TC_SIZE_MAX    UINT64_C(4294967295)       /* a burst, in bytes */
+#define ACT_TC_OUTPUT_MAX  (1u << 20) /* `tc class show` output kept, bytes */
+#define ACT_TC_TEXT_SIZE   32 /* a formatted rate, size or handle, with NUL */
+#define ACT_TC_ARGV_MAX    32 /* argv slots of a change command, with NULL */
+
+/* A tc handle "MAJOR:MINOR" (hex, as tc prints it). A class has a non-zero
+ * minor; "1:" (minor 0) names the qdisc 1: itself, the parent of a root
+ * class. Plain data. */
+struct act_tc_handle
+{
+    uint16_t major;
+    uint16_t minor;
+};
+
+/* The bandwidth classes an operator lists, in bits per second, strictly
+ * increasing (as tc shows them). Plain data. */
+struct act_tc_classes
+{
+    size_t n;
+    uint64_t rate[ACT_TC_MAX_CLASSES];
+};
+
+/* One HTB class as `tc class show` prints it. Plain data.
+ * - @rate, @ceil: bits per second, as shown (see above);
+ * - @burst, @cburst: bytes, as shown; 0 when unknown, and then a change
+ *   lets tc compute them from the rate;
+ * - @overhead and @atm ("linklayer atm" or "adsl") are shown only when set. */
+struct act_tc_htb
+{
+    struct act_tc_handle classid;
+    struct act_tc_handle parent; /* the qdisc "M:" for a root class */
+    bool root;                   /* tc printed "root" instead of "parent" */
+    uint32_t prio;
+    uint64_t rate;
+    uint64_t ceil;
+    uint64_t burst;
+    uint64_t cburst;
+    uint32_t overhead;
+    bool atm;
+};
+
+/* One service's class: where it is and which rates it may take. Filled by
+ * act_tc_init(); plain data, copy it freely. */
+struct act_tc
+{
+    char tc_path[ACT_TC_PATH_SIZE]; /* "tc" (looked up in PATH) or a path */
+    char dev[ACT_TC_DEV_SIZE];      /* "eth0" */
+    struct act_tc_handle classid;   /* the service's HTB class */
+    struct act_tc_classes classes;  /* the bandwidth classes, increasing */
+};
+
+/* A change command built by act_tc_change_argv(): @argv (NULL-terminated)
+ * points into @text, so the struct must not be copied or moved once
+ * filled. */
+struct act_tc_argv
+{
+    char *argv[ACT_TC_ARGV_MAX];
+    char text[ACT_TC_ARGV_MAX * ACT_TC_PATH_SIZE];
+};
+
+/* Parses a rate (@len bytes at @text, not NUL-terminated necessarily): a
+ * decimal number with an optional fraction and a unit, case-insensitive, as
+ * tc(8) spells them: bit (or none), kbit, mbit, gbit, tbit (powers of
+ * 1000), kibit, mibit, gibit, tibit (powers of 1024), and the same with
+ * "bps" for bytes per second (times 8). Stores bits per second in @bits.
+ * Returns SM_OK, or SM_EINVAL (malformed, a unit tc does not know, zero, a
+ * fraction of a bit, above ACT_TC_RATE_MAX) with @errmsg saying why and
+ * @bits untouched. Pure. */
+int act_tc_rate_parse(const char *text,
+                      size_t len,
+                      uint64_t *bits,
+                      char *errmsg);
+
+/* Formats @bits exactly, in the largest decimal unit that divides it
+ * ("100Mbit", "1500Kbit", "1000000008bit"), into @buf (@size bytes, NUL
+ * terminated; ACT_TC_TEXT_SIZE is enough). act_tc_rate_parse() gives back
+ * @bits. Returns SM_OK, SM_EINVAL for 0 or a rate above ACT_TC_RATE_MAX, or
+ * SM_ETOOBIG when @buf is too small. Pure. */
+int act_tc_rate_format(uint64_t bits, char *buf, size_t size, char *errmsg);
+
+/* Returns @bits as tc would show it once set: rounded down to whole bytes
+ * per second, then truncated the way iproute2 prints it (1000000008 ->
+ * 1000000000). Rates are compared through this function. Pure, total. */
+uint64_t act_tc_rate_shown(uint64_t bits);
+
+/* Parses a size as tc prints and reads it: a number with an optional
+ * fraction and the unit b (or none), kb, mb or gb (powers of 1024; "1Kb" is
+ * 1024 bytes), case-insensitive, rounded to whole bytes. Stores bytes in
+ * @bytes. Returns SM_OK, or SM_EINVAL (malformed, above ACT_TC_SIZE_MAX)
+ * with @errmsg saying why. Pure. */
+int act_tc_size_parse(const char *text,
+                      size_t len,
+                      uint64_t *bytes,
+                      char *errmsg);
+
+/* Parses a handle "1:10" or "1:" (1 to 4 hex digits each side, major not
+ * 0) into @h. Returns SM_OK or SM_EINVAL with @errmsg. Pure. */
+int act_tc_handle_parse(const char *text,
+                        size_t len,
+                        struct act_tc_handle *h,
+                        char *errmsg);
+
+/* Formats @h as tc does ("1:10", "1:" for minor 0) into @buf
+ * (ACT_TC_TEXT_SIZE bytes). Pure, total. */
+void act_tc_handle_format(struct act_tc_handle h, char *buf);
+
+/* Parses the operator's class list, rates separated by commas
+ * ("100mbit,200mbit,500mbit,1gbit"), into @c. Returns SM_OK, or SM_EINVAL
+ * for an empty list, a bad rate, more than ACT_TC_MAX_CLASSES, or rates not
+ * strictly increasing as tc shows them, with @errmsg naming the item and @c
+ * untouched. Pure. */
+int act_tc_classes_parse(const char *text,
+                         size_t len,
+                         struct act_tc_classes *c,
+                         char *errmsg);
+
+/* Maps the rate @bits of a class to an index in @c: the highest class whose
+ * rate is at most @bits (compared as shown), or -1 when @bits is below the
+ * first class. *@exact (may be NULL) tells whether the rates are equal, so
+ * a class changed by hand to 300mbit maps to the 200mbit class, inexactly.
+ * Pure. */
+int act_tc_class_index(const struct act_tc_classes *c,
+                       uint64_t bits,
+                       bool *exact);
+
+/* Parses the output of `tc -s class show dev DEV` (@len bytes at @text)
+ * and fills @out with the HTB class @classid: the line "class htb 1:10
+ * parent 1:1 leaf 10: prio 0 rate 100Mbit ceil 100Mbit burst 1600b cburst
+ * 1600b" (or "... 1:1 root rate ..."), whose rate and ceil are required.
+ * Other lines (statistics, other classes and kinds) are skipped, as are
+ * tokens not described above. Returns SM_OK, SM_ENOTFOUND when no HTB class
+ * @classid is listed, or SM_EMALFORMED (its line lacks rate or ceil, has a
+ * bad value or a repeated key, or the class is listed twice; text longer
+ * than ACT_TC_OUTPUT_MAX), with @errmsg saying why and @out untouched.
+ * Pure. */
+int act_tc_parse_show(const char *text,
+                      size_t len,
+                      struct act_tc_handle classid,
+                      struct act_tc_htb *out,
+                      char *errmsg);
+
+/* Fills @tc for the class @classid ("1:10") of device @dev with the class
+ * list @classes (see act_tc_classes_parse), to be changed by running
+ * @tc_path (NULL: "tc", looked up in PATH). Checks only the syntax: no
+ * process is run. Returns SM_OK, or SM_EINVAL (an empty or too long path or
+ * device name, a device name with '/', whitespace or ':', a bad classid or
+ * class list) with @errmsg saying which. Pure. */
+int act_tc_init(struct act_tc *tc,
+                const char *tc_path,
+                const char *dev,
+                const char *classid,
+                const char *classes,
+                char *errmsg);
+
+/* Builds into @out the command that sets @want's rate and ceil on @tc's
+ * class under @want's parent, with @want's prio, overhead and link layer
+ * when they are not the defaults, and its burst and cburst when not 0:
+ *   TC class change dev DEV parent P classid C htb rate R ceil R
+ *     [burst Bb cburst Bb] [prio N] [overhead N] [linklayer atm]
+ * Rates are formatted exactly (act_tc_rate_format). Returns SM_OK, or
+ * SM_EINVAL for a rate or size out of range, with @errmsg. Pure. */
+int act_tc_change_argv(const struct act_tc *tc,
+                       const struct act_tc_htb *want,
+                       struct act_tc_argv *out,
+                       char *errmsg);
+
+/* The availability probe: runs `TC -s class show dev DEV` and checks that
+ * it works and lists @tc's HTB class. Returns SM_OK when the class can be
+ * read (and so changed, permissions aside), else an error with the reason
+ * in @errmsg: SM_ENOTFOUND (no tc program, no such device, no such HTB
+ * class), SM_EPERM (tc not executable or not permitted), SM_ETIMEDOUT
+ * (@deadline_ns passed), SM_EMALFORMED (unreadable output), SM_ETOOBIG
+ * (output over ACT_TC_OUTPUT_MAX before the class), SM_ENOMEM or SM_EIO.
+ * Blocks. */
+int act_tc_available(const struct act_tc *tc,
+                     uint64_t deadline_ns,
+                     char *errmsg);
+
+/* Reads @tc's class into @cur, and its index in @tc's class list into
+ * @index (may be NULL; see act_tc_class_index(), -1 below the first class).
+ * Fails as act_tc_available() does; @cur is untouched on failure. Blocks. */
+int act_tc_read(const struct act_tc *tc,
+                uint64_t deadline_ns,
+                struct act_tc_htb *cur,
+                int *index,
+                char *errmsg);
+
+/* Sets @want's rate, ceil and, when not 0, burst and cburst on @tc's class,
+ * idempotently: reads the class into @prev (may be NULL) first; when tc
+ * shows the same rate and ceil (and burst and cburst, if given) nothing is
+ * run and *@changed is false, else `tc class change` is run with the parent,
+ * prio, overhead and link layer just read, and *@changed is true. @want's
+ * classid, parent, prio, overhead and link layer are ignored. To roll back,
+ * call act_tc_apply() with the @prev returned: it restores rate, ceil,
+ * burst and cburst as tc showed them. @changed may be NULL. Fails with
+ * SM_EINVAL (a rate or size out of range: nothing run), as act_tc_read()
+ * does, or when the change command fails: SM_EPERM (not permitted),
+ * SM_ENOTFOUND (device or class gone), SM_ETIMEDOUT, SM_EIO (the message
+ * quotes tc's first line); *@changed is then false. Blocks. */
+int act_tc_apply(const struct act_tc *tc,
+                 const struct act_tc_htb *want,
+                 uint64_t deadline_ns,
+                 struct act_tc_htb *prev,
+                 bool *changed,
+                 char *errmsg);
+
+/* act_tc_apply() with rate and ceil both set to the bandwidth class
+ * @index of @tc's list (burst and cburst left to tc). Fails with SM_EINVAL
+ * when @index is outside the list, else as act_tc_apply(). */
+int act_tc_apply_class(const struct act_tc *tc,
+                       int index,
+                       uint64_t deadline_ns,
+                       struct act_tc_htb *prev,
+                       bool *changed,
+                       char *errmsg);
 
 /* ---- LLC ways: resctrl (actuate/resctrl.c) ------------------------------- */
 
-/* ---- CPU frequency: cpufreq (actuate/cpufreq.c) --------------------------- */
+/* The agent gives a service more last-level cache by giving its resctrl
+ * group more L3 cache ways: the group's "schemata" file holds one
+ * capacity bitmask (CBM) per cache domain, "L3:0=fffff;1=fffff", and a set
+ * bit is a way the group's tasks may fill. Everything works under a root
+ * given by the caller ("/sys/fs/resctrl" by default), so tests use a fake
+ * tree; nothing is created but the group directory itself (mkdir, as
+ * resctrl wants), and group names are single path components, so no write
+ * lands outside the root.
+ *
+ * Ways are given as contiguous masks starting at the lowest bit of
+ * info/L3/cbm_mask, the same on every cache domain, with at least
+ * info/L3/min_cbm_bits and at most all the bits. The schemata's other lines
+ * (MB: memory bandwidth, L2:, ...) are written back unchanged. Only the L3
+ * resource is handled: with code/data prioritisation on (L3CODE/L3DATA)
+ * resctrl reports itself unavailable. The functions keep no global state and
+ * do small blocking file I/O: call them from the agent's worker. */
+
+/* Limits. */
+#define ACT_RDT_MAX_DOMAINS   64    /* cache domains in the L3 line */
+#define ACT_RDT_MAX_LINES     8     /* other schemata lines kept */
+#define ACT_RDT_LINE_SIZE     512   /* one kept line, with its NUL */
+#define ACT_RDT_NAME_SIZE     64    /* a group name, with its NUL */
+#define ACT_RDT_FILE_TEXT_MAX 8192  /* longest resctrl file accepted */
+#define ACT_RDT_MAX_PIDS      65536 /* pids moved in one call */
+
+/* What info/L3 says about the cache. Plain data. */
+struct act_rdt_info
+{
+    uint64_t cbm_mask;     /* all ways, e.g. 0xfffff */
+    uint32_t cbm_bits;     /* how many: popcount of @cbm_mask */
+    uint32_t min_cbm_bits; /* the fewest ways a mask may have */
+};
+
+/* A group's schemata, parsed. Plain data, about 5 KB.
+ * - @l3_id/@l3_mask: the L3 line's domains in file order (@n_l3 of them;
+ *   0 when there is no L3 line);
+ * - @other: the other lines, blanks removed ("MB:0=100;1=100"), in order,
+ *   and @l3_line: how many of them come before the L3 line. */
+struct act_rdt_schemata
+{
+    size_t n_l3;
+    uint32_t l3_id[ACT_RDT_MAX_DOMAINS];
+    uint64_t l3_mask[ACT_RDT_MAX_DOMAINS];
+    size_t l3_line;
+    size_t n_other;
+    char other[ACT_RDT_MAX_LINES][ACT_RDT_LINE_SIZE];
+};
+
+/* A resctrl mount: its root and its L3 info, filled by
+ * act_rdt_available(). Plain data. */
+struct act_rdt
+{
+    char root[ACT_CG_PATH_SIZE];
+    struct act_rdt_info info;
+};
+
+/* Parses info/L3/cbm_mask (@mask_len bytes at @mask_text: hex, one
+ * trailing newline allowed) and info/L3/min_cbm_bits (decimal) into @info.
+ * Returns SM_OK, or SM_EINVAL (malformed; a mask that is zero, not
+ * contiguous from bit 0 or wider than 64 bits; a minimum of 0 or above the
+ * mask's width) with @errmsg saying which and @info untouched. Pure. */
+int act_rdt_parse_info(const char *mask_text,
+                       size_t mask_len,
+                       const char *min_text,
+                       size_t min_len,
+                       struct act_rdt_info *info,
+                       char *errmsg);
+
+/* Parses a schemata file (@len bytes at @text). Lines are "NAME:ID=VALUE;
+ * ID=VALUE..." with blanks allowed around each part (the kernel pads names
+ * and values); empty lines are skipped. The L3 line's values are hex masks,
+ * its domain ids distinct decimals. Returns SM_OK, or SM_EINVAL (a line
+ * without ':' or with a bad name, a malformed L3 domain, a repeated L3 line
+ * or domain, over a limit above, or text longer than ACT_RDT_FILE_TEXT_MAX)
+ * with @errmsg naming the line and @s unspecified. Pure. */
+int act_rdt_schemata_parse(const char *text,
+                           size_t len,
+                           struct act_rdt_schemata *s,
+                           char *errmsg);
+
+/* Formats @s as written to the kernel, one line each, the L3 line among the
+ * others where it was ("MB:0=100\nL3:0=ff;1=ff\n"), masks in lower-case
+ * hex without padding, into @buf (@size bytes, NUL-terminated). What
+ * act_rdt_schemata_parse() reads back is equal. Returns SM_OK, SM_EINVAL
+ * for counts over the limits or an unterminated line, or SM_ETOOBIG when
+ * @buf is too small. Pure. */
+int act_rdt_schemata_format(const struct act_rdt_schemata *s,
+                            char *buf,
+                            size_t size,
+                            char *errmsg);
+
+/* Returns the ways @s gives: the fewest set bits among its L3 masks (0
+ * without an L3 line). Pure. */
+uint32_t act_rdt_ways(const struct act_rdt_schemata *s);
+
+/* Sets every L3 mask of @s to the contiguous mask of @ways ways at the low
+ * end of @info's mask, after clamping @ways to [min_cbm_bits, cbm_bits];
+ * stores the ways used in @applied (may be NULL). Fails with SM_EINVAL
+ * when @s has no L3 line (@s untouched). Pure. */
+int act_rdt_schemata_set_ways(struct act_rdt_schemata *s,
+                              const struct act_rdt_info *info,
+                              uint32_t ways,
+                              uint32_t *applied,
+                              char *errmsg);
+
+/* Expands the group name template @tmpl ("sagemesh-{service}"), every
+ * "{service}" replaced by @service, into @out (ACT_RDT_NAME_SIZE bytes).
+ * Fails with SM_EINVAL when the result is empty, too long, holds '/',
+ * a blank or a newline, is "." or "..", is a directory resctrl itself makes
+ * ("info", "mon_groups", "mon_data"), or when @tmpl has another "{...}" or
+ * an unmatched brace; @errmsg says why. Pure. */
+int act_rdt_group_name(const char *tmpl,
+                       const char *service,
+                       char *out,
+                       char *errmsg);
+
+/* The availability probe: checks that resctrl is mounted at @root (NULL:
+ * "/sys/fs/resctrl"; the default group's "schemata" is there), that the L3
+ * resource is allocatable (info/L3/cbm_mask and min_cbm_bits parse, and the
+ * default schemata has an L3 line), and fills @out. Fails with the reason
+ * in @errmsg: SM_ENOTFOUND (not mounted, no L3 allocation, CDP on),
+ * SM_EINVAL (a root that is too long, a file that does not parse), SM_EPERM
+ * or SM_EIO (unreadable); @out is untouched then. */
+int act_rdt_available(const char *root, struct act_rdt *out, char *errmsg);
+
+/* Makes the group directory @group under @r's root if it is not there
+ * (resctrl then fills it with schemata, tasks, ...). *@created (may be
+ * NULL) tells whether it was made now. Fails with SM_EINVAL for a bad name
+ * (see act_rdt_group_name), SM_EEXIST when the name is taken by a file,
+ * SM_EPERM, SM_ENOTFOUND (the root is gone), SM_EIO (e.g. ENOSPC: no free
+ * class of service left, in the message). */
+int act_rdt_group_create(const struct act_rdt *r,
+                         const char *group,
+                         bool *created,
+                         char *errmsg);
+
+/* Removes the group directory @group (rmdir; resctrl moves its tasks back
+ * to the default group). A group that is not there is fine. Fails as
+ * act_rdt_group_create() does, or with SM_EIO when the directory is not
+ * empty (a fake tree; resctrl's own directories always go). */
+int act_rdt_group_remove(const struct act_rdt *r,
+                         const char *group,
+                         char *errmsg);
+
+/* Reads @group's schemata (group "" is the default group) into @s. Fails
+ * with SM_EINVAL for a bad group name or a schemata that does not parse,
+ * SM_ENOTFOUND (no such group), SM_EPERM, SM_EIO; @errmsg names the file. */
+int act_rdt_read(const struct act_rdt *r,
+                 const char *group,
+                 struct act_rdt_schemata *s,
+                 char *errmsg);
+
+/* Gives @group @ways ways (clamped, see act_rdt_schemata_set_ways) on every
+ * cache domain, idempotently: reads its schemata into @prev (may be NULL),
+ * and writes the new schemata, other lines unchanged, only when an L3 mask
+ * differs; *@changed (may be NULL) tells whether it wrote, *@applied (may
+ * be NULL) the ways given. To roll back, call act_rdt_restore() with @prev.
+ * @group must be a named group, not "". Fails as act_rdt_read() does, with
+ * SM_EINVAL when the schemata has no L3 line, or on a write failure with
+ * SM_EPERM, SM_EINVAL (the kernel refused the mask), SM_ENOTFOUND or
+ * SM_EIO; *@changed is then false. */
+int act_rdt_apply_ways(const struct act_rdt *r,
+                       const char *group,
+                       uint32_t ways,
+                       struct act_rdt_schemata *prev,
+                       uint32_t *applied,
+                       bool *changed,
+                       char *errmsg);
+
+/* Sets @group's L3 masks back to those of @prev, domain by domain, keeping
+ * the group's other lines as they are now; idempotent like
+ * act_rdt_apply_ways(). Fails with SM_EINVAL when a mask of @prev is not
+ * contiguous, outside cbm_mask or below min_cbm_bits, or when @prev's
+ * domains are not the group's (nothing written), else as
+ * act_rdt_apply_ways(). */
+int act_rdt_restore(const struct act_rdt *r,
+                    const char *group,
+                    const struct act_rdt_schemata *prev,
+                    bool *changed,
+                    char *errmsg);
+
+/* Moves the @n processes @pids into @group ("" is the default group, to
+ * move them back) by writing each pid to its "tasks" file, one write per
+ * pid as resctrl requires. Pids that no longer exist (ESRCH) are skipped;
+ * *@moved (may be NULL) counts the others. Optional: a group's ways apply
+ * only to the tasks in it. Fails with SM_EINVAL (bad group name, a pid <= 0,
+ * more than ACT_RDT_MAX_PIDS), SM_ENOTFOUND, SM_EPERM or SM_EIO at the first
+ * pid that cannot be written (those before it stay moved: *@moved says how
+ * many). */
+int act_rdt_move_tasks(const struct act_rdt *r,
+                       const char *group,
+                       const int *pids,
+                       size_t n,
+                       size_t *moved,
+                       char *errmsg);
+
+/* ---- CPU frequency: cpufreq (actuate/cpufreq.c) ---------------------------
+ */
+
+/* The agent lets the CPUs of a service's cpuset run faster by raising their
+ * cpufreq scaling_max_freq (kHz) toward a target, clamped to the hardware
+ * range in cpuinfo_min_freq..cpuinfo_max_freq. Everything works under a
+ * root given by the caller ("/sys/devices/system/cpu" by default: files
+ * ROOT/cpuN/cpufreq/...), so tests use a fake tree; files are only opened,
+ * read and written, never created. CPUs that share a cpufreq policy see
+ * each other's writes; reading all first and writing back per CPU keeps a
+ * rollback exact anyway. The functions keep no global state and do small
+ * blocking file I/O: call them from the agent's worker. */
+
+/* Limits. */
+#define ACT_CPUFREQ_MAX_CPUS ACT_CG_MAX_CPUS /* CPU numbers are below this */
+
+/* One CPU's frequency limits, in kHz. Plain data. */
+struct act_cpufreq_cpu
+{
+    uint32_t cpu;
+    uint32_t min_khz; /* cpuinfo_min_freq */
+    uint32_t max_khz; /* cpuinfo_max_freq */
+    uint32_t cur_khz; /* scaling_max_freq */
+};
+
+/* The CPUs of a cpuset, in increasing order. Plain data, about 16 KB
+ * (apply and restore keep one and a 4 KB array on their stack: call them
+ * on a thread with an ordinary stack). */
+struct act_cpufreq
+{
+    size_t n;
+    struct act_cpufreq_cpu cpu[ACT_CPUFREQ_MAX_CPUS];
+};
+
+/* Parses a cpufreq file's value (@len bytes at @text: decimal kHz, one
+ * trailing newline allowed) into @khz. Returns SM_OK, or SM_EINVAL for
+ * anything else, 0, or a value above UINT32_MAX, with @errmsg. Pure. */
+int act_cpufreq_parse_khz(const char *text,
+                          size_t len,
+                          uint32_t *khz,
+                          char *errmsg);
+
+/* Parses a cpu list in the cpuset syntax ("0-3,6"; as act_setting.cpus
+ * holds it) into @cpus, @n of them in increasing order, without
+ * duplicates; @cpus has room for ACT_CPUFREQ_MAX_CPUS. Returns SM_OK, or
+ * SM_EINVAL (malformed, empty, a reversed range, a CPU >=
+ * ACT_CPUFREQ_MAX_CPUS) with @errmsg and @n untouched. Pure. */
+int act_cpufreq_parse_cpus(const char *list,
+                           uint32_t *cpus,
+                           size_t *n,
+                           char *errmsg);
+
+/* The availability probe: checks that every CPU in @cpus (a cpu list) has
+ * cpufreq under @root (NULL: "/sys/devices/system/cpu"), with readable
+ * cpuinfo_min_freq, cpuinfo_max_freq and scaling_max_freq, and that
+ * scaling_max_freq is writable: it has a write permission bit (sysfs
+ * refuses writes to files without one, even to root) and access(W_OK)
+ * agrees. Returns SM_OK, else the reason in @errmsg, naming the CPU and
+ * file: SM_ENOTFOUND (no cpufreq: offline CPU, no driver, a VM), SM_EPERM
+ * (not writable), SM_EINVAL (bad list or file content), SM_EIO. */
+int act_cpufreq_available(const char *root, const char *cpus, char *errmsg);
+
+/* Reads the frequency limits of every CPU in @cpus into @out. Fails with
+ * SM_EINVAL (bad list, a file that does not parse, min above max),
+ * SM_ENOTFOUND (no cpufreq for a CPU), SM_EPERM or SM_EIO, with @errmsg
+ * naming the file; @out is unspecified then. */
+int act_cpufreq_read(const char *root,
+                     const char *cpus,
+                     struct act_cpufreq *out,
+                     char *errmsg);
+
+/* Sets scaling_max_freq of every CPU in @cpus to @target_khz clamped to
+ * that CPU's cpuinfo range, idempotently: reads all CPUs into @prev (may be
+ * NULL) first, then writes only the CPUs whose value differs; *@changed
+ * (may be NULL) tells whether anything was written. To roll back, call
+ * act_cpufreq_restore() with @prev. Fails as act_cpufreq_read() does
+ * (nothing written), or on a write failure with SM_EPERM, SM_EINVAL (the
+ * kernel refused), SM_ENOTFOUND or SM_EIO: the CPUs written before it are
+ * restored first, and *@changed is true only if that restore failed too. */
+int act_cpufreq_apply(const char *root,
+                      const char *cpus,
+                      uint32_t target_khz,
+                      struct act_cpufreq *prev,
+                      bool *changed,
+                      char *errmsg);
+
+/* Writes back each CPU's scaling_max_freq from @prev (as returned by
+ * act_cpufreq_apply() or act_cpufreq_read()), idempotently, with the same
+ * failure handling. Fails with SM_EINVAL when @prev has more than
+ * ACT_CPUFREQ_MAX_CPUS entries or a value outside the CPU's cpuinfo range
+ * as read now (nothing written). */
+int act_cpufreq_restore(const char *root,
+                        const struct act_cpufreq *prev,
+                        bool *changed,
+                        char *errmsg);
 
 #endif /* SM_ACTUATE_H */

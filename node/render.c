@@ -571,7 +571,7 @@ int node_render_parse_time(const char *text, uint64_t *unix_ns)
 
 /* ---- Tables ------------------------------------------------------------ */
 
-#define MAX_COLS 8
+#define MAX_COLS 10
 
 /* Cells in row-major order, the header row first. */
 struct table
