@@ -87,7 +87,386 @@ int tp_credential_verify(const struct tp_secret *secret,
 
 /* ---- Envelope: the versioned msgpack wire format (transport/envelope.c) -- */
 
+/* Every message between peers is one envelope: a msgpack map of exactly
+ * five fields, in any order (the encoder writes them in this one):
+ *
+ *   {"v": 1,              wire version, unsigned (TP_ENV_VERSION)
+ *    "t": 3,              message type, unsigned (enum tp_msg_type)
+ *    "from": "peer-a",    sender peer id, str (tp_peer_id_valid)
+ *    "id": 42,            request / correlation id, unsigned 64-bit
+ *    "body": <bin>}       the type's payload, bin (may be empty)
+ *
+ * On the mesh an envelope is the plaintext of a sealed channel frame (see
+ * "Secure channel" below): the channel authenticates the sender, the
+ * receiver, the type and the order; the envelope names what the bytes are.
+ * The receiver checks that the envelope's "from" and "t" equal the frame's
+ * authenticated sender and type.
+ *
+ * Compatibility: the decoder is strict. It accepts only version 1 and only
+ * these five keys; a new field or a changed meaning is a new wire version.
+ * The version is looked at first, so an envelope of another version is
+ * reported as SM_EUNSUPPORTED, not as malformed.
+ *
+ * The envelope functions keep no state: any thread may call them. */
+#define TP_ENV_VERSION 1
+
+/* Message types. The numbers are on the wire: never reuse or renumber one;
+ * 0 is never a valid type. "id" is the request id for a request and the
+ * id of the request answered for a reply; 0 when nothing answers. */
+enum tp_msg_type {
+    TP_MSG_HELLO = 1,     /* first message on a new session: the sender's
+                             listen addresses, version and role (the key
+                             exchange itself is the channel's, not this) */
+    TP_MSG_ACK = 2,       /* acknowledges request "id" (empty body) */
+    TP_MSG_RAFT = 3,      /* one raft message (consensus/ transport) */
+    TP_MSG_SPANS = 4,     /* a span batch for the peer owning its trace ids'
+                             hash range */
+    TP_MSG_WINDOW = 5,    /* a per-service window aggregate (sketches) for
+                             the service's owner */
+    TP_MSG_TRAIN = 6,     /* training round control (start, done, abort) */
+    TP_MSG_DECODER = 7,   /* decoder outputs for one CBN edge group */
+    TP_MSG_SWEEP_REQ = 8, /* a counterfactual sweep pass request */
+    TP_MSG_SWEEP_REP = 9, /* its reply */
+    TP_MSG_FWD_REQ = 10,  /* a client command forwarded to the leader */
+    TP_MSG_FWD_REP = 11,  /* the leader's reply to it */
+};
+#define TP_MSG_TYPE_MAX 11 /* largest valid type */
+
+/* Returns a short static name for @type ("raft", "sweep_req"), for logs and
+ * metric labels, or "unknown". */
+const char *tp_msg_type_name(int type);
+
+/* Peer ids are 1 to TP_PEER_ID_MAX bytes of printable ASCII without spaces
+ * (0x21..0x7e), so a host name qualifies and any id can be logged as is. */
+#define TP_PEER_ID_MAX 63
+
+/* Returns 1 if the @len bytes at @id (need not be NUL-terminated) are a
+ * valid peer id, else 0. */
+int tp_peer_id_valid(const char *id, size_t len);
+
+/* One envelope. For encoding the caller fills it and keeps the pointed-to
+ * bytes alive for the call. After decoding, @from and @body point into the
+ * caller's input buffer (see tp_env_decode). */
+struct tp_env
+{
+    int type;         /* enum tp_msg_type */
+    const char *from; /* sender peer id, @from_len bytes, NOT NUL-terminated
+                         after decoding */
+    size_t from_len;
+    uint64_t id;      /* request / correlation id */
+    const void *body; /* @body_len bytes; may be NULL when @body_len is 0 */
+    size_t body_len;
+};
+
+/* Decoding limits: the receiver's configuration, not the sender's. */
+struct tp_env_limits
+{
+    size_t max_size; /* whole encoded envelope, bytes */
+    size_t max_body; /* "body", bytes */
+};
+
+/* An envelope's encoding is at most this many bytes longer than its body. */
+#define TP_ENV_OVERHEAD_MAX 128
+
+/* The limits tp_env_decode() applies when given none. */
+#define TP_ENV_DEFAULT_MAX_SIZE ((size_t)16 << 20)
+#define TP_ENV_DEFAULT_MAX_BODY (TP_ENV_DEFAULT_MAX_SIZE - TP_ENV_OVERHEAD_MAX)
+
+/* A growing byte buffer. Zero-initialise it (= {0}); functions that write
+ * into one append at @len, growing @data through sm_realloc, and leave it
+ * exactly as it was when they fail. The owner frees it with tp_buf_free();
+ * resetting @len to 0 reuses the memory. */
+struct tp_buf
+{
+    uint8_t *data;
+    size_t len; /* bytes in use */
+    size_t cap; /* bytes allocated */
+};
+
+/* Ensures room for @extra more bytes after @len. Returns SM_OK, or
+ * SM_ENOMEM / SM_ETOOBIG (size overflow) with @buf untouched. */
+int tp_buf_reserve(struct tp_buf *buf, size_t extra);
+
+/* Frees @buf's memory and zeroes it. */
+void tp_buf_free(struct tp_buf *buf);
+
+/* Returns the exact encoded size of @env (which must be valid, see
+ * tp_env_encode). */
+size_t tp_env_size(const struct tp_env *env);
+
+/* Encodes @env into the @cap bytes at @out and stores the encoded length in
+ * @len. Returns SM_OK; SM_EINVAL when @env's type is unknown or its sender
+ * is not a valid peer id; SM_ETOOBIG when the body is over 4 GiB - 1 or the
+ * encoding does not fit in @cap (then @len holds the size needed and @out
+ * may have been written to). Does not allocate. */
+int tp_env_encode(const struct tp_env *env, void *out, size_t cap, size_t *len);
+
+/* Appends the encoding of @env to @buf. Errors as tp_env_encode(), plus
+ * SM_ENOMEM; on any error @buf is unchanged. */
+int tp_env_encode_buf(const struct tp_env *env, struct tp_buf *buf);
+
+/* Decodes exactly one envelope from the @len bytes at @data, borrowed: on
+ * SM_OK, @env->from and @env->body point into @data, so they are valid only
+ * as long as the caller keeps @data alive and unchanged (for a channel
+ * frame, the struct tp_buf tp_chan_open() wrote the plaintext into). Nothing
+ * is allocated that outlives the call.
+ *
+ * @limits may be NULL for the defaults. Checks, in this order:
+ *  - @len over @limits->max_size: SM_ETOOBIG, before any parsing;
+ *  - a pre-scan of the msgpack structure without unpacking it: truncation,
+ *    invalid bytes (0xc1), declared lengths and element counts larger than
+ *    the bytes left, nesting, more than a handful of elements in total, and
+ *    trailing bytes after the first object: SM_EMALFORMED. A small input
+ *    therefore never makes msgpack-c allocate much (it reserves an array's
+ *    slots when it reads the count);
+ *  - the top level is not a map: SM_EMALFORMED;
+ *  - "v" missing or not an unsigned integer: SM_EMALFORMED; a version other
+ *    than TP_ENV_VERSION: SM_EUNSUPPORTED;
+ *  - a key that is not a string, an unknown key, a duplicate key, a missing
+ *    field or a field of the wrong msgpack type: SM_EMALFORMED;
+ *  - an unknown message type, an invalid sender id: SM_EMALFORMED;
+ *  - a body over @limits->max_body: SM_ETOOBIG.
+ * Also SM_ENOMEM if msgpack-c cannot allocate its (small) zone.
+ *
+ * On failure @env is untouched and *@why is a static reason ("trailing
+ * bytes after the envelope"); on success *@why is "". @why may be NULL. */
+int tp_env_decode(const void *data,
+                  size_t len,
+                  const struct tp_env_limits *limits,
+                  struct tp_env *env,
+                  const char **why);
+
 /* ---- Secure channel: per-peer keys, sealing, replay (transport/channel.c) */
+
+/* Authenticated encryption between peers that share the cluster secret.
+ * The channel is pure: it reads no clock and opens no socket; the caller
+ * moves the frames it makes, feeds it the frames that arrive, and retries
+ * handshakes on its own timer. Ephemeral keys and nonces come from
+ * libsodium's CSPRNG, so bytes differ from run to run but outcomes do not. One
+ * struct tp_chan per process serves all of its peers. Not thread-safe: use
+ * it from the node loop only.
+ *
+ * Keys.
+ *  - K_hs = crypto_kdf_derive_from_key(32, 1, "smchan01", secret): the
+ *    cluster key. It authenticates handshake frames (crypto_auth,
+ *    HMAC-SHA-512-256) and keys the transcript hash. Only holders of the
+ *    secret can make a handshake frame another peer accepts.
+ *  - Each handshake makes a fresh X25519 key pair on each side (crypto_kx)
+ *    and a random 16-byte nonce, so every session, and in particular every
+ *    session after a restart, has keys never used before: the sequence
+ *    numbers that serve as AEAD nonces start again at 0 without ever
+ *    repeating a (key, nonce) pair. The ephemeral secret keys are wiped
+ *    once the session keys are derived (forward secrecy: a later leak of
+ *    the cluster secret does not expose recorded traffic).
+ *  - The initiator is the crypto_kx client. With th = BLAKE2b-256 keyed
+ *    with K_hs over INIT || REPLY (the two frames as sent), the
+ *    initiator-to-responder key is BLAKE2b-256 keyed with the client's tx
+ *    key over "i2r" || th, the other direction likewise with "r2i", and the
+ *    session id is th's first 8 bytes.
+ *
+ * Handshake (three frames):
+ *   INIT    I -> R  I's id, R's id, I's ephemeral public key, nonce_i; MAC
+ *   REPLY   R -> I  R's id, I's id, R's ephemeral public key, nonce_r,
+ *                   nonce_i echoed; MAC
+ *   CONFIRM I -> R  an empty sealed frame with sequence number 0 under the
+ *                   new session (key confirmation)
+ * The initiator switches to the new session when the REPLY checks out.
+ * The responder keeps the new session as pending and goes on sending on
+ * its current one (if any) until the CONFIRM, or any data frame under the
+ * new session, proves the initiator holds the ephemeral key: a replayed
+ * INIT thus never disturbs an established session. When the pending
+ * session is promoted the old one is forgotten, and frames sealed under it
+ * are rejected (TP_CHAN_STALE_SESSION); so are frames of a process that
+ * restarted, once its new session is confirmed. Until then the initiator
+ * refuses what the responder seals on the old session (stale), so a lost
+ * CONFIRM must be made up by a data frame: the initiator sends one soon
+ * after the handshake (the TP_MSG_HELLO envelope), and again when it sees
+ * TP_CHAN_STALE_SESSION from that peer. A duplicate of the INIT
+ * being answered gets the same REPLY again. When both peers initiate at
+ * once, the one whose id is smaller (bytewise, then shorter first) keeps
+ * its handshake: it answers the other's INIT by sending its own INIT again,
+ * and the other abandons its own and answers.
+ *
+ * Data frames (kind 4) carry in clear: kind, version, sender id, receiver
+ * id, message type, session id and a 64-bit sequence number; all of it is
+ * the associated data of crypto_aead_xchacha20poly1305_ietf, and the nonce
+ * is the sequence number (little-endian, zero-padded to 24 bytes). The
+ * sequence number of a direction counts from 1 (0 is the CONFIRM). The
+ * receiver accepts each number once, in any order as long as it is less
+ * than TP_CHAN_WINDOW below the highest number accepted so far; older ones
+ * are rejected as too old. Only frames that authenticate touch the window,
+ * so a forged frame is always TP_CHAN_BAD_MAC, never a replay.
+ *
+ * All frames start with a kind byte (1 INIT, 2 REPLY, 3 CONFIRM, 4 DATA)
+ * and the version byte TP_CHAN_VERSION; integers are little-endian; ids
+ * are a length byte and the id.
+ *
+ * Limits of the model: any holder of the cluster secret can impersonate any
+ * peer id, and whoever can drop or inject frames can stall a handshake
+ * (which the caller retries), as they could by dropping packets. */
+#define TP_CHAN_VERSION   1
+#define TP_CHAN_WINDOW    64
+#define TP_CHAN_MAX_PEERS 1024
+
+/* Size of a data frame beyond its plaintext, at most. */
+#define TP_CHAN_OVERHEAD_MAX (3 + 2 * (1 + TP_PEER_ID_MAX) + 8 + 8 + 16)
+
+/* Why a frame was rejected. Every rejection is counted in
+ * tp_chan_stats.rejected[reason]. */
+enum tp_chan_reason {
+    TP_CHAN_OK = 0,
+    TP_CHAN_MALFORMED,      /* not a well-formed frame of the expected kind */
+    TP_CHAN_BAD_VERSION,    /* unknown channel version */
+    TP_CHAN_NOT_FOR_ME,     /* addressed to another peer, or from my own id */
+    TP_CHAN_BAD_HELLO,      /* handshake MAC mismatch: another cluster
+                               secret, or tampered */
+    TP_CHAN_BAD_KEY,        /* handshake with an invalid public key */
+    TP_CHAN_DENIED,         /* the admission callback refused the peer */
+    TP_CHAN_TOO_MANY_PEERS, /* TP_CHAN_MAX_PEERS peers already known */
+    TP_CHAN_UNEXPECTED,     /* a REPLY matching no handshake in progress */
+    TP_CHAN_HELLO_REPLAY,   /* a handshake frame of a completed handshake */
+    TP_CHAN_UNKNOWN_PEER,   /* a sealed frame from a peer without session */
+    TP_CHAN_STALE_SESSION,  /* a sealed frame of a replaced or unknown
+                               session (for example from before a restart) */
+    TP_CHAN_BAD_MAC,        /* a sealed frame that fails authentication:
+                               tampered ciphertext or header, or forged */
+    TP_CHAN_REPLAY,         /* a sequence number already accepted */
+    TP_CHAN_TOO_OLD,        /* a sequence number behind the window */
+};
+#define TP_CHAN_NREASONS (TP_CHAN_TOO_OLD + 1)
+
+/* Returns a static snake_case name for @reason ("replay"), for metric
+ * labels, or "unknown". */
+const char *tp_chan_reason_name(int reason);
+
+/* Returns a static sentence for @reason, for logs ("sequence number
+ * already received (replay)"), or "unknown reason". */
+const char *tp_chan_reason_str(int reason);
+
+/* Counters since tp_chan_new(); the peer logs and exports them. */
+struct tp_chan_stats
+{
+    uint64_t sealed;       /* data frames made */
+    uint64_t opened;       /* data frames accepted */
+    uint64_t inits_sent;   /* INIT frames made, including re-sent ones */
+    uint64_t replies_sent; /* REPLY frames made, including re-sent ones */
+    uint64_t sessions;     /* sessions established (initiator: on REPLY;
+                              responder: on confirmation) */
+    uint64_t collisions;   /* simultaneous handshakes resolved */
+    uint64_t rejected[TP_CHAN_NREASONS]; /* by enum tp_chan_reason */
+};
+
+struct tp_chan;
+
+/* Decides whether a peer that completed the cluster-key check of an INIT
+ * may have a session (the node plugs in membership). Returns nonzero to
+ * admit. @peer is NUL-terminated and borrowed for the call. Runs inside
+ * tp_chan_handshake_accept(). */
+typedef int (*tp_chan_admit_cb)(void *arg, const char *peer);
+
+/* Creates the channel state of peer @my_id (NUL-terminated, copied) for
+ * the cluster @secret (copied; only derived keys are kept). Requires
+ * tp_init(). Returns SM_OK with *@out owned by the caller
+ * (tp_chan_free), SM_EINVAL for an invalid id, or SM_ENOMEM. Every peer
+ * is admitted until tp_chan_set_admit() says otherwise. */
+int tp_chan_new(const struct tp_secret *secret,
+                const char *my_id,
+                struct tp_chan **out);
+
+/* Wipes all keys and frees @chan. NULL is a no-op. */
+void tp_chan_free(struct tp_chan *chan);
+
+/* Installs @cb (NULL: admit everyone). */
+void tp_chan_set_admit(struct tp_chan *chan, tp_chan_admit_cb cb, void *arg);
+
+/* Forgets everything about @peer (sessions, handshake in progress); its
+ * frames are then rejected as TP_CHAN_UNKNOWN_PEER. Peer names returned
+ * earlier for @peer become invalid. Unknown peers are ignored. */
+void tp_chan_forget(struct tp_chan *chan, const char *peer);
+
+/* Returns 1 if tp_chan_seal() to @peer can succeed (a session exists,
+ * possibly awaiting confirmation), else 0. */
+int tp_chan_has_session(const struct tp_chan *chan, const char *peer);
+
+/* Starts a handshake with @peer: appends an INIT frame to @out, which the
+ * caller sends to @peer. A handshake already in progress with @peer is
+ * replaced; established sessions keep working until the new one completes.
+ * Call it again if no REPLY comes back in time. Returns SM_OK, SM_EINVAL
+ * (invalid id, or @peer is us), SM_ETOOBIG (TP_CHAN_MAX_PEERS reached) or
+ * SM_ENOMEM; on error @out is unchanged. */
+int tp_chan_handshake_make(struct tp_chan *chan,
+                           const char *peer,
+                           struct tp_buf *out);
+
+/* The outcome of tp_chan_handshake_accept() and tp_chan_open(). */
+struct tp_chan_result
+{
+    int reason;       /* enum tp_chan_reason; TP_CHAN_OK on success */
+    const char *peer; /* the sender when known (NUL-terminated, owned by
+                         the channel, valid until tp_chan_forget() of it or
+                         tp_chan_free()), else NULL */
+    int send;         /* 1: a frame was appended to the output buffer, to
+                         be sent to @peer */
+    int established;  /* 1: a new session with @peer became current */
+    /* tp_chan_open() only: */
+    int type;            /* the authenticated message type */
+    uint64_t seq;        /* its sequence number */
+    const uint8_t *data; /* the plaintext: @len bytes inside the output
+                            buffer, valid until that buffer changes */
+    size_t len;
+};
+
+/* Returns 1 if the frame at @frame (@len bytes) is a handshake frame for
+ * tp_chan_handshake_accept() (INIT, REPLY, CONFIRM), 0 otherwise (data
+ * frames, and anything malformed, go to tp_chan_open()). */
+int tp_chan_is_handshake(const void *frame, size_t len);
+
+/* Processes a handshake frame received from the network (hostile bytes,
+ * borrowed for the call):
+ *  - INIT: appends the REPLY to @out (@res->send); the session waits for
+ *    confirmation. On a collision we win, appends our own INIT again.
+ *  - REPLY to our INIT: the session is established (@res->established)
+ *    and the CONFIRM is appended to @out (@res->send).
+ *  - CONFIRM: the pending session is established (@res->established).
+ * Returns SM_OK; on rejection SM_EMALFORMED (TP_CHAN_MALFORMED),
+ * SM_EUNSUPPORTED (TP_CHAN_BAD_VERSION) or SM_EAUTH (any other reason), with
+ * @res->reason saying which and counted; or SM_ENOMEM. On any error @out
+ * is unchanged and nothing but the counters changed. */
+int tp_chan_handshake_accept(struct tp_chan *chan,
+                             const void *frame,
+                             size_t len,
+                             struct tp_buf *out,
+                             struct tp_chan_result *res);
+
+/* Seals @len bytes at @plain (an encoded envelope) as a data frame of
+ * message @type (1..255) for @peer and appends it to @out. Uses the current
+ * session, or the pending one if there is no current one. Returns SM_OK,
+ * SM_EINVAL (bad type), SM_ENOTFOUND (no session with @peer: handshake
+ * first), SM_ERANGE (sequence numbers exhausted: handshake again) or
+ * SM_ENOMEM; on error @out is unchanged. */
+int tp_chan_seal(struct tp_chan *chan,
+                 const char *peer,
+                 int type,
+                 const void *plain,
+                 size_t len,
+                 struct tp_buf *out);
+
+/* Opens a data frame received from the network (@len hostile bytes,
+ * borrowed for the call): checks it, decrypts it, and appends the
+ * plaintext to @out (@res->data, @res->len), with the sender, type and
+ * sequence number in @res. A valid frame under a session awaiting
+ * confirmation confirms it (@res->established). Returns SM_OK; on
+ * rejection SM_EMALFORMED, SM_EUNSUPPORTED or SM_EAUTH with @res->reason
+ * set and counted; or SM_ENOMEM. On any error @out is unchanged and the
+ * replay window did not move. */
+int tp_chan_open(struct tp_chan *chan,
+                 const void *frame,
+                 size_t len,
+                 struct tp_buf *out,
+                 struct tp_chan_result *res);
+
+/* Copies the counters into @stats. */
+void tp_chan_stats(const struct tp_chan *chan, struct tp_chan_stats *stats);
 
 /* ---- Network: nng sockets on the libuv loop, and the fake (transport/net.c,
  * transport/fake_net.c) ---------------------------------------------------- */
