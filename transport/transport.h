@@ -471,6 +471,286 @@ void tp_chan_stats(const struct tp_chan *chan, struct tp_chan_stats *stats);
 /* ---- Network: nng sockets on the libuv loop, and the fake (transport/net.c,
  * transport/fake_net.c) ---------------------------------------------------- */
 
+/* Peers exchange opaque byte messages, one way, over a struct tp_net: an
+ * opaque handle behind a small vtable (transport/net_internal.h) with a real
+ * implementation (nng sockets on the peer's libuv loop, tp_net_nng_new) and
+ * a fake one (an in-memory hub stepped by the test, tp_fake_net_new), so
+ * every upper layer runs unchanged on either. The
+ * network layer knows nothing of envelopes or keys: what it moves is bytes.
+ *
+ * Shape. Each net listens on one address for inbound messages and keeps a
+ * table of peers (id -> address) it sends to. There is no request/reply
+ * here: a request and its reply are two one-way messages, and the upper
+ * layer matches them by a correlation id it puts in the envelope. That keeps
+ * nng's req/rep resend semantics out of the picture and works the same on
+ * the fake.
+ *
+ * Delivery is best effort and per-peer FIFO on a stable connection. A send
+ * that completes with SM_OK was handed to a live connection (real) or
+ * delivered (fake); it does not prove the peer processed it. Messages can be
+ * lost when a connection breaks; upper layers retry by id.
+ *
+ * Threads. Every tp_net_* call is made on the thread that runs the net's loop
+ * (the peer's libuv loop for the real net, the test's thread for the fake),
+ * and every callback runs there. A callback may call tp_net_send() or
+ * tp_net_close() on its own net.
+ *
+ * The real implementation (transport/net.c) uses one pull0 socket listening
+ * for inbound messages, and one push0 socket per remote peer dialing that
+ * peer's listener (nng reconnects on its own, so a restarted peer is found
+ * again). Per DEPENDENCIES.md section 2: completions of nng operations run on
+ * nng's threads, which only queue them under a mutex and wake the loop with
+ * uv_async_send; the loop drains the queues. Every send carries its own
+ * timeout, dials never block, and NNG_OPT_RECVMAXSZ is set before any
+ * connection exists. */
+
+/* The bytes a net will send or accept in one message, by default. */
+#define TP_NET_MAX_MSG_DEFAULT ((size_t)4 << 20)
+
+/* Longest address, NUL included ("tcp://255.255.255.255:65535"). */
+#define TP_NET_ADDR_MAX 64
+
+/* Identity of a peer on the network layer (the upper layer's node id). */
+struct tp_net_id
+{
+    uint64_t v;
+};
+
+/* Tunables of a net. Fill with tp_net_config_default() and adjust. */
+struct tp_net_config
+{
+    /* Largest message sent or received, bytes. Larger sends are refused
+     * (SM_ETOOBIG); a larger inbound message makes the real net drop that
+     * connection (nng's NNG_OPT_RECVMAXSZ). */
+    size_t max_msg;
+    /* Sends to one peer that may be pending at once. Beyond it tp_net_send()
+     * refuses with SM_EAGAIN and counts a drop, so a peer that is down costs
+     * bounded memory. */
+    unsigned queue_max;
+    /* Inbound messages held for the loop before the real net stops reading
+     * (back-pressure to TCP instead of unbounded memory). */
+    unsigned recv_queue_max;
+    /* nng's redial delay after a failed or lost connection: starts at min,
+     * doubles up to max (real net only). */
+    unsigned reconnect_min_ms;
+    unsigned reconnect_max_ms;
+};
+
+/* Fills @cfg with the defaults: 4 MiB messages, 256 pending sends per peer,
+ * 1024 inbound messages, redial between 50 ms and 2 s. */
+void tp_net_config_default(struct tp_net_config *cfg);
+
+/* Counters of one net since it was created. */
+struct tp_net_stats
+{
+    uint64_t sent;        /* sends completed with SM_OK */
+    uint64_t received;    /* messages handed to the receive callback */
+    uint64_t send_failed; /* sends completed with any error (timeouts too) */
+    uint64_t timeouts;    /* sends completed with SM_ETIMEDOUT */
+    uint64_t dropped;     /* sends refused: the peer's queue was full */
+    uint64_t oversized;   /* sends refused: larger than max_msg */
+    /* Outbound connections established and lost (the real net only: the
+     * fake has no connections and counts none). A rising disconnects
+     * count is a flapping link. */
+    uint64_t connects;
+    uint64_t disconnects;
+};
+
+/* Where a received message came from, as the network sees it. This is not
+ * an authenticated identity (the envelope carries that): use it for logs. */
+struct tp_net_from
+{
+    /* The connection's id: an nng pipe id (real), the sending net's serial
+     * number in its hub (fake). Non-zero. */
+    uint32_t conn;
+    /* The remote address: "tcp://a.b.c.d:port" of the sending socket (real,
+     * empty if the connection closed before the loop saw the message), the
+     * sender's listening address or "" if it has none (fake). */
+    char addr[TP_NET_ADDR_MAX];
+};
+
+/* Receives one message: @len bytes at @data, borrowed for the call only
+ * (copy what you keep). Runs on the net's loop. */
+typedef void (*tp_net_recv_cb)(void *arg,
+                               const struct tp_net_from *from,
+                               const void *data,
+                               size_t len);
+
+/* Reports how a send ended: SM_OK (handed to a live connection, or
+ * delivered by the fake), SM_ETIMEDOUT (no connection took it in time, the
+ * peer is down or cut off), SM_ECLOSED (the peer was removed or the net
+ * closed first), SM_ENOMEM. Runs exactly once per accepted send, on the
+ * net's loop, never from inside tp_net_send(). */
+typedef void (*tp_net_send_cb)(void *arg, int status);
+
+/* Runs once a closed net's memory is released. */
+typedef void (*tp_net_close_cb)(void *arg);
+
+/* A net: an opaque handle, real or fake. Every failing call below leaves
+ * its cause in the net's message (tp_net_errmsg). */
+struct tp_net;
+
+/* Returns the message of the net's last failure ("context: cause"), or ""
+ * if none. The string belongs to the net. */
+const char *tp_net_errmsg(const struct tp_net *net);
+
+/* Starts listening on @addr, "tcp://A.B.C.D:PORT" with a numeric IPv4
+ * address; port 0 picks a free port (see tp_net_address). Once per net.
+ * Returns SM_OK, SM_EINVAL (bad address, or already listening), SM_EEXIST
+ * (address in use), SM_ECLOSED, SM_ENOMEM or SM_EIO. */
+int tp_net_listen(struct tp_net *net, const char *addr);
+
+/* Returns the address the net listens on with the real port
+ * ("tcp://127.0.0.1:41234"), or "" before tp_net_listen(). The string
+ * belongs to the net and lives until it closes. */
+const char *tp_net_address(const struct tp_net *net);
+
+/* Returns the port the net listens on, 0 before tp_net_listen(). */
+uint16_t tp_net_port(const struct tp_net *net);
+
+/* Adds peer @id reachable at @addr (same form as tp_net_listen, copied) and
+ * starts connecting to it in the background; a peer that is down is retried
+ * forever. Returns SM_OK, SM_EEXIST (@id is already a peer), SM_EINVAL (bad
+ * address), SM_ECLOSED, SM_ENOMEM or SM_EIO. */
+int tp_net_peer_add(struct tp_net *net, struct tp_net_id id, const char *addr);
+
+/* Removes peer @id and closes its connection; its pending sends complete
+ * with SM_ECLOSED (later, on the loop). Returns SM_OK or SM_ENOTFOUND. */
+int tp_net_peer_remove(struct tp_net *net, struct tp_net_id id);
+
+/* Sends @len bytes at @data (copied before return: the caller keeps its
+ * buffer) to peer @to. If no connection takes the message within
+ * @timeout_ms (1 or more) it completes with SM_ETIMEDOUT; nothing waits
+ * longer. @cb (may be NULL) runs once with the outcome, on the loop, after
+ * this call returns. On failure @cb never runs and the message is not sent:
+ * SM_ENOTFOUND (unknown peer), SM_ETOOBIG (over max_msg, counted as
+ * oversized), SM_EAGAIN (the peer's queue is full, counted as dropped),
+ * SM_EINVAL (zero timeout), SM_ECLOSED or SM_ENOMEM. */
+int tp_net_send(struct tp_net *net,
+                struct tp_net_id to,
+                const void *data,
+                size_t len,
+                uint32_t timeout_ms,
+                tp_net_send_cb cb,
+                void *arg);
+
+/* Copies the net's counters into @out. */
+void tp_net_stats(const struct tp_net *net, struct tp_net_stats *out);
+
+/* Closes @net: stops listening, closes every connection, completes every
+ * pending send with its outcome or SM_ECLOSED, then releases the memory and
+ * runs @cb (may be NULL). The real net finishes on a later turn of its loop
+ * (run the loop until @cb); the fake finishes before returning. No receive
+ * callback runs once this is called, and sends from the callbacks it runs
+ * fail with SM_ECLOSED. Call once; @net is invalid after @cb. */
+void tp_net_close(struct tp_net *net, tp_net_close_cb cb, void *arg);
+
+/* ---- The real net: nng on a libuv loop (transport/net.c) ---- */
+
+struct uv_loop_s;
+
+/* Creates a real net on @loop (borrowed; must outlive the net and keep
+ * running until the close callback). Received messages go to @recv_cb with
+ * @recv_arg. @cfg is copied; NULL means the defaults. Stores the net in
+ * @out on success; the caller closes it with tp_net_close(). Returns SM_OK,
+ * SM_EINVAL (a zero limit in @cfg), SM_ENOMEM or SM_EIO (libuv failure),
+ * with the cause in @errmsg (SM_ERRMSG_SIZE bytes). */
+int tp_net_nng_new(struct uv_loop_s *loop,
+                   const struct tp_net_config *cfg,
+                   tp_net_recv_cb recv_cb,
+                   void *recv_arg,
+                   struct tp_net **out,
+                   char *errmsg);
+
+/* ---- The fake: an in-memory hub stepped by the test (fake_net.c) ----
+ *
+ * A hub connects any number of fake nets in one process. Nothing moves on
+ * its own: tp_net_send() queues a message in the hub, and the test decides
+ * when it is delivered with tp_fake_hub_step(), which takes the oldest
+ * message (or, with reordering on, a random one) and settles it:
+ *
+ *   - the sender or the receiver is killed, the two are partitioned, or no
+ *     net listens on the address: not delivered, the send completes with
+ *     SM_ETIMEDOUT (the fake has no clock; it never waits for a peer);
+ *   - lost (with the configured probability): not delivered, the send
+ *     completes with SM_OK, as a message lost after TCP took it;
+ *   - otherwise the receiver's callback runs, then the sender's with SM_OK.
+ *
+ * Partitions and kills are by id and checked when a message is settled, so
+ * a message queued before a partition is cut by it. Randomness comes only
+ * from the rng given to the hub, so a seed replays a run exactly. */
+struct tp_fake_hub;
+struct sm_rng;
+
+/* Creates an empty hub drawing randomness from @rng (borrowed, must outlive
+ * the hub; may be NULL when loss and reordering stay off). Returns SM_OK or
+ * SM_ENOMEM. */
+int tp_fake_hub_new(struct sm_rng *rng, struct tp_fake_hub **out);
+
+/* Frees @hub. Every net created on it must be closed first. */
+void tp_fake_hub_free(struct tp_fake_hub *hub);
+
+/* Creates a fake net with identity @self on @hub (borrowed, must outlive
+ * it); otherwise like tp_net_nng_new(). Listening on port 0 assigns ports
+ * from 20000 upwards in order. Returns SM_OK, SM_EINVAL or SM_ENOMEM. */
+int tp_fake_net_new(struct tp_fake_hub *hub,
+                    struct tp_net_id self,
+                    const struct tp_net_config *cfg,
+                    tp_net_recv_cb recv_cb,
+                    void *recv_arg,
+                    struct tp_net **out);
+
+/* Settles one queued message as described above (running its callbacks).
+ * Returns 1 if it settled one, 0 if nothing was queued. */
+int tp_fake_hub_step(struct tp_fake_hub *hub);
+
+/* Steps until nothing is queued or @max_steps messages were settled (the
+ * callbacks may queue more). Returns the number settled. */
+size_t tp_fake_hub_run(struct tp_fake_hub *hub, size_t max_steps);
+
+/* Returns the number of messages queued in @hub. */
+size_t tp_fake_hub_pending(const struct tp_fake_hub *hub);
+
+/* Cuts (or, with tp_fake_hub_heal, restores) the link between @a and @b in
+ * both directions. Cutting twice is harmless. Returns SM_OK or SM_ENOMEM. */
+int tp_fake_hub_partition(struct tp_fake_hub *hub,
+                          struct tp_net_id a,
+                          struct tp_net_id b);
+
+/* Restores the link between @a and @b; a no-op if it was not cut. */
+void tp_fake_hub_heal(struct tp_fake_hub *hub,
+                      struct tp_net_id a,
+                      struct tp_net_id b);
+
+/* Takes @id off the network (a crashed or unplugged peer): it neither sends
+ * nor receives until tp_fake_hub_restart(), and what it had queued is cut.
+ * Its net object stays valid. Returns SM_OK or SM_ENOMEM. */
+int tp_fake_hub_kill(struct tp_fake_hub *hub, struct tp_net_id id);
+
+/* Puts @id back on the network; a no-op if it was not killed. */
+void tp_fake_hub_restart(struct tp_fake_hub *hub, struct tp_net_id id);
+
+/* Loses each message with probability @p in [0, 1] (0 turns loss off).
+ * Returns SM_OK, or SM_EINVAL if @p is out of range or @p > 0 without an
+ * rng. */
+int tp_fake_hub_set_loss(struct tp_fake_hub *hub, double p);
+
+/* With @on, each step settles a message chosen uniformly among the queued
+ * ones instead of the oldest. Returns SM_OK, or SM_EINVAL without an rng. */
+int tp_fake_hub_set_reorder(struct tp_fake_hub *hub, int on);
+
+/* What the hub did with the messages it settled. */
+struct tp_fake_hub_stats
+{
+    uint64_t delivered; /* handed to a receiver */
+    uint64_t lost;      /* dropped by the loss probability */
+    uint64_t cut;       /* not delivered: killed, partitioned or no listener */
+};
+
+/* Copies the hub's counters into @out. */
+void tp_fake_hub_stats(const struct tp_fake_hub *hub,
+                       struct tp_fake_hub_stats *out);
+
 /* Reports the libraries transport/ links (nng, libsodium, msgpack-c) to
  * @cb, once each, synchronously. */
 void tp_libraries(sm_libver_cb cb, void *arg);
