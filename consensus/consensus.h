@@ -611,4 +611,84 @@ struct cons_node_stats
 void cons_node_stats(const struct cons_node *node,
                      struct cons_node_stats *stats);
 
+/* ---- raft over the mesh's messages (consensus/bridge.c, consensus/uv.c) --
+ *
+ * raft's own TCP transport is plaintext, so the peer gives raft_uv a
+ * transport that carries raft's byte streams as messages over the mesh's
+ * secure link (see bridge_internal.h for the protocol). The peer supplies
+ * the link as a send function and hands every raft message that arrives to
+ * cons_uv_recv(). Everything runs on the loop thread. The process must
+ * ignore SIGPIPE (raft writes to socket pairs whose other end may close). */
+
+/* Longest peer id, and the longest raft address "ID@tcp://a.b.c.d:port". */
+#define CONS_PEER_ID_MAX   63
+#define CONS_RAFT_ADDR_MAX (CONS_PEER_ID_MAX + 1 + 64)
+
+/* Returns 1 if the @len bytes at @id are a valid peer id (1..63 bytes of
+ * printable ASCII without spaces or '@'), else 0. */
+int cons_peer_id_valid(const char *id, size_t len);
+
+/* The raft id of a peer: FNV-1a 64 of its id string, never 0. */
+uint64_t cons_peer_raft_id(const char *peer);
+
+/* Sends @len bytes (copied) to @peer: best effort, in order while its
+ * session lasts. Returns SM_OK or an error (the bridge then ends the
+ * stream, and raft reconnects). */
+struct cons_link
+{
+    void *arg;
+    int (*send)(void *arg, const char *peer, const void *data, size_t len);
+};
+
+/* Counters of the bridge since it started. */
+struct cons_bridge_stats
+{
+    uint64_t streams_opened;   /* connected or accepted */
+    uint64_t streams_closed;   /* of those, ended since */
+    uint64_t streams_active;   /* streams that exist now, connecting
+                                  included */
+    uint64_t connect_timeouts; /* connects that got no OPENED in time */
+    uint64_t bytes_sent;       /* raft bytes sent in DATA */
+    uint64_t bytes_received;   /* raft bytes received in DATA */
+    uint64_t frames_sent;
+    uint64_t frames_received;
+    uint64_t protocol_errors; /* malformed frames, bad OPEN, sequence gaps,
+                                 DATA before OPENED */
+    uint64_t unknown_stream;  /* frames for a stream we do not have */
+    uint64_t send_failures;   /* the link refused a frame */
+    uint64_t overflows;       /* streams ended for buffering too much */
+};
+
+struct cons_uv;
+struct uv_loop_s;
+
+/* Creates raft_uv storage in @dir (which must exist) with the bridge over
+ * @link (copied; its arg must outlive this) for peer @self. Returns SM_OK
+ * with @out, SM_EINVAL, SM_ENOMEM, or SM_EIO (raft_uv refused @dir; raft's
+ * message is in @errmsg). Pass cons_uv_io() to cons_node_new(). */
+int cons_uv_new(struct uv_loop_s *loop,
+                const char *dir,
+                const struct cons_link *link,
+                const char *self,
+                struct cons_uv **out,
+                char *errmsg);
+
+/* The raft_io to give the raft node (owned by @u). */
+struct raft_io *cons_uv_io(struct cons_uv *u);
+
+/* Hands one raft message from the authenticated peer @from to the bridge
+ * (hostile bytes are counted and dropped). */
+void cons_uv_recv(struct cons_uv *u,
+                  const char *from,
+                  const void *data,
+                  size_t len);
+
+/* Copies the bridge's counters into @out. */
+void cons_uv_stats(const struct cons_uv *u, struct cons_bridge_stats *out);
+
+/* Frees @u, then calls @cb (may be NULL) before returning. Call it after
+ * the raft node on cons_uv_io(@u) has closed (cons_node_close's callback:
+ * raft_close closes the transport itself), or if raft never started. */
+void cons_uv_close(struct cons_uv *u, void (*cb)(void *arg), void *arg);
+
 #endif /* SM_CONSENSUS_H */

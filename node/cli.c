@@ -33,7 +33,15 @@ static const struct node_command commands[] = {
         "  --listen-peer HOST:PORT   mesh endpoint (default 127.0.0.1:7401; "
         "raft\n"
         "                            may use the next port)\n"
-        "  --join HOST:PORT          existing peer to join (repeatable)\n"
+        "  --join HOST:PORT          existing peer to join (repeatable); with\n"
+        "                            --secret-file the peer runs the mesh on\n"
+        "                            --listen-peer, without --join it starts "
+        "a\n"
+        "                            new mesh of itself\n"
+        "  --election-timeout MS     raft election timeout, the same on every\n"
+        "                            peer (default 1000; heartbeats every "
+        "tenth)\n"
+        "  --voters 3|5              voters kept by the leader (default 3)\n"
         "  --data-dir DIR            durable state (windows, model, raft log)\n"
         "  --secret-file FILE        cluster secret (see 'sagemesh keygen')\n"
         "  --qos-service NAME        frontend service whose latency is the "
@@ -142,10 +150,21 @@ static const struct node_command commands[] = {
      "usage.\n",
      node__cmd_status, NULL},
     {"members", "list, add or remove mesh members",
-     "Usage: sagemesh members list|add|remove [ID [HOST:PORT]] [client flags]\n"
-     "Changes go through the leader and need the cluster "
-     "secret.\n" CLIENT_FLAGS,
-     NULL, NULL},
+     "Usage: sagemesh members list\n"
+     "       sagemesh members add ID HOST:PORT | remove ID\n"
+     "                        [--peer HOST:PORT] [--secret-file FILE]\n"
+     "                        [-o table|json] [--timeout SECONDS]\n"
+     "list    the mesh's members as the peer asked sees them: id, mesh\n"
+     "        address, raft role (voter, standby, spare), health, leader\n"
+     "add     let peer ID at HOST:PORT (its --listen-peer) in; start it\n"
+     "        with --join to an existing peer (a peer started that way asks\n"
+     "        by itself, so 'add' is rarely needed)\n"
+     "remove  take peer ID out of the mesh (stop it first); the leader\n"
+     "        cannot remove itself: stop it and a new leader takes over\n"
+     "Changes need the cluster secret; a follower forwards them to the\n"
+     "leader. The leader keeps 3 (or --voters 5) voters: it promotes\n"
+     "standbys when a voter is lost.\n" CLIENT_FLAGS EXIT_CODES,
+     node__cmd_members, NULL},
     {"services", "list the services the mesh knows",
      "Usage: sagemesh services list [--peer HOST:PORT] [-o table|json]\n"
      "                              [--timeout SECONDS]\n"

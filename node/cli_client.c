@@ -827,3 +827,101 @@ int node__cmd_actions(int argc, char **argv, FILE *out, FILE *err)
     }
     return change_action(&f, verb, f.args[1], out, err);
 }
+
+/* ---- members ----------------------------------------------------------- */
+
+static int change_member(const struct node_client_flags *f,
+                         const char *verb,
+                         const char *id,
+                         const char *addr,
+                         FILE *out,
+                         FILE *err)
+{
+    char path[64], body[256], what[96];
+    snprintf(path, sizeof path, "/v1/members/%s", verb);
+    int len = addr != NULL
+                  ? snprintf(body, sizeof body,
+                             "{\"id\":\"%s\",\"address\":\"%s\"}", id, addr)
+                  : snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    snprintf(what, sizeof what, "POST %s", path);
+    struct tp_secret secret;
+    char msg[SM_ERRMSG_SIZE] = "";
+    if (node_read_secret(f->secret_file, &secret, err, msg) != SM_OK) {
+        fprintf(err, "sagemesh members: %s\n", msg);
+        return NODE_EXIT_FAILED;
+    }
+    char auth[TP_AUTH_HEADER_MAX];
+    tp_credential_sign(&secret, "POST", path, (uint64_t)time(NULL), body,
+                       (size_t)len, auth);
+    tp_secret_wipe(&secret);
+    struct node_client_response resp;
+    if (ask(f, "POST", path, auth, body, (size_t)len, &resp, err) != 0) {
+        return NODE_EXIT_FAILED;
+    }
+    int code = NODE_EXIT_OK;
+    if (resp.status == 200 || resp.status == 202) {
+        if (f->json) {
+            print_body(&resp, out);
+        } else {
+            fprintf(out, "%s %s: %s\n", verb, id,
+                    resp.status == 200
+                        ? "started by the leader"
+                        : "forwarded to the leader (see 'sagemesh members "
+                          "list')");
+        }
+    } else if (resp.status == 400 || resp.status == 404 || resp.status == 409 ||
+               resp.status == 503) {
+        node_render_error(resp.body, resp.len, msg, sizeof msg);
+        fprintf(err, "sagemesh members %s: %s\n", verb, msg);
+        code = NODE_EXIT_FAILED;
+    } else {
+        code = http_error(f, what, 1, &resp, err);
+    }
+    free(resp.body);
+    return code;
+}
+
+int node__cmd_members(int argc, char **argv, FILE *out, FILE *err)
+{
+    static const char usage[] =
+        "sagemesh members list | add ID HOST:PORT | remove ID "
+        "[--peer HOST:PORT] [--secret-file FILE] [-o table|json] "
+        "[--timeout SECONDS]";
+    struct node_client_flags f;
+    if (node__client_flags("members", usage, 1, NULL, 0, argc, argv, &f, err) !=
+        NODE_EXIT_OK) {
+        return NODE_EXIT_USAGE;
+    }
+    if (f.n_args == 0) {
+        return usage_error(f.cmd, usage, err,
+                           "expected list, add ID HOST:PORT or remove ID%s",
+                           "");
+    }
+    const char *verb = f.args[0];
+    if (strcmp(verb, "list") == 0 && f.n_args == 1) {
+        return get_and_render(&f, "/v1/members", node_render_members, out, err);
+    }
+    int add = strcmp(verb, "add") == 0;
+    if (!add && strcmp(verb, "remove") != 0) {
+        return usage_error(f.cmd, usage, err, "unexpected '%s'", verb);
+    }
+    if (f.n_args != (add ? 3 : 2) ||
+        !tp_peer_id_valid(f.args[1], strlen(f.args[1]))) {
+        return usage_error(f.cmd, usage, err, "%s wants %s", verb,
+                           add ? "a peer id and its HOST:PORT" : "one peer id");
+    }
+    char host[64];
+    int port;
+    if (add &&
+        node_parse_hostport(f.args[2], host, sizeof host, &port) != SM_OK) {
+        return usage_error(f.cmd, usage, err, "'%s' is not a numeric HOST:PORT",
+                           f.args[2]);
+    }
+    if (f.secret_file == NULL) {
+        return usage_error(f.cmd, usage, err,
+                           "needs the cluster secret: --secret-file FILE or "
+                           "SAGEMESH_SECRET_FILE%s",
+                           "");
+    }
+    return change_member(&f, verb, f.args[1], add ? f.args[2] : NULL, out, err);
+}

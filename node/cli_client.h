@@ -40,6 +40,11 @@ int node__cmd_train(int argc, char **argv, FILE *out, FILE *err);
  * refuses (no such action, or not in a state that allows it). */
 int node__cmd_actions(int argc, char **argv, FILE *out, FILE *err);
 
+/* `sagemesh members list`: GET /v1/members; `members add ID HOST:PORT` and
+ * `members remove ID`: POST /v1/members/add or /remove with a credential
+ * (a follower forwards them to the leader). */
+int node__cmd_members(int argc, char **argv, FILE *out, FILE *err);
+
 /* ---- Flags shared by every command that talks to a peer ----------------
  *
  *   --peer HOST:PORT      default $SAGEMESH_PEER, else 127.0.0.1:4318

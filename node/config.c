@@ -18,6 +18,8 @@ void node_config_init(struct node_config *c)
     memset(c, 0, sizeof *c);
     c->listen_http = "127.0.0.1:4318";
     c->listen_peer = "127.0.0.1:7401";
+    c->election_ms = 1000;
+    c->voters = 3;
     c->qos_percentile = 99;
     c->window_s = 30;
     c->lateness_s = -1; /* derived from the window unless set */
@@ -90,6 +92,8 @@ static const struct key keys[] = {
     {"listen-http", STRING, FIELD(listen_http), 0, 0, 0},
     {"listen-peer", STRING, FIELD(listen_peer), 0, 0, 0},
     {"join", LIST, FIELD(join), FIELD(n_join), 0, 0},
+    {"election-timeout", NUMBER, FIELD(election_ms), 0, 100, 60000},
+    {"voters", NUMBER, FIELD(voters), 0, 3, 5},
     {"data-dir", STRING, FIELD(data_dir), 0, 0, 0},
     {"secret-file", STRING, FIELD(secret_file), 0, 0, 0},
     {"qos-service", STRING, FIELD(qos_service), 0, 0, 0},
@@ -321,6 +325,10 @@ int node_config_validate(const struct node_config *c,
                              c->join[i]);
             return SM_EINVAL;
         }
+    }
+    if (c->voters != 3 && c->voters != 5) {
+        sm_errmsg_printf(errmsg, "--voters must be 3 or 5");
+        return SM_EINVAL;
     }
     if (c->data_dir == NULL || c->data_dir[0] == '\0') {
         sm_errmsg_printf(errmsg,

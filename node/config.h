@@ -19,6 +19,8 @@ struct node_config
     const char *listen_peer; /* default 127.0.0.1:7401 */
     const char *join[NODE_MAX_LIST];
     size_t n_join;
+    double election_ms;      /* raft election timeout; default 1000 */
+    double voters;           /* voters wanted: 3 (default) or 5 */
     const char *data_dir;    /* required */
     const char *secret_file; /* optional until the mesh needs it */
     const char *qos_service;

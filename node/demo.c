@@ -79,6 +79,8 @@ static int start_peer(struct demo *d)
         "demo-1",
         "--listen-http",
         "127.0.0.1:0",
+        "--listen-peer",
+        "127.0.0.1:0",
         "--data-dir",
         d->data,
         "--secret-file",

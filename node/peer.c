@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 #include "node/http.h"
 #include "node/ingest.h"
 #include "node/json.h"
+#include "node/mesh.h"
 #include "node/model_mgr.h"
 #include "node/node.h"
 #include "node/peer.h"
@@ -162,6 +164,8 @@ struct node_peer
     struct node_actions *actions;
     struct node_action_executor executor;
     uint64_t jobs_running;
+    /* The mesh, when the peer has the cluster secret. */
+    struct node_mesh *mesh;
     /* The body of the answer being written, freed at the next request. */
     struct node_text out;
 };
@@ -478,6 +482,13 @@ static void on_diagnosis(void *arg,
     int rv = node_text_take(&doc, &json, &len);
     if (rv == SM_OK) {
         rv = node_diag_store_add(p->diags, id, w->end_ns, json, len, err);
+        if ((rv == SM_OK || rv == SM_EEXIST) && p->mesh != NULL &&
+            node_mesh_add_diagnosis(p->mesh, id, w->end_ns, json, len) !=
+                SM_OK) {
+            sm_log(SM_LOG_WARN, MOD,
+                   "a diagnosis could not be queued for the mesh's log",
+                   "id=%s", id);
+        }
         free(json);
     }
     free(action.s);
@@ -999,6 +1010,85 @@ static void handle_metrics_get(struct node_peer *p,
 }
 
 /* Writes the "model" object from @ms, the model manager's figures. */
+static int authorized(struct node_peer *p,
+                      const struct node_http_request *req,
+                      struct node_http_response *res);
+
+static void handle_members(struct node_peer *p, struct node_http_response *res)
+{
+    if (p->mesh == NULL) {
+        reply_error(res, 409,
+                    "this peer runs without --secret-file: it is not in a "
+                    "mesh");
+        return;
+    }
+    node_mesh_members_json(p->mesh, &p->out);
+    node_text_puts(&p->out, "\n");
+    reply_out(p, res, 200);
+}
+
+/* POST /v1/members/add {"id":..,"address":"HOST:PORT"} and
+ * /v1/members/remove {"id":..}: on the leader the change starts (200); a
+ * follower forwards it to the leader (202). */
+static void handle_member_change(struct node_peer *p,
+                                 const struct node_http_request *req,
+                                 struct node_http_response *res,
+                                 int add)
+{
+    if (!authorized(p, req, res)) {
+        return;
+    }
+    if (p->mesh == NULL) {
+        reply_error(res, 409, "this peer is not in a mesh");
+        return;
+    }
+    struct sm_arena arena;
+    sm_arena_init(&arena, 64 << 10);
+    const struct node_json *root;
+    char err[SM_ERRMSG_SIZE] = "";
+    const char *id = NULL, *addr = NULL;
+    if (node_json_parse(req->body, req->body_len, &arena, &root, err) ==
+        SM_OK) {
+        id = node_json_str(node_json_get(root, "id"));
+        addr = node_json_str(node_json_get(root, "address"));
+    }
+    char host[64];
+    int port;
+    if (id == NULL || !tp_peer_id_valid(id, strlen(id)) ||
+        (add && (addr == NULL || node_parse_hostport(addr, host, sizeof host,
+                                                     &port) != SM_OK))) {
+        sm_arena_free(&arena);
+        reply_error(res, 400,
+                    add ? "the body must be {\"id\":\"PEER\",\"address\":"
+                          "\"HOST:PORT\"}"
+                        : "the body must be {\"id\":\"PEER\"}");
+        return;
+    }
+    char leader[TP_PEER_ID_MAX + 1];
+    int rv = node_mesh_member_change(p->mesh, add, id, addr, leader);
+    sm_arena_free(&arena);
+    if (rv == SM_OK) {
+        reply(res, 200, "application/json", "{\"done\":true}\n");
+    } else if (rv == SM_EAGAIN && strcmp(leader, p->cfg->id) != 0 &&
+               leader[0] != '\0') {
+        reply(res, 202, "application/json",
+              "{\"done\":false,\"forwarded_to\":\"%s\"}\n", leader);
+    } else {
+        reply_error(res,
+                    rv == SM_ENOTFOUND ? 404
+                    : rv == SM_EINVAL  ? 400
+                    : rv == SM_EAGAIN  ? 503
+                    : rv == SM_EEXIST  ? 409
+                                       : 503,
+                    rv == SM_ENOTLEADER ? "no leader is known yet; retry"
+                    : rv == SM_EAGAIN   ? "another membership change is in "
+                                          "flight; retry"
+                    : rv == SM_EINVAL   ? "the leader cannot remove itself: "
+                                          "stop it and a new leader takes over"
+                                        : sm_strerror(rv));
+    }
+}
+
 static void put_actions_status(const struct node_peer *p, struct node_text *b)
 {
     if (p->actions == NULL) {
@@ -1080,14 +1170,16 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
     node_text_puts(b, "{\"id\":");
     node_text_json_str(b, p->cfg->id);
     node_text_printf(b,
-                     ",\"version\":\"%s\",\"ready\":%s,\"role\":\"standalone\","
+                     ",\"version\":\"%s\",\"ready\":%s,\"role\":\"%s\","
                      "\"windows\":{\"open\":%" PRIu64 ",\"closed\":%" PRIu64
                      ",\"stored\":%" PRIu64 ",\"replayed\":%" PRIu64
                      ",\"late_spans\":%" PRIu64 ",\"late_points\":%" PRIu64
                      ",\"lateness_s\":%g",
-                     SM_VERSION, p->ready ? "true" : "false", st.windows_open,
-                     st.windows_closed, p->windows_stored, p->windows_replayed,
-                     st.spans_late, st.points_late, p->cfg->lateness_s);
+                     SM_VERSION, p->ready ? "true" : "false",
+                     p->mesh != NULL ? node_mesh_role(p->mesh) : "standalone",
+                     st.windows_open, st.windows_closed, p->windows_stored,
+                     p->windows_replayed, st.spans_late, st.points_late,
+                     p->cfg->lateness_s);
     node_text_printf(
         b, ",\"newest_end_unix_nano\":\"%" PRIu64 "\"},\"qos\":{\"service\":",
         p->newest_window_end_ns);
@@ -1125,15 +1217,20 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
         node_model_mgr_stats(p->model, &ms);
     }
     put_model_status(p, &ms, b);
-    node_text_printf(
-        b,
-        ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
-        ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
-        ",\"rediagnosed\":%" PRIu64 "},\"actuation\":",
-        node_diag_store_count(p->diags), ms.diagnoses, ms.diagnosis_failures,
-        ms.diagnoses_dropped, (uint64_t)ms.diagnoses_pending, p->no_model,
-        p->rediagnosed);
+    node_text_printf(b,
+                     ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64
+                     ",\"failed\":%" PRIu64 ",\"dropped\":%" PRIu64
+                     ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
+                     ",\"rediagnosed\":%" PRIu64 "},\"actuation\":",
+                     node_diag_store_count(p->diags), ms.diagnoses,
+                     ms.diagnosis_failures, ms.diagnoses_dropped,
+                     (uint64_t)ms.diagnoses_pending +
+                         (p->mesh != NULL ? node_mesh_waiting(p->mesh) : 0),
+                     p->no_model, p->rediagnosed);
     put_actions_status(p, b);
+    if (p->mesh != NULL) {
+        node_mesh_status_json(p->mesh, b);
+    }
     node_text_puts(b, "}\n");
     reply_out(p, res, 200);
 }
@@ -1207,7 +1304,12 @@ static void handle_diagnoses(struct node_peer *p,
         reply_error(res, 400, "limit must be a whole number from 1 to 1000");
         return;
     }
-    node_diag_store_list(p->diags, (size_t)limit, &p->out);
+    if (p->mesh != NULL) {
+        node_mesh_diagnoses_json(p->mesh, (size_t)limit, &p->out);
+        node_text_puts(&p->out, "\n");
+    } else {
+        node_diag_store_list(p->diags, (size_t)limit, &p->out);
+    }
     reply_out(p, res, 200);
 }
 
@@ -1550,6 +1652,9 @@ static void handle(void *arg,
         {"/v1/actions", 1},
         {"/v1/actions/approve", 2},
         {"/v1/actions/rollback", 2},
+        {"/v1/members", 1},
+        {"/v1/members/add", 2},
+        {"/v1/members/remove", 2},
     };
     const char *path = req->path;
     int known = 0, allowed = 0;
@@ -1590,6 +1695,12 @@ static void handle(void *arg,
         handle_status(p, res);
     } else if (strcmp(path, "/v1/diagnoses") == 0) {
         handle_diagnoses(p, req, res);
+    } else if (strcmp(path, "/v1/members") == 0) {
+        handle_members(p, res);
+    } else if (strcmp(path, "/v1/members/add") == 0) {
+        handle_member_change(p, req, res, 1);
+    } else if (strcmp(path, "/v1/members/remove") == 0) {
+        handle_member_change(p, req, res, 0);
     } else if (strcmp(path, "/v1/actions") == 0) {
         handle_actions(p, req, res);
     } else if (strcmp(path, "/v1/actions/approve") == 0) {
@@ -1705,6 +1816,12 @@ static void on_http_closed(void *arg)
     p->open_handles--;
 }
 
+static void on_mesh_closed(void *arg)
+{
+    struct node_peer *p = arg;
+    p->open_handles--;
+}
+
 void node_peer_stop(struct node_peer *p)
 {
     if (p->stopping) {
@@ -1734,6 +1851,11 @@ void node_peer_stop(struct node_peer *p)
         p->open_handles++;
         node_http_server_close(p->http, on_http_closed, p);
         p->http = NULL;
+    }
+    if (p->mesh != NULL) {
+        p->open_handles++;
+        node_mesh_stop(p->mesh, on_mesh_closed, p);
+        p->mesh = NULL;
     }
 }
 
@@ -2044,6 +2166,30 @@ static int start_model(struct node_peer *p, char *errmsg)
     return node_model_mgr_new(p->loop, &mc, &cb, &p->model, errmsg);
 }
 
+/* Joins or starts the mesh when the peer has the cluster secret. */
+static int start_mesh(struct node_peer *p, char *errmsg)
+{
+    if (!p->has_secret) {
+        return SM_OK;
+    }
+    struct node_mesh_config mc = {
+        .id = p->cfg->id,
+        .listen_peer = p->cfg->listen_peer,
+        .join = p->cfg->join,
+        .n_join = p->cfg->n_join,
+        .data_dir = p->cfg->data_dir,
+        .secret = &p->secret,
+        .election_ms = (unsigned)p->cfg->election_ms,
+        .voters = (unsigned)p->cfg->voters,
+    };
+    return node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
+}
+
+int node_peer_mesh_port(const struct node_peer *p)
+{
+    return p->mesh != NULL ? node_mesh_port(p->mesh) : 0;
+}
+
 static int start_scrapers(struct node_peer *p, char *errmsg)
 {
     uint64_t every = (uint64_t)(p->cfg->scrape_interval_s * 1000);
@@ -2196,6 +2342,12 @@ int node_peer_start(uv_loop_t *loop,
         return rv;
     }
     uv_timer_start(&p->tick, on_tick, 1000, 1000);
+    rv = start_mesh(p, errmsg);
+    if (rv != SM_OK) {
+        node_peer_stop(p);
+        *out = p;
+        return rv;
+    }
     rv = start_scrapers(p, errmsg);
     if (rv != SM_OK) {
         node_peer_stop(p);
@@ -2363,6 +2515,9 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
     }
 
     uv_loop_t loop;
+    /* raft's connections are socket pairs whose other end may close at
+     * any moment (the raft bridge); a write there must fail, not kill. */
+    signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);
     uint64_t seed = sm_clock_wall_ns(sm_clock_real()) ^ (uint64_t)getpid()
                                                             << 32;
@@ -2375,12 +2530,14 @@ int node__cmd_peer(int argc, char **argv, FILE *out, FILE *err)
             node_model_mgr_stats(p->model, &ms);
         }
         sm_log(SM_LOG_INFO, MOD, "peer started",
-               "id=%s http=%s http_port=%d data_dir=%s window_s=%g "
+               "id=%s http=%s http_port=%d peer_port=%d data_dir=%s "
+               "window_s=%g "
                "lateness_s=%g windows_replayed=%" PRIu64
                " model_version=%" PRIu64 " diagnoses=%zu",
-               cfg.id, cfg.listen_http, node_peer_http_port(p), cfg.data_dir,
-               cfg.window_s, cfg.lateness_s, p->windows_replayed,
-               ms.model_version, node_diag_store_count(p->diags));
+               cfg.id, cfg.listen_http, node_peer_http_port(p),
+               node_peer_mesh_port(p), cfg.data_dir, cfg.window_s,
+               cfg.lateness_s, p->windows_replayed, ms.model_version,
+               node_diag_store_count(p->diags));
         uv_run(&loop, UV_RUN_DEFAULT);
         sm_log(SM_LOG_INFO, MOD, "peer stopped", "id=%s", cfg.id);
     } else {

@@ -43,6 +43,9 @@ void node_peer_free(struct node_peer *p);
 /* The bound HTTP port, or -1 once stopping. */
 int node_peer_http_port(const struct node_peer *p);
 
+/* The port the mesh listens on, or 0 without a mesh (no secret). */
+int node_peer_mesh_port(const struct node_peer *p);
+
 /* Calls @cb with every window the peer takes in (replayed and new), after
  * it was stored. For tests and, later, the model. */
 void node_peer_on_window(struct node_peer *p,

@@ -1433,3 +1433,43 @@ int node_render_actions(const char *body,
     table_free(&t);
     return finish(&r, &b, out);
 }
+
+/* ---- Members ----------------------------------------------------------- */
+
+int node_render_members(const char *body,
+                        size_t len,
+                        FILE *out,
+                        char errmsg[SM_ERRMSG_SIZE])
+{
+    struct rd r;
+    struct node_text b = {NULL, 0, 0, 0};
+    rd_open(&r, body, len, errmsg);
+    const struct node_json *list = get_arr(&r, r.root, "", "members", 0);
+    static const char *const head[] = {"ID",     "ADDRESS", "ROLE",
+                                       "HEALTH", "LEADER",  NULL};
+    struct table t;
+    table_init(&t, &r, head);
+    for (size_t i = 0; i < list->n; i++) {
+        char where[48];
+        snprintf(where, sizeof where, "members[%zu]", i);
+        const struct node_json *m = item_obj(&r, list, "members", i);
+        int leader = 0, self = 0;
+        get_bool(&r, m, where, "leader", 0, &leader);
+        get_bool(&r, m, where, "self", OPTIONAL, &self);
+        const char *id = get_str(&r, m, where, "id", 0);
+        cell(&t, self ? fmt(&r, "%s (this peer)", id ? id : "") : id);
+        cell(&t, get_str(&r, m, where, "address", 0));
+        cell(&t, get_str(&r, m, where, "role", 0));
+        cell(&t, get_str(&r, m, where, "health", 0));
+        cell(&t, leader ? "leader" : "");
+    }
+    if (list->n == 0) {
+        node_text_printf(&b,
+                         "no members: the peer has not joined a mesh "
+                         "yet\n");
+    } else {
+        table_write(&t, &b);
+    }
+    table_free(&t);
+    return finish(&r, &b, out);
+}

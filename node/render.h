@@ -178,4 +178,15 @@ int node_render_actions(const char *body,
                         FILE *out,
                         char errmsg[SM_ERRMSG_SIZE]);
 
+/* ---- GET /v1/members --------------------------------------------------- */
+
+/* Writes one row per member of {"members":[...]}: id (marked when it is
+ * the peer asked), mesh address, raft role, health as the peer asked sees
+ * it, and which one leads. Returns SM_OK or an error as described at the
+ * top. */
+int node_render_members(const char *body,
+                        size_t len,
+                        FILE *out,
+                        char errmsg[SM_ERRMSG_SIZE]);
+
 #endif /* SM_NODE_RENDER_H */

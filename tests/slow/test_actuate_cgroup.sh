@@ -180,7 +180,7 @@ ok "unthrottled p99 ${base_p99} ms in $cg ($layout); QoS target $target ms"
 act_flags=(--actuate on --cgroup-root "${hierarchy%/cpu}"
     --cgroup-path "sagemesh-e2e-$$/{service}" --actuate-interval 5
     --actuate-verify-windows 3)
-"$bin" peer --id slow-actuate --listen-http 127.0.0.1:0 \
+"$bin" peer --id slow-actuate --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 \
     --data-dir "$dir/data" --log-file "$dir/peer.log" \
     --secret-file "$dir/secret" --qos-service "$name" \
     --qos-target-ms "$target" --window 2 --lateness 1 --train-after 15 \

@@ -76,7 +76,7 @@ echo "# node $nodev, @opentelemetry/sdk-trace-node $(node -p 'require(process.ar
 
 # ---- the peer ----------------------------------------------------------------
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"
-"$bin" peer --listen-http 127.0.0.1:0 --data-dir "$dir/data" \
+"$bin" peer --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 --data-dir "$dir/data" \
     --secret-file "$dir/secret" --qos-service frontend --qos-target-ms 500 \
     --window "$window" --lateness 1 --id otel-1 > "$dir/peer.log" 2>&1 &
 peer=$!

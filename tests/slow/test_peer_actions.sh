@@ -37,7 +37,7 @@ echo 100000 > "$cg/cpu.cfs_period_us"
 
 start() {
     : > "$dir/peer.log"
-    "$bin" peer --id slow-actions --listen-http 127.0.0.1:0 \
+    "$bin" peer --id slow-actions --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 \
         --data-dir "$dir/data" --log-file "$dir/peer.log" \
         --secret-file "$dir/secret" \
         --qos-service nginx-web --qos-target-ms 100 \

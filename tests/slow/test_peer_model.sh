@@ -29,7 +29,7 @@ export SAGEMESH_SECRET_FILE=$dir/secret
 
 start() {
     : > "$dir/peer.log" # a fresh log, so the port read is this run's
-    "$bin" peer --id slow-model --listen-http 127.0.0.1:0 \
+    "$bin" peer --id slow-model --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 \
         --data-dir "$dir/data" --log-file "$dir/peer.log" \
         --secret-file "$dir/secret" \
         --qos-service nginx-web --qos-target-ms 100 \

@@ -16,7 +16,7 @@ fail() { echo "not ok - $*"; cat "$dir/log" 2>/dev/null | tail -20; exit 1; }
 
 "$bin" keygen --out "$dir/secret" 2>/dev/null || fail "keygen"
 start() {
-    "$bin" peer --listen-http 127.0.0.1:0 --data-dir "$dir/data" \
+    "$bin" peer --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 --data-dir "$dir/data" \
         --secret-file "$dir/secret" \
         --qos-service frontend --qos-target-ms 40 --window 10 --lateness 1 \
         --id slow-1 > "$dir/log" 2>&1 &

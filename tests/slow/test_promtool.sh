@@ -36,7 +36,7 @@ command -v promtool > /dev/null ||
     { echo "1..0 # SKIP promtool is not installed (Debian package prometheus)"; exit 77; }
 
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"
-"$bin" peer --listen-http 127.0.0.1:0 --data-dir "$dir/data" \
+"$bin" peer --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 --data-dir "$dir/data" \
     --secret-file "$dir/secret" --qos-service frontend --qos-target-ms 500 \
     --window 5 --lateness 1 --id prom-1 > "$dir/peer.log" 2>&1 &
 peer=$!

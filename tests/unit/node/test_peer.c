@@ -45,6 +45,7 @@ static void start_peer(const char *dir)
         REQUIRE_OK(node_config_set(&cfg, "secret-file", secret_path, err));
     }
     REQUIRE_OK(node_config_set(&cfg, "listen-http", "127.0.0.1:0", err));
+    REQUIRE_OK(node_config_set(&cfg, "listen-peer", "127.0.0.1:0", err));
     REQUIRE_OK(node_config_set(&cfg, "data-dir", dir, err));
     REQUIRE_OK(node_config_set(&cfg, "qos-service", "frontend", err));
     REQUIRE_OK(node_config_set(&cfg, "qos-target-ms", "40", err));

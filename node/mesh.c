@@ -1,0 +1,823 @@
+/* The peer's place in the mesh: link, raft over it, membership and the
+ * replicated diagnoses. See mesh.h. */
+#include "node/mesh.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "consensus/consensus.h"
+#include "node/mesh_link_impl.h"
+
+#define MOD          "mesh"
+#define ADDR_MAX     64
+#define RAFT_ADDR    (TP_PEER_ID_MAX + 1 + ADDR_MAX + 1)
+#define OUTBOX_MAX   1000
+#define MEMBERS_MAX  64
+#define JOIN_EVERY   1000 /* ms between join attempts */
+#define OUTBOX_EVERY 1000 /* ms between resends of uncommitted diagnoses */
+
+/* A diagnosis waiting to be seen in the log. */
+struct outbox_item
+{
+    char id[CONS_ID_MAX + 1];
+    uint64_t time_ms;
+    char *json;
+};
+
+struct node_mesh
+{
+    uv_loop_t *loop;
+    char self[TP_PEER_ID_MAX + 1];
+    char listen[ADDR_MAX];     /* "tcp://a.b.c.d:port" */
+    char raft_addr[RAFT_ADDR]; /* "self@tcp://..." */
+    char join[8][ADDR_MAX];
+    size_t n_join;
+    char join_target[TP_PEER_ID_MAX + 1]; /* whom to ask next; "" unknown */
+    uint64_t join_sent_ms, outbox_sent_ms;
+    int joining, joined_logged;
+    struct tp_net *net;
+    struct node_mesh_link *link;
+    struct cons_uv *uv;
+    struct cons_link raft_link; /* the bridge's way out: TP_MSG_RAFT */
+    struct cons_node *node;
+    uv_timer_t tick;
+    int tick_started;
+    struct outbox_item outbox[OUTBOX_MAX];
+    size_t n_outbox;
+    uint64_t diagnoses_forwarded, diagnoses_proposed;
+    /* Stopping. */
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+    int closing;
+};
+
+/* ---- Addresses ----------------------------------------------------------- */
+
+/* Splits "ID@tcp://..." into its peer id and net address. Returns 0 when
+ * @raft_addr is not of that form. */
+static int split_raft_addr(const char *raft_addr,
+                           char id[TP_PEER_ID_MAX + 1],
+                           char addr[ADDR_MAX])
+{
+    const char *at = strchr(raft_addr, '@');
+    if (at == NULL || at == raft_addr ||
+        (size_t)(at - raft_addr) > TP_PEER_ID_MAX ||
+        strlen(at + 1) >= ADDR_MAX || strncmp(at + 1, "tcp://", 6) != 0) {
+        return 0;
+    }
+    memcpy(id, raft_addr, (size_t)(at - raft_addr));
+    id[at - raft_addr] = '\0';
+    snprintf(addr, ADDR_MAX, "%s", at + 1);
+    return tp_peer_id_valid(id, strlen(id));
+}
+
+static uint64_t now_ms(const struct node_mesh *m)
+{
+    return uv_now(m->loop);
+}
+
+/* Makes every member of raft's configuration reachable on the link. */
+static void learn_members(struct node_mesh *m)
+{
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t n = cons_node_members(m->node, peers, MEMBERS_MAX);
+    for (size_t i = 0; i < n && i < MEMBERS_MAX; i++) {
+        char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        if (split_raft_addr(peers[i].address, id, addr) &&
+            strcmp(id, m->self) != 0) {
+            node_mesh_link_peer_add(m->link, id, addr);
+        }
+    }
+}
+
+/* Whether this peer is in raft's configuration. */
+static int in_configuration(const struct node_mesh *m)
+{
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t n = cons_node_members(m->node, peers, MEMBERS_MAX);
+    uint64_t me = node_link_raft_id(m->self);
+    for (size_t i = 0; i < n && i < MEMBERS_MAX; i++) {
+        if (peers[i].id == me) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The leader's peer id ("" when unknown). */
+static void leader_id(const struct node_mesh *m, char id[TP_PEER_ID_MAX + 1])
+{
+    const char *address = NULL;
+    char addr[ADDR_MAX];
+    id[0] = '\0';
+    if (cons_node_leader(m->node, &address) == 0 || address == NULL ||
+        !split_raft_addr(address, id, addr)) {
+        id[0] = '\0';
+    }
+}
+
+/* ---- Requests between peers (TP_MSG_FWD_REQ / _REP) ---------------------
+ *
+ * Text bodies, one field per line:
+ *   join\nID@tcp://...          add me (answered "ok", "leader\nID@..." or
+ *                               "error\nwhy")
+ *   diag\nID\nTIME_MS\nJSON     commit this diagnosis (not answered: the
+ *                               sender watches its own log) */
+
+static void reply(struct node_mesh *m,
+                  const char *peer,
+                  uint64_t id,
+                  const char *text)
+{
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    ops->send(ops->arg, peer, TP_MSG_FWD_REP, id, text, strlen(text));
+}
+
+static void handle_join(struct node_mesh *m,
+                        const char *peer,
+                        uint64_t req,
+                        const char *who)
+{
+    char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+    if (!split_raft_addr(who, id, addr) || strcmp(id, peer) != 0) {
+        reply(m, peer, req, "error\nthe join request does not name its sender");
+        return;
+    }
+    if (!cons_node_ready(m->node)) {
+        char leader[TP_PEER_ID_MAX + 1];
+        const char *address = NULL;
+        leader_id(m, leader);
+        cons_node_leader(m->node, &address);
+        char text[RAFT_ADDR + 16];
+        snprintf(text, sizeof text, "leader\n%s",
+                 leader[0] && address ? address : "");
+        reply(m, peer, req, text);
+        return;
+    }
+    int rv = cons_node_add(m->node, node_link_raft_id(id), who, NULL, NULL);
+    if (rv == SM_OK || rv == SM_EEXIST) {
+        if (rv == SM_OK) {
+            sm_log(SM_LOG_INFO, MOD, "adding a peer", "peer=%s address=%s", id,
+                   addr);
+        }
+        node_mesh_link_peer_add(m->link, id, addr);
+        reply(m, peer, req, "ok");
+    } else if (rv == SM_EAGAIN) {
+        reply(m, peer, req, "busy");
+    } else {
+        char text[128];
+        snprintf(text, sizeof text, "error\n%s", sm_strerror(rv));
+        reply(m, peer, req, text);
+    }
+}
+
+/* Leader only: adds "ID@tcp://..." (an operator's `members add`). */
+static int add_member(struct node_mesh *m, const char *who)
+{
+    char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+    if (!split_raft_addr(who, id, addr)) {
+        return SM_EINVAL;
+    }
+    int rv = cons_node_add(m->node, node_link_raft_id(id), who, NULL, NULL);
+    if (rv == SM_OK) {
+        node_mesh_link_peer_add(m->link, id, addr);
+        sm_log(SM_LOG_INFO, MOD, "adding a peer", "peer=%s address=%s", id,
+               addr);
+    }
+    return rv;
+}
+
+/* Leader only: removes peer @id (an operator's `members remove`). */
+static int remove_member(struct node_mesh *m, const char *id)
+{
+    if (strcmp(id, m->self) == 0) {
+        return SM_EINVAL; /* transfer leadership first: not in 0.15's API */
+    }
+    int rv = cons_node_remove(m->node, node_link_raft_id(id), NULL, NULL);
+    if (rv == SM_OK) {
+        sm_log(SM_LOG_INFO, MOD, "removing a peer", "peer=%s", id);
+    }
+    return rv;
+}
+
+static void propose_diagnosis(struct node_mesh *m,
+                              const char *id,
+                              uint64_t time_ms,
+                              const char *json)
+{
+    struct cons_cmd cmd = {.type = CONS_CMD_DIAGNOSIS};
+    cmd.u.diagnosis.id = id;
+    cmd.u.diagnosis.time_ms = time_ms;
+    cmd.u.diagnosis.json = json;
+    if (cons_node_propose(m->node, &cmd, NULL, NULL) == SM_OK) {
+        m->diagnoses_proposed++;
+    }
+}
+
+static void handle_diag(struct node_mesh *m, char *body)
+{
+    char *id = body, *nl = strchr(id, '\n');
+    if (nl == NULL) {
+        return;
+    }
+    *nl = '\0';
+    char *time = nl + 1;
+    nl = strchr(time, '\n');
+    if (nl == NULL || !cons_node_ready(m->node)) {
+        return; /* the sender retries with the next leader */
+    }
+    *nl = '\0';
+    uint64_t t = strtoull(time, NULL, 10);
+    propose_diagnosis(m, id, t, nl + 1);
+}
+
+static void handle_request(struct node_mesh *m,
+                           const char *peer,
+                           uint64_t req,
+                           const void *data,
+                           size_t len)
+{
+    char *body = sm_malloc(len + 1);
+    if (body == NULL) {
+        return;
+    }
+    memcpy(body, data, len);
+    body[len] = '\0';
+    if (strlen(body) != len) {
+        sm_free(body); /* a NUL inside: not ours */
+        return;
+    }
+    if (strncmp(body, "join\n", 5) == 0) {
+        handle_join(m, peer, req, body + 5);
+    } else if (strncmp(body, "add\n", 4) == 0 && cons_node_ready(m->node)) {
+        add_member(m, body + 4);
+    } else if (strncmp(body, "remove\n", 7) == 0 && cons_node_ready(m->node)) {
+        remove_member(m, body + 7);
+    } else if (strncmp(body, "diag\n", 5) == 0) {
+        handle_diag(m, body + 5);
+    }
+    sm_free(body);
+}
+
+static void handle_reply(struct node_mesh *m, const void *data, size_t len)
+{
+    char body[RAFT_ADDR + 32];
+    if (len >= sizeof body) {
+        return;
+    }
+    memcpy(body, data, len);
+    body[len] = '\0';
+    char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+    if (strncmp(body, "leader\n", 7) == 0 &&
+        split_raft_addr(body + 7, id, addr) && strcmp(id, m->self) != 0) {
+        node_mesh_link_peer_add(m->link, id, addr);
+        snprintf(m->join_target, sizeof m->join_target, "%s", id);
+        m->join_sent_ms = 0; /* ask the leader now */
+    } else if (strncmp(body, "error\n", 6) == 0) {
+        sm_log(SM_LOG_WARN, MOD, "join refused", "cause=\"%s\"", body + 6);
+    }
+}
+
+static void on_message(void *arg,
+                       const char *peer,
+                       int type,
+                       uint64_t id,
+                       const void *data,
+                       size_t len)
+{
+    struct node_mesh *m = arg;
+    if (m->closing) {
+        return;
+    }
+    switch (type) {
+        case TP_MSG_RAFT:
+            if (m->uv != NULL) {
+                cons_uv_recv(m->uv, peer, data, len);
+            }
+            break;
+        case TP_MSG_FWD_REQ:
+            handle_request(m, peer, id, data, len);
+            break;
+        case TP_MSG_FWD_REP:
+            handle_reply(m, data, len);
+            break;
+        default:
+            break; /* types of later versions */
+    }
+}
+
+static void on_iam(void *arg, const char *peer, const char *addr)
+{
+    struct node_mesh *m = arg;
+    if (!m->joining || strcmp(peer, m->self) == 0) {
+        return;
+    }
+    node_mesh_link_peer_add(m->link, peer, addr);
+    if (m->join_target[0] == '\0') {
+        snprintf(m->join_target, sizeof m->join_target, "%s", peer);
+        m->join_sent_ms = 0;
+    }
+}
+
+/* ---- The tick: joining, health, policy, the outbox ---------------------- */
+
+static void try_join(struct node_mesh *m, uint64_t now)
+{
+    if (in_configuration(m)) {
+        if (!m->joined_logged) {
+            m->joined_logged = 1;
+            sm_log(SM_LOG_INFO, MOD, "joined the mesh", "peer=%s", m->self);
+        }
+        m->joining = 0;
+        return;
+    }
+    if (m->join_sent_ms != 0 && now < m->join_sent_ms + JOIN_EVERY) {
+        return;
+    }
+    m->join_sent_ms = now ? now : 1;
+    if (m->join_target[0] == '\0') {
+        for (size_t i = 0; i < m->n_join; i++) {
+            node_mesh_link_probe(m->link, m->join[i]);
+        }
+        return;
+    }
+    char text[RAFT_ADDR + 8];
+    snprintf(text, sizeof text, "join\n%s", m->raft_addr);
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    ops->send(ops->arg, m->join_target, TP_MSG_FWD_REQ, now, text,
+              strlen(text));
+}
+
+static void send_outbox(struct node_mesh *m, uint64_t now)
+{
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n_outbox; i++) {
+        struct cons_diagnosis d;
+        if (cons_fsm_diagnosis_get(fsm, m->outbox[i].id, &d) == SM_OK) {
+            sm_free(m->outbox[i].json);
+        } else {
+            m->outbox[kept++] = m->outbox[i];
+        }
+    }
+    m->n_outbox = kept;
+    if (kept == 0 ||
+        (m->outbox_sent_ms != 0 && now < m->outbox_sent_ms + OUTBOX_EVERY)) {
+        return;
+    }
+    m->outbox_sent_ms = now ? now : 1;
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    for (size_t i = 0; i < kept && i < 64; i++) {
+        struct outbox_item *o = &m->outbox[i];
+        if (cons_node_ready(m->node)) {
+            propose_diagnosis(m, o->id, o->time_ms, o->json);
+        } else if (leader[0] != '\0' && strcmp(leader, m->self) != 0) {
+            size_t jl = strlen(o->json);
+            char *text = sm_malloc(jl + CONS_ID_MAX + 32);
+            if (text == NULL) {
+                return;
+            }
+            int n = snprintf(text, jl + CONS_ID_MAX + 32,
+                             "diag\n%s\n%" PRIu64 "\n%s", o->id, o->time_ms,
+                             o->json);
+            if (ops->send(ops->arg, leader, TP_MSG_FWD_REQ, 0, text,
+                          (size_t)n) == SM_OK) {
+                m->diagnoses_forwarded++;
+            }
+            sm_free(text);
+        }
+    }
+}
+
+/* Everyone's health as this peer sees it: when the link last heard from
+ * them (this peer is always up). */
+static size_t health_view(struct node_mesh *m,
+                          uint64_t now,
+                          struct cons_seen *seen,
+                          size_t cap)
+{
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t n = cons_node_members(m->node, peers, MEMBERS_MAX);
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < MEMBERS_MAX && k < cap; i++) {
+        char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        if (!split_raft_addr(peers[i].address, id, addr)) {
+            continue;
+        }
+        uint64_t last = strcmp(id, m->self) == 0
+                            ? now
+                            : node_mesh_link_last_seen(m->link, id);
+        if (last != 0) {
+            seen[k++] = (struct cons_seen){peers[i].id, last};
+        }
+    }
+    return k;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct node_mesh *m = t->data;
+    uint64_t now = now_ms(m);
+    node_mesh_link_tick(m->link, now);
+    learn_members(m);
+    if (m->joining) {
+        try_join(m, now);
+    }
+    struct cons_seen seen[MEMBERS_MAX];
+    size_t n = health_view(m, now, seen, MEMBERS_MAX);
+    cons_node_tick(m->node, now, seen, n);
+    send_outbox(m, now);
+}
+
+/* ---- Start and stop ------------------------------------------------------ */
+
+static int make_raft_dir(const char *data_dir,
+                         char *dir,
+                         size_t cap,
+                         char *errmsg)
+{
+    if (snprintf(dir, cap, "%s/raft", data_dir) >= (int)cap) {
+        sm_errmsg_printf(errmsg, "data directory path too long");
+        return SM_EINVAL;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        sm_errmsg_printf(errmsg, "cannot create %s: %s", dir, strerror(errno));
+        return SM_EIO;
+    }
+    return SM_OK;
+}
+
+static int start_net(struct node_mesh *m,
+                     const struct node_mesh_config *cfg,
+                     char *errmsg)
+{
+    struct node_mesh_link_config lc = {.self = cfg->id, .secret = cfg->secret};
+    int rv = node_mesh_link_new(&lc, on_message, m, &m->link, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    node_mesh_link_on_iam(m->link, on_iam, m);
+    struct tp_net_config nc;
+    tp_net_config_default(&nc);
+    rv = tp_net_nng_new(m->loop, &nc, node_mesh_link_net_recv, m->link, &m->net,
+                        errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    char want[ADDR_MAX];
+    snprintf(want, sizeof want, "tcp://%s", cfg->listen_peer);
+    rv = tp_net_listen(m->net, want);
+    if (rv != SM_OK) {
+        sm_errmsg_printf(errmsg, "--listen-peer %s: %s", cfg->listen_peer,
+                         tp_net_errmsg(m->net));
+        return rv;
+    }
+    snprintf(m->listen, sizeof m->listen, "%s", tp_net_address(m->net));
+    node_mesh_link_attach(m->link, m->net, m->listen);
+    snprintf(m->raft_addr, sizeof m->raft_addr, "%s@%s", m->self, m->listen);
+    return SM_OK;
+}
+
+static int send_raft(void *arg, const char *peer, const void *data, size_t len)
+{
+    struct node_mesh *m = arg;
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    return ops->send(ops->arg, peer, TP_MSG_RAFT, 0, data, len);
+}
+
+static int start_raft(struct node_mesh *m,
+                      const struct node_mesh_config *cfg,
+                      char *errmsg)
+{
+    char dir[4096];
+    int rv = make_raft_dir(cfg->data_dir, dir, sizeof dir, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    m->raft_link = (struct cons_link){m, send_raft};
+    rv = cons_uv_new(m->loop, dir, &m->raft_link, m->self, &m->uv, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    struct cons_node_config nc;
+    cons_node_config_init(&nc);
+    nc.id = node_link_raft_id(m->self);
+    nc.address = m->raft_addr;
+    if (cfg->election_ms) {
+        nc.election_timeout_ms = cfg->election_ms;
+        nc.heartbeat_timeout_ms =
+            cfg->heartbeat_ms ? cfg->heartbeat_ms : cfg->election_ms / 10;
+    }
+    if (cfg->voters) {
+        nc.voters = cfg->voters;
+    }
+    rv = cons_node_new(&nc, cons_uv_io(m->uv), &m->node, errmsg);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    if (cfg->n_join == 0) {
+        struct cons_peer self = {nc.id, m->raft_addr, CONS_ROLE_VOTER};
+        rv = cons_node_bootstrap(m->node, &self, 1, errmsg);
+        if (rv == SM_OK) {
+            sm_log(SM_LOG_INFO, MOD, "bootstrapped a new mesh", "peer=%s",
+                   m->self);
+        } else if (rv != SM_EEXIST) {
+            return rv;
+        }
+    }
+    return cons_node_start(m->node, errmsg);
+}
+
+int node_mesh_start(uv_loop_t *loop,
+                    const struct node_mesh_config *cfg,
+                    struct node_mesh **out,
+                    char errmsg[SM_ERRMSG_SIZE])
+{
+    if (cfg->id == NULL || !cons_peer_id_valid(cfg->id, strlen(cfg->id))) {
+        sm_errmsg_printf(errmsg,
+                         "peer id '%s' must be 1 to 63 printable ASCII "
+                         "characters without spaces or '@'",
+                         cfg->id ? cfg->id : "");
+        return SM_EINVAL;
+    }
+    struct node_mesh *m = sm_calloc(1, sizeof *m);
+    if (m == NULL) {
+        return SM_ENOMEM;
+    }
+    m->loop = loop;
+    snprintf(m->self, sizeof m->self, "%s", cfg->id);
+    for (size_t i = 0; i < cfg->n_join && i < 8; i++) {
+        snprintf(m->join[i], sizeof m->join[i], "tcp://%s", cfg->join[i]);
+        m->n_join++;
+    }
+    m->joining = cfg->n_join > 0;
+    int rv = start_net(m, cfg, errmsg);
+    if (rv == SM_OK) {
+        rv = start_raft(m, cfg, errmsg);
+    }
+    if (rv != SM_OK) {
+        /* Nothing has run on the loop yet: tear down what exists. */
+        m->stop_cb = NULL;
+        node_mesh_stop(m, NULL, NULL);
+        return rv;
+    }
+    uv_timer_init(loop, &m->tick);
+    m->tick.data = m;
+    m->tick_started = 1;
+    unsigned every = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
+    uv_timer_start(&m->tick, on_tick, every, every);
+    sm_log(SM_LOG_INFO, MOD, "mesh started",
+           "peer=%s listen=%s joining=%d raft_id=%" PRIx64, m->self, m->listen,
+           m->joining, node_link_raft_id(m->self));
+    *out = m;
+    return SM_OK;
+}
+
+uint16_t node_mesh_port(const struct node_mesh *m)
+{
+    return m->net != NULL ? tp_net_port(m->net) : 0;
+}
+
+/* Stop order: raft first (it flushes and closes its connections), then
+ * the bridge and raft_uv, then the net, then the memory. */
+static void net_closed(void *arg)
+{
+    struct node_mesh *m = arg;
+    node_mesh_link_free(m->link);
+    for (size_t i = 0; i < m->n_outbox; i++) {
+        sm_free(m->outbox[i].json);
+    }
+    void (*cb)(void *) = m->stop_cb;
+    void *cb_arg = m->stop_arg;
+    sm_free(m);
+    if (cb != NULL) {
+        cb(cb_arg);
+    }
+}
+
+static void close_net(struct node_mesh *m)
+{
+    if (m->net != NULL) {
+        tp_net_close(m->net, net_closed, m);
+    } else {
+        net_closed(m);
+    }
+}
+
+static void uv_closed(void *arg)
+{
+    struct node_mesh *m = arg;
+    m->uv = NULL;
+    close_net(m);
+}
+
+static void node_closed(void *arg)
+{
+    struct node_mesh *m = arg;
+    m->node = NULL;
+    if (m->uv != NULL) {
+        cons_uv_close(m->uv, uv_closed, m);
+    } else {
+        close_net(m);
+    }
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    struct node_mesh *m = h->data;
+    if (m->node != NULL) {
+        cons_node_close(m->node, node_closed, m);
+    } else {
+        node_closed(m);
+    }
+}
+
+void node_mesh_stop(struct node_mesh *m, void (*cb)(void *arg), void *arg)
+{
+    m->closing = 1;
+    m->stop_cb = cb;
+    m->stop_arg = arg;
+    if (m->tick_started) {
+        uv_close((uv_handle_t *)&m->tick, tick_closed);
+    } else {
+        m->tick.data = m;
+        tick_closed((uv_handle_t *)&m->tick);
+    }
+}
+
+/* ---- Queries ------------------------------------------------------------- */
+
+int node_mesh_is_leader(const struct node_mesh *m)
+{
+    return cons_node_ready(m->node);
+}
+
+static const char *state_name(enum cons_state s)
+{
+    switch (s) {
+        case CONS_STATE_LEADER:
+            return "leader";
+        case CONS_STATE_FOLLOWER:
+            return "follower";
+        case CONS_STATE_CANDIDATE:
+            return "candidate";
+        default:
+            return "unavailable";
+    }
+}
+
+static void put_members(const struct node_mesh *m, struct node_text *b)
+{
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t n = cons_node_members(m->node, peers, MEMBERS_MAX);
+    uint64_t now = now_ms(m);
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    node_text_puts(b, "[");
+    for (size_t i = 0; i < n && i < MEMBERS_MAX; i++) {
+        char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        if (!split_raft_addr(peers[i].address, id, addr)) {
+            continue;
+        }
+        int me = strcmp(id, m->self) == 0;
+        uint64_t last = me ? now : node_mesh_link_last_seen(m->link, id);
+        const char *health = last == 0           ? "unknown"
+                             : now - last < 3000 ? "up"
+                                                 : "down";
+        node_text_puts(b, i ? ",{\"id\":" : "{\"id\":");
+        node_text_json_str(b, id);
+        node_text_puts(b, ",\"address\":");
+        node_text_json_str(b, addr);
+        node_text_printf(b,
+                         ",\"role\":\"%s\",\"health\":\"%s\",\"leader\":%s,"
+                         "\"self\":%s}",
+                         cons_role_name(peers[i].role), health,
+                         strcmp(id, leader) == 0 ? "true" : "false",
+                         me ? "true" : "false");
+    }
+    node_text_puts(b, "]");
+}
+
+const char *node_mesh_role(const struct node_mesh *m)
+{
+    return state_name(cons_node_state(m->node));
+}
+
+size_t node_mesh_waiting(const struct node_mesh *m)
+{
+    return m->n_outbox;
+}
+
+void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
+{
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    struct cons_node_stats st;
+    cons_node_stats(m->node, &st);
+    node_text_puts(b, ",\"leader\":");
+    if (leader[0] != '\0') {
+        node_text_json_str(b, leader);
+    } else {
+        node_text_puts(b, "null");
+    }
+    node_text_printf(b, ",\"term\":%" PRIu64 ",\"mesh\":{\"listen\":",
+                     cons_node_term(m->node));
+    node_text_json_str(b, m->listen);
+    node_text_printf(b,
+                     ",\"joining\":%s,\"last_index\":%" PRIu64
+                     ",\"last_applied\":%" PRIu64
+                     ",\"diagnoses_waiting\":%zu,\"members\":",
+                     m->joining ? "true" : "false", st.last_index,
+                     st.last_applied, m->n_outbox);
+    put_members(m, b);
+    node_text_puts(b, "}");
+}
+
+void node_mesh_members_json(const struct node_mesh *m, struct node_text *b)
+{
+    node_text_puts(b, "{\"members\":");
+    put_members(m, b);
+    node_text_puts(b, "}");
+}
+
+int node_mesh_add_diagnosis(struct node_mesh *m,
+                            const char *id,
+                            uint64_t window_end_ns,
+                            const char *json,
+                            size_t len)
+{
+    if (strlen(id) > CONS_ID_MAX || len > CONS_JSON_MAX) {
+        return SM_ETOOBIG;
+    }
+    if (m->n_outbox == OUTBOX_MAX) {
+        return SM_EAGAIN;
+    }
+    struct outbox_item *o = &m->outbox[m->n_outbox];
+    o->json = sm_malloc(len + 1);
+    if (o->json == NULL) {
+        return SM_ENOMEM;
+    }
+    memcpy(o->json, json, len);
+    o->json[len] = '\0';
+    snprintf(o->id, sizeof o->id, "%s", id);
+    o->time_ms = window_end_ns / 1000000;
+    m->n_outbox++;
+    m->outbox_sent_ms = 0; /* send at the next tick */
+    return SM_OK;
+}
+
+void node_mesh_diagnoses_json(const struct node_mesh *m,
+                              size_t limit,
+                              struct node_text *b)
+{
+    struct cons_diagnosis *d = sm_calloc(limit ? limit : 1, sizeof *d);
+    node_text_puts(b, "{\"diagnoses\":[");
+    if (d != NULL) {
+        size_t n = cons_fsm_diagnoses(cons_node_fsm(m->node), d, limit);
+        for (size_t i = 0; i < n; i++) {
+            if (i) {
+                node_text_puts(b, ",");
+            }
+            node_text_puts(b, d[i].json);
+        }
+        sm_free(d);
+    }
+    node_text_puts(b, "]}");
+}
+
+int node_mesh_member_change(struct node_mesh *m,
+                            int add,
+                            const char *id,
+                            const char *addr,
+                            char leader[TP_PEER_ID_MAX + 1])
+{
+    leader_id(m, leader);
+    char text[RAFT_ADDR + 16];
+    if (add) {
+        if (snprintf(text, sizeof text, "%s@tcp://%s", id, addr) >=
+            (int)sizeof text) {
+            return SM_EINVAL;
+        }
+    } else {
+        snprintf(text, sizeof text, "%s", id);
+    }
+    if (cons_node_ready(m->node)) {
+        return add ? add_member(m, text) : remove_member(m, text);
+    }
+    if (leader[0] == '\0') {
+        return SM_ENOTLEADER;
+    }
+    char body[RAFT_ADDR + 32];
+    snprintf(body, sizeof body, "%s\n%s", add ? "add" : "remove", text);
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    int rv = ops->send(ops->arg, leader, TP_MSG_FWD_REQ, 0, body, strlen(body));
+    return rv == SM_OK ? SM_EAGAIN : rv;
+}

@@ -1,0 +1,109 @@
+/* The peer's place in the mesh (node-private): the secure link to the other
+ * peers, raft over it, membership (bootstrap, join, policy-driven roles),
+ * and the replicated records every peer serves.
+ *
+ * A peer with --secret-file runs the mesh on --listen-peer:
+ *  - with no raft state and no --join it bootstraps a cluster of itself;
+ *  - with --join HOST:PORT it asks that peer's id (an unauthenticated
+ *    probe), then, over the secure channel, asks it to be added; a
+ *    follower answers with the leader, to whom the request is repeated,
+ *    every second until this peer appears in raft's configuration;
+ *  - with raft state it just starts: its configuration is in the log.
+ * A raft server's address is "ID@tcp://HOST:PORT": the id names the peer
+ * on the secure link, the rest is where its net listens, so every peer
+ * learns every member's address from the log.
+ *
+ * Diagnoses. Each peer diagnoses the windows it sees; in the mesh each
+ * diagnosis is also sent to the leader, which commits it to the log once
+ * (the log dedupes by id); a sender retries until the record is in its
+ * own copy of the log, so a leader failover loses none. Every peer serves
+ * the same list from its log.
+ *
+ * Runs on the peer's loop thread. */
+#ifndef SM_NODE_MESH_H
+#define SM_NODE_MESH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "base/err.h"
+#include "node/textbuf.h"
+#include "transport/transport.h"
+
+struct node_mesh_config
+{
+    const char *id;          /* this peer's id */
+    const char *listen_peer; /* "HOST:PORT" (numeric IPv4) */
+    const char *const *join; /* "HOST:PORT" seeds */
+    size_t n_join;
+    const char *data_dir; /* raft's state goes to DIR/raft */
+    const struct tp_secret *secret;
+    unsigned election_ms;  /* default 1000 */
+    unsigned heartbeat_ms; /* default election / 10 */
+    unsigned voters;       /* 3 or 5 */
+};
+
+struct node_mesh;
+
+/* Starts the mesh on @loop. Returns SM_OK with @out, or an error with
+ * @errmsg: SM_EINVAL (bad address or id), SM_EIO (the port is taken, raft
+ * cannot start on the data directory: the message says why), SM_ENOMEM. */
+int node_mesh_start(uv_loop_t *loop,
+                    const struct node_mesh_config *cfg,
+                    struct node_mesh **out,
+                    char errmsg[SM_ERRMSG_SIZE]);
+
+/* The port the mesh listens on (useful with port 0). */
+uint16_t node_mesh_port(const struct node_mesh *m);
+
+/* Stops raft and the net, then calls @cb; @m is freed by then. */
+void node_mesh_stop(struct node_mesh *m, void (*cb)(void *arg), void *arg);
+
+/* Non-zero when this peer is the leader and caught up. */
+int node_mesh_is_leader(const struct node_mesh *m);
+
+/* Raft's state of this peer: "leader", "follower", "candidate" or
+ * "unavailable" (not yet in a configuration: joining). */
+const char *node_mesh_role(const struct node_mesh *m);
+
+/* Diagnoses handed to the mesh and not yet seen in the log. */
+size_t node_mesh_waiting(const struct node_mesh *m);
+
+/* Appends the mesh part of /v1/status: "leader", "term" and "mesh" (the
+ * listen address, raft figures and "members": id, address, role, health),
+ * as JSON members without the enclosing braces, starting with a comma. */
+void node_mesh_status_json(const struct node_mesh *m, struct node_text *b);
+
+/* Appends {"members":[...]} for GET /v1/members. */
+void node_mesh_members_json(const struct node_mesh *m, struct node_text *b);
+
+/* Hands a stored diagnosis to the mesh (copied): it is committed to the log
+ * through the leader, retried until it is there. Returns SM_OK or
+ * SM_ENOMEM / SM_ETOOBIG. */
+int node_mesh_add_diagnosis(struct node_mesh *m,
+                            const char *id,
+                            uint64_t window_end_ns,
+                            const char *json,
+                            size_t len);
+
+/* Appends {"diagnoses":[...]} with the @limit newest diagnoses of the log. */
+void node_mesh_diagnoses_json(const struct node_mesh *m,
+                              size_t limit,
+                              struct node_text *b);
+
+/* Adds peer @id listening at @addr ("HOST:PORT"), or removes peer @id
+ * (@add 0). On the leader the change starts now: SM_OK; raft refuses a
+ * second change in flight (SM_EAGAIN from cons_node_add/remove, retry), an
+ * id in use (SM_EEXIST) or unknown (SM_ENOTFOUND). A follower forwards the
+ * request to the leader and returns SM_EAGAIN (the caller watches the
+ * member list); SM_ENOTLEADER when no leader is known. @leader gets the
+ * leader's id ("" if unknown). Removing the leader itself is refused
+ * (SM_EINVAL): stop it instead, and a new leader is elected. */
+int node_mesh_member_change(struct node_mesh *m,
+                            int add,
+                            const char *id,
+                            const char *addr,
+                            char leader[TP_PEER_ID_MAX + 1]);
+
+#endif /* SM_NODE_MESH_H */
