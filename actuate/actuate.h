@@ -298,7 +298,9 @@ int act_cg_apply(const struct act_cg *cg,
  * unit: cores (cpu_quota), bytes (memory_limit), cgroup io weight
  * (io_weight), bandwidth class index, higher is more bandwidth (net_class),
  * cache ways (llc_ways), replicas added by the controller so far
- * (scale_out: to - from is the number of replicas to add). */
+ * (scale_out: to - from is the number of replicas to add), the CPUs'
+ * scaling_max_freq in kHz (cpu_freq). New kinds are appended: the names
+ * are stored in the action log. */
 enum act_kind {
     ACT_KIND_NONE,
     ACT_KIND_CPU_QUOTA,
@@ -307,11 +309,13 @@ enum act_kind {
     ACT_KIND_NET_CLASS,
     ACT_KIND_LLC_WAYS,
     ACT_KIND_SCALE_OUT,
+    ACT_KIND_CPU_FREQ,
     ACT_KIND__COUNT
 };
 
 /* Returns "none", "cpu_quota", "memory_limit", "io_weight", "net_class",
- * "llc_ways" or "scale_out", or "unknown" for a value outside the enum. */
+ * "llc_ways", "scale_out" or "cpu_freq", or "unknown" for a value outside
+ * the enum. */
 const char *act_kind_name(enum act_kind kind);
 
 /* The resource class of a culprit, as the diagnosis spells it. */
@@ -331,14 +335,21 @@ int act_resource_parse(const char *text, enum act_resource *res);
 
 /* A service's current settings as far as the controller knows them. Every
  * field has an "unknown" value, and a local step on an unknown knob is not
- * planned (the plan is none, with the reason). */
+ * planned (the plan is none, with the reason). The CPU frequency fields
+ * summarise the CPUs of the service's cpuset: the lowest scaling_max_freq
+ * and the lowest cpuinfo_max_freq among them, so on mixed CPUs a raise to
+ * @cpu_freq_max_khz lifts every CPU to at least the slowest one's maximum
+ * and a raise is never planned again once that is reached. */
 struct act_settings
 {
-    double cpu_cores;      /* CPU quota in cores; <= 0: unknown or unlimited */
-    uint64_t memory_bytes; /* memory limit; 0: unknown */
-    uint32_t io_weight;    /* io/blkio weight; 0: unknown */
-    int net_class;         /* bandwidth class index; < 0: unknown */
-    uint32_t llc_ways;     /* LLC ways; 0: unknown */
+    double cpu_cores;          /* CPU quota in cores; <= 0: unknown or
+                                  unlimited */
+    uint64_t memory_bytes;     /* memory limit; 0: unknown */
+    uint32_t io_weight;        /* io/blkio weight; 0: unknown */
+    int net_class;             /* bandwidth class index; < 0: unknown */
+    uint32_t llc_ways;         /* LLC ways; 0: unknown */
+    uint32_t cpu_freq_khz;     /* CPUs' frequency limit now; 0: unknown */
+    uint32_t cpu_freq_max_khz; /* the hardware's maximum; 0: unknown */
 };
 
 /* Fills @s with "everything unknown". */
@@ -430,6 +441,11 @@ struct act_plan
  *   - a local step for the resource (CPU +fraction or at least min cores,
  *     memory +fraction, io weight times factor, net class +1, LLC +ways),
  *     clipped to its cap; at the cap: scale-out; unknown current: none.
+ *     CPU with an unknown or unlimited quota (cpu_cores <= 0) turns to the
+ *     CPU frequency instead: when cpu_freq_khz and cpu_freq_max_khz are
+ *     known and the first is below the second, raise it to the maximum
+ *     (kind cpu_freq); otherwise none, with the reason. The rules above
+ *     about the last action then concern cpu_freq.
  * A needed scale-out without scale_out_enabled is none. Reads only its
  * arguments; writes only @out. Returns SM_OK with @out filled (possibly
  * none), or SM_EINVAL (NULL argument, unparseable @resource, invalid

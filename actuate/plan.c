@@ -35,6 +35,7 @@ static const char *const kind_names[] = {
     [ACT_KIND_NET_CLASS] = "net_class",
     [ACT_KIND_LLC_WAYS] = "llc_ways",
     [ACT_KIND_SCALE_OUT] = "scale_out",
+    [ACT_KIND_CPU_FREQ] = "cpu_freq",
 };
 
 static const char *const resource_names[] = {
@@ -197,6 +198,11 @@ static double knob_current(const struct act_plan_config *cfg,
         case ACT_KIND_LLC_WAYS:
             *cap = (double)cfg->max_llc_ways;
             return cur->llc_ways > 0 ? (double)cur->llc_ways : -1;
+        case ACT_KIND_CPU_FREQ:
+            /* The hardware's maximum is the cap; cpu_freq_kind() chose
+             * this kind only when both values are known. */
+            *cap = (double)cur->cpu_freq_max_khz;
+            return cur->cpu_freq_khz > 0 ? (double)cur->cpu_freq_khz : -1;
         default:
             *cap = 0;
             return -1;
@@ -215,6 +221,7 @@ static double round_up(double x)
 
 /* The value one local step moves @from to, before the cap. */
 static double knob_step(const struct act_plan_config *cfg,
+                        const struct act_settings *cur,
                         enum act_kind kind,
                         double from)
 {
@@ -233,6 +240,10 @@ static double knob_step(const struct act_plan_config *cfg,
             return from + 1;
         case ACT_KIND_LLC_WAYS:
             return from + (double)cfg->llc_step_ways;
+        case ACT_KIND_CPU_FREQ:
+            /* Frequencies are not stepped: a limit below the hardware's
+             * maximum is lifted in one go. */
+            return (double)cur->cpu_freq_max_khz;
         default:
             return from;
     }
@@ -240,7 +251,45 @@ static double knob_step(const struct act_plan_config *cfg,
 
 static bool has_cap(enum act_kind kind, double cap)
 {
-    return kind == ACT_KIND_NET_CLASS || cap > 0;
+    return kind == ACT_KIND_NET_CLASS || kind == ACT_KIND_CPU_FREQ || cap > 0;
+}
+
+/* The knob a CPU culprit's step turns: its quota when one is set, else
+ * (unlimited, or unreadable) the frequency of its CPUs when that is known.
+ * Decided before the rules about the last action, so "did not help" is
+ * judged on the knob that would be turned again. */
+static enum act_kind cpu_kind(const struct act_settings *cur)
+{
+    if (cur->cpu_cores > 0 || cur->cpu_freq_khz == 0 ||
+        cur->cpu_freq_max_khz == 0) {
+        return ACT_KIND_CPU_QUOTA;
+    }
+    return ACT_KIND_CPU_FREQ;
+}
+
+/* A CPU culprit whose quota is unknown and whose frequency cannot be
+ * raised: none, with the reason. Returns false when the rules go on. */
+static bool cpu_exhausted(const struct act_settings *cur,
+                          const char *service,
+                          enum act_kind kind,
+                          struct act_plan *out)
+{
+    if (kind == ACT_KIND_CPU_QUOTA && !(cur->cpu_cores > 0)) {
+        plan_none(out,
+                  "cpu quota of %s is unknown or unlimited, and so is its "
+                  "CPU frequency",
+                  service);
+        return true;
+    }
+    if (kind == ACT_KIND_CPU_FREQ &&
+        cur->cpu_freq_khz >= cur->cpu_freq_max_khz) {
+        plan_none(out,
+                  "cpu quota of %s is unlimited and its CPUs may already run "
+                  "at their maximum frequency (%u kHz)",
+                  service, cur->cpu_freq_max_khz);
+        return true;
+    }
+    return false;
 }
 
 int act_plan_decide(const struct act_plan_config *cfg,
@@ -268,6 +317,9 @@ int act_plan_decide(const struct act_plan_config *cfg,
         return SM_EINVAL;
     }
     enum act_kind kind = resource_kind[res];
+    if (res == ACT_RES_CPU) {
+        kind = cpu_kind(cur);
+    }
 
     if (cfg->mode == ACT_MODE_OFF) {
         plan_none(out, "actuation is off");
@@ -322,6 +374,9 @@ int act_plan_decide(const struct act_plan_config *cfg,
         return SM_OK;
     }
 
+    if (cpu_exhausted(cur, service, kind, out)) {
+        return SM_OK;
+    }
     double cap;
     double from = knob_current(cfg, cur, kind, &cap);
     if (from < 0) {
@@ -335,7 +390,7 @@ int act_plan_decide(const struct act_plan_config *cfg,
         plan_scale_out(cfg, st, service, why, out);
         return SM_OK;
     }
-    double to = knob_step(cfg, kind, from);
+    double to = knob_step(cfg, cur, kind, from);
     bool clipped = has_cap(kind, cap) && to > cap;
     if (clipped) {
         to = cap;

@@ -118,6 +118,8 @@ static const char *kind_unit(enum act_kind kind)
             return "ways";
         case ACT_KIND_SCALE_OUT:
             return "replicas";
+        case ACT_KIND_CPU_FREQ:
+            return "khz";
         default:
             return "none";
     }

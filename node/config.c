@@ -31,6 +31,10 @@ void node_config_init(struct node_config *c)
     c->actuate_verify_windows = 2;
     c->actuate_escalate_windows = 3;
     c->command_timeout_s = 120;
+    c->tc_path = "tc";
+    c->resctrl_root = "/sys/fs/resctrl";
+    c->resctrl_group = "sagemesh-{service}";
+    c->cpufreq_root = "/sys/devices/system/cpu";
     c->log_level = "info";
     c->train_after = 240;
     c->retrain_every = 240;
@@ -117,6 +121,13 @@ static const struct key keys[] = {
     {"actuate-max-cores", NUMBER, FIELD(actuate_max_cores), 0, 0, 4096},
     {"actuate-max-memory-mb", NUMBER, FIELD(actuate_max_memory_mb), 0, 0, 1e9},
     {"command-timeout", NUMBER, FIELD(command_timeout_s), 0, 1, 3600},
+    {"tc-dev", STRING, FIELD(tc_dev), 0, 0, 0},
+    {"tc-classes", STRING, FIELD(tc_classes), 0, 0, 0},
+    {"tc-class", LIST, FIELD(tc_class), FIELD(n_tc_class), 0, 0},
+    {"tc-path", STRING, FIELD(tc_path), 0, 0, 0},
+    {"resctrl-root", STRING, FIELD(resctrl_root), 0, 0, 0},
+    {"resctrl-group", STRING, FIELD(resctrl_group), 0, 0, 0},
+    {"cpufreq-root", STRING, FIELD(cpufreq_root), 0, 0, 0},
     {"age-out", NUMBER, FIELD(age_out), 0, 1, 100000},
     {"log-level", STRING, FIELD(log_level), 0, 0, 0},
     {"log-file", STRING, FIELD(log_file), 0, 0, 0},
@@ -299,6 +310,113 @@ int node_parse_hostport(const char *text, char *host, size_t cap, int *port)
     return SM_OK;
 }
 
+/* Checks one "SERVICE=CLASSID" of --tc-class against the other tc flags
+ * (act_tc_init checks the device, class id, class list and program) and
+ * against the entries before it (@i of them: no service twice). */
+static int validate_tc_class(const struct node_config *c,
+                             size_t i,
+                             char errmsg[SM_ERRMSG_SIZE])
+{
+    const char *entry = c->tc_class[i];
+    const char *eq = strchr(entry, '=');
+    size_t n = eq != NULL ? (size_t)(eq - entry) : 0;
+    if (n == 0 || eq[1] == '\0') {
+        sm_errmsg_printf(errmsg,
+                         "--tc-class '%s' must be SERVICE=CLASSID, e.g. "
+                         "web=1:10",
+                         entry);
+        return SM_EINVAL;
+    }
+    for (size_t j = 0; j < i; j++) {
+        if (strncmp(c->tc_class[j], entry, n + 1) == 0) {
+            sm_errmsg_printf(errmsg, "--tc-class gives service %.*s twice",
+                             (int)n, entry);
+            return SM_EINVAL;
+        }
+    }
+    struct act_tc tc;
+    char why[SM_ERRMSG_SIZE];
+    if (act_tc_init(&tc, c->tc_path, c->tc_dev, eq + 1, c->tc_classes, why) !=
+        SM_OK) {
+        sm_errmsg_printf(errmsg, "--tc-class '%s' with --tc-dev %s: %s", entry,
+                         c->tc_dev, why);
+        return SM_EINVAL;
+    }
+    return SM_OK;
+}
+
+/* The tc flags go together: a device, its class list and at least one
+ * service's class, or none of them. */
+static int validate_tc(const struct node_config *c, char errmsg[SM_ERRMSG_SIZE])
+{
+    if (c->tc_dev == NULL) {
+        if (c->tc_classes != NULL || c->n_tc_class > 0) {
+            sm_errmsg_printf(errmsg,
+                             "--tc-classes and --tc-class need --tc-dev (the "
+                             "network device of the HTB classes)");
+            return SM_EINVAL;
+        }
+        return SM_OK;
+    }
+    if (c->tc_classes == NULL) {
+        sm_errmsg_printf(errmsg,
+                         "--tc-dev %s needs --tc-classes, the bandwidth "
+                         "classes in increasing order (e.g. "
+                         "100mbit,200mbit,500mbit,1gbit)",
+                         c->tc_dev);
+        return SM_EINVAL;
+    }
+    struct act_tc_classes classes;
+    char why[SM_ERRMSG_SIZE];
+    if (act_tc_classes_parse(c->tc_classes, strlen(c->tc_classes), &classes,
+                             why) != SM_OK) {
+        sm_errmsg_printf(errmsg, "--tc-classes '%s': %s", c->tc_classes, why);
+        return SM_EINVAL;
+    }
+    if (c->n_tc_class == 0) {
+        sm_errmsg_printf(errmsg,
+                         "--tc-dev %s needs at least one --tc-class "
+                         "SERVICE=CLASSID (e.g. web=1:10)",
+                         c->tc_dev);
+        return SM_EINVAL;
+    }
+    for (size_t i = 0; i < c->n_tc_class; i++) {
+        if (validate_tc_class(c, i, errmsg) != SM_OK) {
+            return SM_EINVAL;
+        }
+    }
+    return SM_OK;
+}
+
+/* The resctrl and cpufreq flags. Whether they are mounted is the agent's
+ * business at run time: a host without them still starts. */
+static int validate_llc_cpufreq(const struct node_config *c,
+                                char errmsg[SM_ERRMSG_SIZE])
+{
+    if (c->resctrl_root[0] == '\0' || c->cpufreq_root[0] == '\0') {
+        sm_errmsg_printf(errmsg,
+                         "--resctrl-root and --cpufreq-root must not "
+                         "be empty");
+        return SM_EINVAL;
+    }
+    /* One group per service: a shared group would give one service's
+     * ways to all, and roll them back for all. */
+    char name[ACT_RDT_NAME_SIZE], why[SM_ERRMSG_SIZE];
+    if (strstr(c->resctrl_group, "{service}") == NULL) {
+        sm_errmsg_printf(errmsg,
+                         "--resctrl-group '%s' must contain {service}: each "
+                         "service gets its own resctrl group",
+                         c->resctrl_group);
+        return SM_EINVAL;
+    }
+    if (act_rdt_group_name(c->resctrl_group, "service", name, why) != SM_OK) {
+        sm_errmsg_printf(errmsg, "--resctrl-group '%s': %s", c->resctrl_group,
+                         why);
+        return SM_EINVAL;
+    }
+    return SM_OK;
+}
+
 int node_config_validate(const struct node_config *c,
                          char errmsg[SM_ERRMSG_SIZE])
 {
@@ -366,6 +484,10 @@ int node_config_validate(const struct node_config *c,
                          "--actuate-verify-windows and "
                          "--actuate-escalate-windows count windows: "
                          "whole numbers");
+        return SM_EINVAL;
+    }
+    if (validate_tc(c, errmsg) != SM_OK ||
+        validate_llc_cpufreq(c, errmsg) != SM_OK) {
         return SM_EINVAL;
     }
     if (c->log_file != NULL && c->log_file[0] == '\0') {

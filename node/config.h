@@ -48,13 +48,26 @@ struct node_config
     double actuate_max_cores;        /* cap per service; 0: none */
     double actuate_max_memory_mb;    /* cap per service; 0: none */
     double command_timeout_s;        /* scale-out command; default 120 */
-    const char *log_level;           /* default info */
-    const char *log_file;            /* default: standard error; reopened on
-                                        SIGHUP (log rotation) */
-    double train_after;   /* first training once this many windows are
-                             held; default 240 */
-    double retrain_every; /* retrain after this many new windows;
-                             default 240, 0: only `sagemesh train` */
+    /* Network bandwidth through tc HTB classes: the device (NULL: no tc
+     * actions), the bandwidth classes in increasing order
+     * ("100mbit,200mbit,500mbit,1gbit"), each service's class as
+     * "SERVICE=CLASSID" (tc-class, repeatable) and the tc program. */
+    const char *tc_dev;
+    const char *tc_classes;
+    const char *tc_class[NODE_MAX_LIST];
+    size_t n_tc_class;
+    const char *tc_path;       /* default "tc" (looked up in PATH) */
+    const char *resctrl_root;  /* LLC ways; default /sys/fs/resctrl */
+    const char *resctrl_group; /* group name, with {service}; default
+                                  "sagemesh-{service}" */
+    const char *cpufreq_root;  /* default /sys/devices/system/cpu */
+    const char *log_level;     /* default info */
+    const char *log_file;      /* default: standard error; reopened on
+                                  SIGHUP (log rotation) */
+    double train_after;        /* first training once this many windows are
+                                  held; default 240 */
+    double retrain_every;      /* retrain after this many new windows;
+                                  default 240, 0: only `sagemesh train` */
     /* Prometheus labels naming a sample's service, in order of preference
      * (service-label, repeatable); none given: the default list. */
     const char *service_label[NODE_MAX_LIST];

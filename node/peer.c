@@ -2099,6 +2099,14 @@ static int open_actions(struct node_peer *p, char *errmsg)
         .cgroup_path = c->cgroup_path,
         .scale_out_cmd = c->scale_out_command,
         .command_timeout_s = c->command_timeout_s,
+        .tc_dev = c->tc_dev,
+        .tc_classes = c->tc_classes,
+        .tc_class = c->tc_class,
+        .n_tc_class = c->n_tc_class,
+        .tc_path = c->tc_path,
+        .resctrl_root = c->resctrl_root,
+        .resctrl_group = c->resctrl_group,
+        .cpufreq_root = c->cpufreq_root,
     };
     int cgroups_ok = 0;
     char why[SM_ERRMSG_SIZE] = "";
@@ -2122,6 +2130,7 @@ static int open_actions(struct node_peer *p, char *errmsg)
         (uint64_t)(c->actuate_max_memory_mb * 1024 * 1024);
     cfg.plan.scale_out_enabled = c->scale_out_command != NULL;
     cfg.rollback_unhelpful = strcmp(c->actuate_rollback, "unhelpful") == 0;
+    node_agent_plan_limits(p->agent, &cfg.plan);
     p->executor = (struct node_action_executor){p, submit_action};
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/actions", c->data_dir);
@@ -2130,9 +2139,12 @@ static int open_actions(struct node_peer *p, char *errmsg)
     if (rv != SM_OK) {
         return in_use(p, rv, errmsg);
     }
-    sm_log(SM_LOG_INFO, MOD, "actuation", "mode=%s cgroups=%s cgroup_path=%s",
+    sm_log(SM_LOG_INFO, MOD, "actuation",
+           "mode=%s cgroups=%s cgroup_path=%s tc_dev=%s llc_ways_max=%u",
            act_mode_name(c->actuate), node_agent_layout(p->agent),
-           c->cgroup_path != NULL ? c->cgroup_path : "(by process name)");
+           c->cgroup_path != NULL ? c->cgroup_path : "(by process name)",
+           c->tc_dev != NULL ? c->tc_dev : "(none)",
+           (unsigned)cfg.plan.max_llc_ways);
     return SM_OK;
 }
 

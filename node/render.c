@@ -1377,6 +1377,9 @@ static const char *amount(struct rd *r, const char *unit, double v)
     if (strcmp(unit, "cores") == 0) {
         return fmt(r, "%s cores", num(r, v, 2));
     }
+    if (strcmp(unit, "khz") == 0) {
+        return fmt(r, "%s MHz", num(r, v / 1000.0, 0));
+    }
     return fmt(r, "%s %s", num(r, v, 0), unit);
 }
 

@@ -60,6 +60,9 @@ static void apply(const struct act_plan *p, uint64_t now)
         case ACT_KIND_LLC_WAYS:
             cur.llc_ways = (uint32_t)p->to;
             break;
+        case ACT_KIND_CPU_FREQ:
+            cur.cpu_freq_khz = (uint32_t)p->to;
+            break;
         default:
             break;
     }
@@ -71,6 +74,12 @@ static void test_names(void)
     CHECK_STR(act_kind_name(ACT_KIND_NONE), "none");
     CHECK_STR(act_kind_name(ACT_KIND_CPU_QUOTA), "cpu_quota");
     CHECK_STR(act_kind_name(ACT_KIND_SCALE_OUT), "scale_out");
+    CHECK_STR(act_kind_name(ACT_KIND_CPU_FREQ), "cpu_freq");
+    CHECK_STR(act_kind_name(ACT_KIND__COUNT), "unknown");
+    /* Every kind has a name: the action log stores kinds by name. */
+    for (int k = 0; k < ACT_KIND__COUNT; k++) {
+        CHECK(strcmp(act_kind_name((enum act_kind)k), "unknown") != 0);
+    }
     CHECK_STR(act_kind_name((enum act_kind)42), "unknown");
     CHECK_OK(act_resource_parse("disk", &r));
     CHECK_EQ(r, ACT_RES_DISK);
@@ -158,6 +167,86 @@ static void test_unknown_current(void)
         CHECK_EQ(p.kind, ACT_KIND_NONE);
         CHECK(strstr(p.reason, "unknown") != NULL);
     }
+}
+
+/* A CPU culprit without a quota: its CPUs' frequency limit is raised to
+ * the hardware maximum, once. */
+static void test_cpu_freq(void)
+{
+    struct act_settings fresh;
+    act_settings_init(&fresh);
+    CHECK_EQ(fresh.cpu_freq_khz, 0u);
+    CHECK_EQ(fresh.cpu_freq_max_khz, 0u);
+
+    cur.cpu_cores = 0; /* unlimited */
+    cur.cpu_freq_khz = 1200000;
+    cur.cpu_freq_max_khz = 3600000;
+    struct act_plan p = decide("cpu", 0);
+    CHECK_EQ(p.kind, ACT_KIND_CPU_FREQ);
+    CHECK_NEAR(p.from, 1200000, 0);
+    CHECK_NEAR(p.to, 3600000, 0);
+    CHECK(strstr(p.reason, "cpu_freq 1.2e+06 -> 3.6e+06") != NULL);
+    CHECK(strstr(p.reason, "(cap)") == NULL);
+
+    /* A quota, when there is one, is the knob. */
+    cur.cpu_cores = 2;
+    CHECK_EQ(decide("cpu", 0).kind, ACT_KIND_CPU_QUOTA);
+    cur.cpu_cores = -1;
+    CHECK_EQ(decide("cpu", 0).kind, ACT_KIND_CPU_FREQ);
+
+    /* Already at the maximum: none, saying so (not a scale-out). */
+    cur.cpu_freq_khz = 3600000;
+    p = decide("cpu", 0);
+    CHECK_EQ(p.kind, ACT_KIND_NONE);
+    CHECK(strstr(p.reason, "maximum frequency (3600000 kHz)") != NULL);
+    cur.cpu_freq_khz = 3700000; /* above: a stale reading, still none */
+    CHECK_EQ(decide("cpu", 0).kind, ACT_KIND_NONE);
+
+    /* Either value unknown: none, saying what is unknown. */
+    cur.cpu_freq_khz = 0;
+    p = decide("cpu", 0);
+    CHECK_EQ(p.kind, ACT_KIND_NONE);
+    CHECK(strstr(p.reason, "unknown or unlimited") != NULL);
+    CHECK(strstr(p.reason, "CPU frequency") != NULL);
+    cur.cpu_freq_khz = 1200000;
+    cur.cpu_freq_max_khz = 0;
+    CHECK_EQ(decide("cpu", 0).kind, ACT_KIND_NONE);
+
+    /* Other resources ignore the frequency. */
+    cur.cpu_freq_max_khz = 3600000;
+    CHECK_EQ(decide("memory", 0).kind, ACT_KIND_MEMORY_LIMIT);
+}
+
+/* A frequency raise that did not help: escalation and rollback advice
+ * concern cpu_freq, the knob a CPU culprit without a quota turns. */
+static void test_cpu_freq_escalation(void)
+{
+    cur.cpu_cores = 0;
+    cur.cpu_freq_khz = 2000000;
+    cur.cpu_freq_max_khz = 3000000;
+    uint64_t now = 0;
+    struct act_plan p = decide("cpu", now);
+    REQUIRE_EQ(p.kind, ACT_KIND_CPU_FREQ);
+    apply(&p, now);
+    CHECK_EQ(st.local_steps, 1u);
+    CHECK_NEAR(st.added[ACT_KIND_CPU_FREQ], 1000000, 0);
+    now += 30 * SEC;
+    act_plan_record_window(&cfg, &st, false);
+    now += 30 * SEC;
+    CHECK_EQ(act_plan_record_window(&cfg, &st, false), ACT_VERDICT_NOT_HELPED);
+    struct act_plan undo;
+    REQUIRE(act_plan_rollback_advised(&st, &undo));
+    CHECK_EQ(undo.kind, ACT_KIND_CPU_FREQ);
+    CHECK_NEAR(undo.from, 3000000, 0);
+    CHECK_NEAR(undo.to, 2000000, 0);
+    p = decide("cpu", now);
+    CHECK_EQ(p.kind, ACT_KIND_NONE);
+    CHECK(strstr(p.reason, "cpu_freq did not help") != NULL);
+    now += 30 * SEC;
+    act_plan_record_window(&cfg, &st, false);
+    p = decide("cpu", now);
+    CHECK_EQ(p.kind, ACT_KIND_SCALE_OUT);
+    CHECK(strstr(p.reason, "cpu_freq did not recover QoS") != NULL);
 }
 
 static void test_caps(void)
@@ -402,6 +491,8 @@ static const struct check_test tests[] = {
     {"local steps", test_local_steps},
     {"unknown current", test_unknown_current},
     {"caps", test_caps},
+    {"cpu frequency when the quota is unlimited", test_cpu_freq},
+    {"cpu frequency: escalation and rollback", test_cpu_freq_escalation},
     {"mode off", test_mode_off},
     {"other and unknown", test_other_unknown},
     {"record and verify", test_record_and_verify},
