@@ -1460,7 +1460,19 @@ static int fsm_raft_apply(struct raft_fsm *rf,
     /* Only a lack of memory is reported to raft, which then retries the
      * entry later; anything else is applied (maybe as a no-op), because a
      * non-zero return stalls the apply loop on this entry. */
-    if (cons_fsm_apply(fsm, buf->base, buf->len, &res) != SM_OK) {
+    /* An entry is a 4-byte length, the command and padding (raft_node.c);
+     * one that does not frame is applied as an empty, bad command. */
+    const uint8_t *b = buf->base;
+    size_t len = 0;
+    if (buf->len >= CONS_ENTRY_HEADER) {
+        len = (size_t)b[0] | (size_t)b[1] << 8 | (size_t)b[2] << 16 |
+              (size_t)b[3] << 24;
+        if (len > buf->len - CONS_ENTRY_HEADER) {
+            len = 0;
+        }
+    }
+    if (cons_fsm_apply(fsm, b + (buf->len >= CONS_ENTRY_HEADER ? 4 : 0), len,
+                       &res) != SM_OK) {
         return RAFT_NOMEM;
     }
     *result = (void *)&results[res];

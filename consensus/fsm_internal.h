@@ -17,4 +17,8 @@ void cons__fsm_local_counters(const struct cons_fsm *fsm,
                               uint64_t *restores,
                               uint64_t *nomem);
 
+/* Bytes before the command in a raft entry: its length, little-endian.
+ * Entries are padded with zeros to a multiple of 8 bytes. */
+#define CONS_ENTRY_HEADER 4
+
 #endif /* SM_CONSENSUS_FSM_INTERNAL_H */

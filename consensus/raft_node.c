@@ -304,15 +304,26 @@ int cons_node_propose(struct cons_node *n,
     if (rv != SM_OK) {
         return rv;
     }
+    /* raft 0.15 pads an entry to 8 bytes on disk but reads an unpadded
+     * length back as the end of its batch ("short read" at the next start),
+     * so entries are whole multiples of 8 bytes: a 4-byte length, the
+     * command, zeros. */
+    size_t framed = (CONS_ENTRY_HEADER + size + 7) & ~(size_t)7;
     struct propose_req *p = sm_calloc(1, sizeof *p);
-    struct raft_buffer buf = {raft_malloc(size), size};
+    struct raft_buffer buf = {raft_malloc(framed), framed};
     if (p == NULL || buf.base == NULL) {
         sm_free(p);
         raft_free(buf.base);
         return SM_ENOMEM;
     }
+    memset(buf.base, 0, framed);
+    uint8_t *b = buf.base;
+    b[0] = (uint8_t)size;
+    b[1] = (uint8_t)(size >> 8);
+    b[2] = (uint8_t)(size >> 16);
+    b[3] = (uint8_t)(size >> 24);
     size_t len;
-    rv = cons_cmd_encode(cmd, buf.base, size, &len);
+    rv = cons_cmd_encode(cmd, b + CONS_ENTRY_HEADER, size, &len);
     SM_ASSERT(rv == SM_OK && len == size);
     *p = (struct propose_req){.node = n, .cb = cb, .arg = arg};
     p->req.data = p;

@@ -25,6 +25,7 @@
 #ifndef SM_GVAE_H
 #define SM_GVAE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -149,6 +150,108 @@ size_t gvae_model_node_count(const struct gvae_model *model);
 const char *gvae_model_node_name(const struct gvae_model *model, size_t i);
 /* Parameter count of all CVAEs. */
 size_t gvae_model_params(const struct gvae_model *model);
+
+/* ---- Shards (distributed training) ---------------------------------------
+ *
+ * Every node's CVAE trains on its own (teacher forcing, see the top of this
+ * file), so peers can each train the nodes they own and the model is put
+ * together from the pieces: gvae_train_nodes() on every peer with the same
+ * config, CBN and windows, gvae_shard_export() of each owned node, then
+ * gvae_shard_import() and gvae_model_assemble() wherever the whole model is
+ * needed. The assembled model is bit-for-bit the one gvae_train() would
+ * have built in one call (same config and windows, any thread count):
+ * statistics and the train/validation split are computed on all windows in
+ * every call, and each node's initialisation and training draw from random
+ * streams seeded by the config's seed and the node's name alone. */
+
+/* As gvae_train(), but builds CVAEs only for the nodes with @own set
+ * (cbn_graph_node_count(@graph) flags, borrowed, in the CBN's node order,
+ * which is the model's). The other nodes of the model keep their layout and
+ * statistics but no weights: gvae_model_node_trained() is false for them and
+ * gvae_shard_export() refuses them. The report counts the nodes of the model
+ * in nodes, and only owned nodes in the other node counts. A model with
+ * untrained nodes is meant for exporting shards; it can be saved and loaded,
+ * but sweeps treat its untrained nodes as absent. Errors: as gvae_train(),
+ * and SM_EINVAL when @own is NULL. */
+int gvae_train_nodes(const struct gvae_config *config,
+                     const struct cbn_graph *graph,
+                     const struct cbn_window *const *windows,
+                     size_t n,
+                     size_t n_new,
+                     const struct gvae_model *prev,
+                     enum gvae_retrain mode,
+                     const bool *own,
+                     struct gvae_model **out,
+                     struct gvae_train_report *report,
+                     char errmsg[SM_ERRMSG_SIZE]);
+
+/* Whether node @i of @model has trained weights (false when @i is out of
+ * range). */
+bool gvae_model_node_trained(const struct gvae_model *model, size_t i);
+
+/* A decoded shard: one node's CVAE, its input and output statistics, the
+ * statistics of its CBN parents' outputs it was trained with, the training
+ * config and the CBN version. Owned by whoever imported it. */
+struct gvae_shard;
+
+/* Serialises node @i of @model (borrowed) into a new buffer owned by the
+ * caller (sm_free). Format: the 8 bytes "SMGVSHRD", a little-endian u32
+ * format version (1), then a checkpoint (gvae_model_save format, with its
+ * CRC-32C) of a model made of the node's CBN parents, reduced to their names
+ * and output statistics and without weights, followed by the node itself:
+ * so the shard names its node and CBN version, carries the statistics of
+ * the inputs the node reads from its parents, and reuses the checkpoint's
+ * strict decoder. A node with no outputs (nothing to train) is exported
+ * without weights. Errors: SM_EINVAL (@i out of range), SM_ENOTFOUND (the
+ * node has outputs but was not trained in @model), SM_ENOMEM; @buf and @len
+ * untouched on error. */
+int gvae_shard_export(const struct gvae_model *model,
+                      size_t i,
+                      uint8_t **buf,
+                      size_t *len);
+
+/* Decodes and checks a shard (@buf borrowed) for @graph (borrowed): its CBN
+ * version must be @graph's, its node a node of @graph with the same member
+ * services and parents, and its weights must fill exactly the shapes its
+ * config and features give. On success stores a new shard owned by the
+ * caller (gvae_shard_free) and returns SM_OK. Errors: SM_EMALFORMED (not a
+ * shard, truncated, trailing bytes, inconsistent shapes or structure),
+ * SM_EUNSUPPORTED (another format version), SM_ECORRUPT (checksum),
+ * SM_EINVAL (trained for another CBN version, or a node @graph does not
+ * have or has with other members or parents), SM_ENOMEM; @errmsg says what;
+ * @out untouched. Allocation is bounded as in gvae_model_load(). */
+int gvae_shard_import(const uint8_t *buf,
+                      size_t len,
+                      const struct cbn_graph *graph,
+                      struct gvae_shard **out,
+                      char errmsg[SM_ERRMSG_SIZE]);
+
+void gvae_shard_free(struct gvae_shard *shard);
+
+/* The shard's node name (borrowed, lives as long as the shard) and the CBN
+ * version it was trained for. */
+const char *gvae_shard_node_name(const struct gvae_shard *shard);
+uint64_t gvae_shard_graph_version(const struct gvae_shard *shard);
+
+/* Builds a complete model for @graph (borrowed) from @n shards (borrowed;
+ * copied, so they may be freed afterwards), exactly one per CBN node, in any
+ * order. The statistics come from the shards: each node's own, and the
+ * outputs of its parents from the parents' shards, which must equal the
+ * ones the node was trained with (bit for bit: peers computed them on the
+ * same windows). @config (borrowed) becomes the model's config; every shard
+ * must have been trained with the same config (its thread count aside).
+ * On success stores a new model owned by the caller (gvae_model_free),
+ * usable by gvae_diagnose(), gvae_evaluate() and gvae_model_save(), and
+ * returns SM_OK. Errors: SM_EINVAL (bad config; a shard for another CBN
+ * version or config, for a node not in @graph, or two for one node; parent
+ * statistics or outputs that do not match), SM_ENOTFOUND (no shard for a
+ * node), SM_ENOMEM; @errmsg names the node; @out untouched. */
+int gvae_model_assemble(const struct cbn_graph *graph,
+                        const struct gvae_config *config,
+                        const struct gvae_shard *const *shards,
+                        size_t n,
+                        struct gvae_model **out,
+                        char errmsg[SM_ERRMSG_SIZE]);
 
 /* ---- Reconstruction quality --------------------------------------------
  *

@@ -500,16 +500,21 @@ static int warm_reshaped(struct gvae_node *node, const struct gvae_node *old)
     return ok && c->dec.shape.out == o->dec.shape.out;
 }
 
-int gvae_train(const struct gvae_config *cfg,
-               const struct cbn_graph *graph,
-               const struct cbn_window *const *windows,
-               size_t n,
-               size_t n_new,
-               const struct gvae_model *prev,
-               enum gvae_retrain mode,
-               struct gvae_model **out,
-               struct gvae_train_report *report,
-               char errmsg[SM_ERRMSG_SIZE])
+/* gvae_train() and gvae_train_nodes(): @own (NULL: every node) selects the
+ * nodes whose CVAEs are built. Everything a node's training reads (layout,
+ * split, statistics of every node, its seeds) is computed the same way
+ * whatever @own is, so a node comes out the same whichever call trains it. */
+static int train_model(const struct gvae_config *cfg,
+                       const struct cbn_graph *graph,
+                       const struct cbn_window *const *windows,
+                       size_t n,
+                       size_t n_new,
+                       const struct gvae_model *prev,
+                       enum gvae_retrain mode,
+                       const bool *own,
+                       struct gvae_model **out,
+                       struct gvae_train_report *report,
+                       char errmsg[SM_ERRMSG_SIZE])
 {
     int rc = gvae__config_check(cfg, errmsg);
     if (rc != SM_OK) {
@@ -593,6 +598,13 @@ int gvae_train(const struct gvae_config *cfg,
             gvae__node_parent_stats(m, i);
         } else {
             gvae__node_stats(m, i, windows, n, is_train);
+        }
+    }
+    /* Nodes another call trains keep their layout and statistics (their
+     * children read them) but get no CVAE: marked untrained. */
+    for (size_t i = 0; own != NULL && i < nn; i++) {
+        if (!own[i]) {
+            plan[i] = PLAN_SKIP;
         }
     }
 
@@ -697,4 +709,39 @@ done:
     sm_free(prev_index);
     sm_free(dirty);
     return rc;
+}
+
+int gvae_train(const struct gvae_config *cfg,
+               const struct cbn_graph *graph,
+               const struct cbn_window *const *windows,
+               size_t n,
+               size_t n_new,
+               const struct gvae_model *prev,
+               enum gvae_retrain mode,
+               struct gvae_model **out,
+               struct gvae_train_report *report,
+               char errmsg[SM_ERRMSG_SIZE])
+{
+    return train_model(cfg, graph, windows, n, n_new, prev, mode, NULL, out,
+                       report, errmsg);
+}
+
+int gvae_train_nodes(const struct gvae_config *cfg,
+                     const struct cbn_graph *graph,
+                     const struct cbn_window *const *windows,
+                     size_t n,
+                     size_t n_new,
+                     const struct gvae_model *prev,
+                     enum gvae_retrain mode,
+                     const bool *own,
+                     struct gvae_model **out,
+                     struct gvae_train_report *report,
+                     char errmsg[SM_ERRMSG_SIZE])
+{
+    if (own == NULL) {
+        sm_errmsg_printf(errmsg, "gvae train: no set of nodes to train");
+        return SM_EINVAL;
+    }
+    return train_model(cfg, graph, windows, n, n_new, prev, mode, own, out,
+                       report, errmsg);
 }

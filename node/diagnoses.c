@@ -384,6 +384,17 @@ void node_diag_store_list(const struct node_diag_store *s,
     node_text_puts(b, "]}\n");
 }
 
+void node_diag_store_each_newest(const struct node_diag_store *s,
+                                 size_t limit,
+                                 node_diag_visit_cb cb,
+                                 void *arg)
+{
+    for (size_t k = 0; k < limit && k < s->n; k++) {
+        const struct entry *e = &s->v[s->n - 1 - k];
+        cb(arg, e->id, e->end_ns, e->json, e->len);
+    }
+}
+
 void node_diag_store_close(struct node_diag_store *s)
 {
     if (s == NULL) {

@@ -110,6 +110,19 @@ void node_diag_store_list(const struct node_diag_store *s,
                           size_t limit,
                           struct node_text *b);
 
+/* Receives one stored diagnosis (all borrowed for the call). */
+typedef void (*node_diag_visit_cb)(void *arg,
+                                   const char *id,
+                                   uint64_t window_end_ns,
+                                   const char *json,
+                                   size_t len);
+
+/* Calls @cb for the @limit newest diagnoses, newest first. */
+void node_diag_store_each_newest(const struct node_diag_store *s,
+                                 size_t limit,
+                                 node_diag_visit_cb cb,
+                                 void *arg);
+
 /* Closes the log and frees @s; NULL is a no-op. */
 void node_diag_store_close(struct node_diag_store *s);
 

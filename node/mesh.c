@@ -17,7 +17,7 @@
 #define MOD          "mesh"
 #define ADDR_MAX     64
 #define RAFT_ADDR    (TP_PEER_ID_MAX + 1 + ADDR_MAX + 1)
-#define OUTBOX_MAX   1000
+#define OUTBOX_MAX   NODE_MESH_OUTBOX_MAX
 #define MEMBERS_MAX  64
 #define JOIN_EVERY   1000 /* ms between join attempts */
 #define OUTBOX_EVERY 1000 /* ms between resends of uncommitted diagnoses */
@@ -564,9 +564,8 @@ int node_mesh_start(uv_loop_t *loop,
         rv = start_raft(m, cfg, errmsg);
     }
     if (rv != SM_OK) {
-        /* Nothing has run on the loop yet: tear down what exists. */
-        m->stop_cb = NULL;
-        node_mesh_stop(m, NULL, NULL);
+        /* Closing takes loop turns: the caller stops it (see mesh.h). */
+        *out = m;
         return rv;
     }
     uv_timer_init(loop, &m->tick);

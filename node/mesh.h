@@ -44,11 +44,17 @@ struct node_mesh_config
     unsigned voters;       /* 3 or 5 */
 };
 
+/* Diagnoses that may wait for the log at once. */
+#define NODE_MESH_OUTBOX_MAX 1000
+
 struct node_mesh;
 
 /* Starts the mesh on @loop. Returns SM_OK with @out, or an error with
- * @errmsg: SM_EINVAL (bad address or id), SM_EIO (the port is taken, raft
- * cannot start on the data directory: the message says why), SM_ENOMEM. */
+ * @errmsg: SM_EINVAL (bad address or id: @out untouched), SM_EIO (the port
+ * is taken, raft cannot start on the data directory: the message says
+ * why), SM_ENOMEM. After a failure past the id check @out holds the
+ * half-started mesh, which the caller must still node_mesh_stop() (its
+ * handles close over loop turns). */
 int node_mesh_start(uv_loop_t *loop,
                     const struct node_mesh_config *cfg,
                     struct node_mesh **out,

@@ -2178,6 +2178,16 @@ static int start_model(struct node_peer *p, char *errmsg)
     return node_model_mgr_new(p->loop, &mc, &cb, &p->model, errmsg);
 }
 
+static void offer_to_mesh(void *arg,
+                          const char *id,
+                          uint64_t window_end_ns,
+                          const char *json,
+                          size_t len)
+{
+    struct node_peer *p = arg;
+    node_mesh_add_diagnosis(p->mesh, id, window_end_ns, json, len);
+}
+
 /* Joins or starts the mesh when the peer has the cluster secret. */
 static int start_mesh(struct node_peer *p, char *errmsg)
 {
@@ -2194,7 +2204,17 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
     };
-    return node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
+    /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
+     * closes it. */
+    int rv = node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
+    if (rv == SM_OK) {
+        /* A diagnosis stored just before a crash may never have reached
+         * the log: offer the newest again; those already there are
+         * dropped once the log is read back. */
+        node_diag_store_each_newest(p->diags, NODE_MESH_OUTBOX_MAX,
+                                    offer_to_mesh, p);
+    }
+    return rv;
 }
 
 int node_peer_mesh_port(const struct node_peer *p)
