@@ -307,6 +307,11 @@ struct cons_action
     uint64_t updated_ms;
 };
 
+/* Returns 1 when an action in state @now has got at least as far as
+ * @target (a state change that would not raise the rank is refused). */
+int cons_action_state_reached(enum cons_action_state now,
+                              enum cons_action_state target);
+
 /* Looks an action up by @id: SM_OK (filled @out) or SM_ENOTFOUND. */
 int cons_fsm_action_get(const struct cons_fsm *fsm,
                         const char *id,

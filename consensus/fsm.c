@@ -1070,6 +1070,12 @@ static unsigned state_rank(unsigned state)
     return state < CONS_ACT__COUNT ? rank[state] : 0;
 }
 
+int cons_action_state_reached(enum cons_action_state now,
+                              enum cons_action_state target)
+{
+    return state_rank(now) >= state_rank(target);
+}
+
 static int apply_action_state(struct state *st,
                               const struct cons_cmd *c,
                               enum cons_apply_result *res)

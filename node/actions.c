@@ -99,7 +99,27 @@ struct node_actions
     uint64_t newest_window_ns;
     uint64_t skipped;
     struct node_actions_stats stats;
+    node_actions_observer observer;
+    void *observer_arg;
 };
+
+void node_actions_each_newest(const struct node_actions *a,
+                              size_t limit,
+                              node_actions_observer cb,
+                              void *arg)
+{
+    for (size_t k = 0; k < limit && k < a->n; k++) {
+        cb(arg, &a->acts[a->n - 1 - k].act);
+    }
+}
+
+void node_actions_set_observer(struct node_actions *a,
+                               node_actions_observer cb,
+                               void *arg)
+{
+    a->observer = cb;
+    a->observer_arg = arg;
+}
 
 /* ---- JSON ---------------------------------------------------------------- */
 
@@ -441,6 +461,9 @@ static int record(struct node_actions *a, const struct node_action *act)
         rv = cbn_log_append(a->log, act->window_end_ns, (const uint8_t *)json,
                             len, err);
         free(json);
+    }
+    if (rv == SM_OK && a->observer != NULL) {
+        a->observer(a->observer_arg, act);
     }
     if (rv != SM_OK) {
         a->stats.store_errors++;

@@ -257,6 +257,22 @@ int node_action_parse(const uint8_t *json,
                       struct node_action *act,
                       char errmsg[SM_ERRMSG_SIZE]);
 
+/* Sees every state an action is recorded in, after it is durable here
+ * (the mesh copies decisions into the replicated log). */
+typedef void (*node_actions_observer)(void *arg, const struct node_action *act);
+
+/* Calls @cb for the @limit newest actions, newest first (as if each had
+ * just been recorded: re-offers them to the mesh after a restart). */
+void node_actions_each_newest(const struct node_actions *a,
+                              size_t limit,
+                              node_actions_observer cb,
+                              void *arg);
+
+/* Installs @cb (NULL: none). */
+void node_actions_set_observer(struct node_actions *a,
+                               node_actions_observer cb,
+                               void *arg);
+
 /* Closes the log and frees @a; NULL is a no-op. Jobs still with the
  * executor must be done or abandoned first. */
 void node_actions_close(struct node_actions *a);

@@ -30,6 +30,18 @@ struct outbox_item
     char *json;
 };
 
+/* An action command waiting to be seen in the log at @target or later. */
+struct action_item
+{
+    char id[CONS_ID_MAX + 1];
+    int decide; /* the decision itself (done once it exists) */
+    enum cons_action_state target;
+    uint8_t *blob; /* the encoded command */
+    size_t len;
+};
+
+#define ACTIONS_MAX 256
+
 struct node_mesh
 {
     uv_loop_t *loop;
@@ -51,6 +63,9 @@ struct node_mesh
     struct outbox_item outbox[OUTBOX_MAX];
     size_t n_outbox;
     uint64_t diagnoses_forwarded, diagnoses_proposed;
+    struct action_item actions[ACTIONS_MAX];
+    size_t n_actions;
+    uint64_t actions_sent_ms;
     /* Stopping. */
     void (*stop_cb)(void *arg);
     void *stop_arg;
@@ -265,6 +280,22 @@ static void handle_request(struct node_mesh *m,
     sm_free(body);
 }
 
+/* A forwarded action command ("cmd\n" and the encoded command): proposed
+ * by the leader when it is an action's decision or state change. */
+static void handle_cmd(struct node_mesh *m, const uint8_t *data, size_t len)
+{
+    struct cons_cmd cmd;
+    if (!cons_node_ready(m->node) ||
+        cons_cmd_decode(data, len, &cmd) != SM_OK) {
+        return; /* the sender retries with the next leader */
+    }
+    if (cmd.type == CONS_CMD_ACTION_DECIDE ||
+        cmd.type == CONS_CMD_ACTION_STATE) {
+        cons_node_propose(m->node, &cmd, NULL, NULL);
+    }
+    cons_cmd_release(&cmd);
+}
+
 static void handle_reply(struct node_mesh *m, const void *data, size_t len)
 {
     char body[RAFT_ADDR + 32];
@@ -302,7 +333,11 @@ static void on_message(void *arg,
             }
             break;
         case TP_MSG_FWD_REQ:
-            handle_request(m, peer, id, data, len);
+            if (len >= 4 && memcmp(data, "cmd\n", 4) == 0) {
+                handle_cmd(m, (const uint8_t *)data + 4, len - 4);
+            } else {
+                handle_request(m, peer, id, data, len);
+            }
             break;
         case TP_MSG_FWD_REP:
             handle_reply(m, data, len);
@@ -397,6 +432,58 @@ static void send_outbox(struct node_mesh *m, uint64_t now)
     }
 }
 
+static int action_done(const struct cons_fsm *fsm, const struct action_item *a)
+{
+    struct cons_action act;
+    if (cons_fsm_action_get(fsm, a->id, &act) != SM_OK) {
+        return 0;
+    }
+    return a->decide || cons_action_state_reached(act.state, a->target);
+}
+
+/* Like the diagnoses: each action command is proposed (leader) or
+ * forwarded to the leader until this peer's copy of the log has it. */
+static void send_actions(struct node_mesh *m, uint64_t now)
+{
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n_actions; i++) {
+        if (action_done(fsm, &m->actions[i])) {
+            sm_free(m->actions[i].blob);
+        } else {
+            m->actions[kept++] = m->actions[i];
+        }
+    }
+    m->n_actions = kept;
+    if (kept == 0 ||
+        (m->actions_sent_ms != 0 && now < m->actions_sent_ms + OUTBOX_EVERY)) {
+        return;
+    }
+    m->actions_sent_ms = now ? now : 1;
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    for (size_t i = 0; i < kept; i++) {
+        struct action_item *a = &m->actions[i];
+        if (cons_node_ready(m->node)) {
+            struct cons_cmd cmd;
+            if (cons_cmd_decode(a->blob, a->len, &cmd) == SM_OK) {
+                cons_node_propose(m->node, &cmd, NULL, NULL);
+                cons_cmd_release(&cmd);
+            }
+        } else if (leader[0] != '\0' && strcmp(leader, m->self) != 0) {
+            uint8_t *msg = sm_malloc(a->len + 4);
+            if (msg == NULL) {
+                return;
+            }
+            memcpy(msg, "cmd\n", 4);
+            memcpy(msg + 4, a->blob, a->len);
+            ops->send(ops->arg, leader, TP_MSG_FWD_REQ, 0, msg, a->len + 4);
+            sm_free(msg);
+        }
+    }
+}
+
 /* Everyone's health as this peer sees it: when the link last heard from
  * them (this peer is always up). */
 static size_t health_view(struct node_mesh *m,
@@ -435,6 +522,7 @@ static void on_tick(uv_timer_t *t)
     size_t n = health_view(m, now, seen, MEMBERS_MAX);
     cons_node_tick(m->node, now, seen, n);
     send_outbox(m, now);
+    send_actions(m, now);
 }
 
 /* ---- Start and stop ------------------------------------------------------ */
@@ -594,6 +682,9 @@ static void net_closed(void *arg)
     for (size_t i = 0; i < m->n_outbox; i++) {
         sm_free(m->outbox[i].json);
     }
+    for (size_t i = 0; i < m->n_actions; i++) {
+        sm_free(m->actions[i].blob);
+    }
     void (*cb)(void *) = m->stop_cb;
     void *cb_arg = m->stop_arg;
     sm_free(m);
@@ -715,6 +806,40 @@ size_t node_mesh_waiting(const struct node_mesh *m)
     return m->n_outbox;
 }
 
+int node_mesh_add_action(struct node_mesh *m, const struct cons_cmd *cmd)
+{
+    if (cmd->type != CONS_CMD_ACTION_DECIDE &&
+        cmd->type != CONS_CMD_ACTION_STATE) {
+        return SM_EINVAL;
+    }
+    if (m->n_actions == ACTIONS_MAX) {
+        return SM_EAGAIN;
+    }
+    size_t size;
+    int rv = cons_cmd_encoded_size(cmd, &size);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    struct action_item *a = &m->actions[m->n_actions];
+    a->blob = sm_malloc(size);
+    if (a->blob == NULL) {
+        return SM_ENOMEM;
+    }
+    rv = cons_cmd_encode(cmd, a->blob, size, &a->len);
+    if (rv != SM_OK) {
+        sm_free(a->blob);
+        return rv;
+    }
+    int decide = cmd->type == CONS_CMD_ACTION_DECIDE;
+    snprintf(a->id, sizeof a->id, "%s",
+             decide ? cmd->u.decision.id : cmd->u.action.id);
+    a->decide = decide;
+    a->target = decide ? CONS_ACT_PENDING : cmd->u.action.state;
+    m->n_actions++;
+    m->actions_sent_ms = 0;
+    return SM_OK;
+}
+
 void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
 {
     char leader[TP_PEER_ID_MAX + 1];
@@ -737,7 +862,16 @@ void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
                      m->joining ? "true" : "false", st.last_index,
                      st.last_applied, m->n_outbox);
     put_members(m, b);
-    node_text_puts(b, "}");
+    node_text_printf(b, ",\"actions_waiting\":%zu,\"log_actions\":{",
+                     m->n_actions);
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    for (int i = 0; i < CONS_ACT__COUNT; i++) {
+        node_text_printf(
+            b, "%s\"%s\":%zu", i ? "," : "",
+            cons_action_state_name((enum cons_action_state)i),
+            cons_fsm_actions(fsm, (enum cons_action_state)i, NULL, 0));
+    }
+    node_text_puts(b, "}}");
 }
 
 void node_mesh_members_json(const struct node_mesh *m, struct node_text *b)

@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "base/err.h"
+#include "consensus/consensus.h"
 #include "node/textbuf.h"
 #include "transport/transport.h"
 
@@ -92,6 +93,14 @@ int node_mesh_add_diagnosis(struct node_mesh *m,
                             uint64_t window_end_ns,
                             const char *json,
                             size_t len);
+
+/* Queues an action's decision (CONS_CMD_ACTION_DECIDE) or state change
+ * (CONS_CMD_ACTION_STATE; @cmd borrowed, encoded now) for the log: proposed
+ * through the leader and retried, including across a leader failover,
+ * until this peer's copy of the log has it; the log keeps each decision
+ * once and states only move forward. Returns SM_OK, SM_EINVAL (another
+ * command type), SM_EAGAIN (256 waiting), or the encoding's error. */
+int node_mesh_add_action(struct node_mesh *m, const struct cons_cmd *cmd);
 
 /* Appends {"diagnoses":[...]} with the @limit newest diagnoses of the log. */
 void node_mesh_diagnoses_json(const struct node_mesh *m,

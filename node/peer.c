@@ -34,6 +34,7 @@
 #include "base/log.h"
 #include "base/rng.h"
 #include "cbn/cbn.h"
+#include "consensus/consensus.h"
 #include "node/actions.h"
 #include "node/agent.h"
 #include "node/cli.h"
@@ -2188,6 +2189,65 @@ static void offer_to_mesh(void *arg,
     node_mesh_add_diagnosis(p->mesh, id, window_end_ns, json, len);
 }
 
+/* Copies an action's decision and its progress into the mesh's log, so
+ * they survive a leader failover and every peer sees them. Dry runs are
+ * not decisions to act and stay local. */
+static void replicate_action(void *arg, const struct node_action *act)
+{
+    struct node_peer *p = arg;
+    if (p->mesh == NULL || act->state == NODE_ACTION_DRY_RUN ||
+        act->state == NODE_ACTION_ROLLING_BACK) {
+        return;
+    }
+    struct cons_cmd decide = {.type = CONS_CMD_ACTION_DECIDE};
+    decide.u.decision.id = act->id;
+    decide.u.decision.diagnosis_id = act->diagnosis_id;
+    decide.u.decision.service = act->service;
+    decide.u.decision.kind = act_kind_name(act->plan.kind);
+    /* Fixed point, thousandths of the kind's unit: no floating point in
+     * the state machine. */
+    decide.u.decision.from = (int64_t)llround(act->plan.from * 1000);
+    decide.u.decision.to = (int64_t)llround(act->plan.to * 1000);
+    decide.u.decision.time_ms = act->window_end_ns / 1000000;
+    node_mesh_add_action(p->mesh, &decide);
+    enum cons_action_state st;
+    switch (act->state) {
+        case NODE_ACTION_APPLYING:
+            st = CONS_ACT_APPROVED;
+            break;
+        case NODE_ACTION_APPLIED:
+        case NODE_ACTION_NOT_HELPED:
+            st = CONS_ACT_APPLIED;
+            break;
+        case NODE_ACTION_VERIFIED:
+            st = CONS_ACT_VERIFIED;
+            break;
+        case NODE_ACTION_ROLLED_BACK:
+            st = CONS_ACT_ROLLED_BACK;
+            break;
+        case NODE_ACTION_FAILED:
+        case NODE_ACTION_INTERRUPTED:
+            st = CONS_ACT_FAILED;
+            break;
+        default:
+            return; /* pending: the decision alone */
+    }
+    /* "applied by p2: <error>", cut to what the log accepts. */
+    char ack[CONS_ACK_MAX + 1];
+    int n = snprintf(ack, sizeof ack, "%s by %s",
+                     node_action_state_name(act->state), p->cfg->id);
+    if (act->error[0] != '\0' && n > 0 && (size_t)n + 3 < sizeof ack) {
+        snprintf(ack + n, sizeof ack - (size_t)n, ": %.*s",
+                 (int)(sizeof ack - (size_t)n - 3), act->error);
+    }
+    struct cons_cmd change = {.type = CONS_CMD_ACTION_STATE};
+    change.u.action.id = act->id;
+    change.u.action.state = st;
+    change.u.action.ack = ack;
+    change.u.action.time_ms = act->updated_ns / 1000000;
+    node_mesh_add_action(p->mesh, &change);
+}
+
 /* Joins or starts the mesh when the peer has the cluster secret. */
 static int start_mesh(struct node_peer *p, char *errmsg)
 {
@@ -2213,6 +2273,11 @@ static int start_mesh(struct node_peer *p, char *errmsg)
          * dropped once the log is read back. */
         node_diag_store_each_newest(p->diags, NODE_MESH_OUTBOX_MAX,
                                     offer_to_mesh, p);
+        if (p->actions != NULL) {
+            /* Decisions made before a crash may not have reached the log. */
+            node_actions_each_newest(p->actions, 64, replicate_action, p);
+            node_actions_set_observer(p->actions, replicate_action, p);
+        }
     }
     return rv;
 }
