@@ -40,7 +40,20 @@ struct action_item
     size_t len;
 };
 
-#define ACTIONS_MAX 256
+#define ACTIONS_MAX  256
+#define SERVICES_MAX 256  /* CONS_LIST_MAX: services placed */
+#define PLACE_EVERY  5000 /* ms between telemetry reports and placements */
+#define REPORTS_MAX  MEMBERS_MAX
+
+/* Where telemetry arrives: the services one peer reported, with the
+ * windows each was seen in. */
+struct report
+{
+    char peer[TP_PEER_ID_MAX + 1];
+    size_t n;
+    char name[SERVICES_MAX][CONS_NAME_MAX + 1];
+    uint64_t count[SERVICES_MAX];
+};
 
 struct node_mesh
 {
@@ -66,6 +79,12 @@ struct node_mesh
     struct action_item actions[ACTIONS_MAX];
     size_t n_actions;
     uint64_t actions_sent_ms;
+    /* Placement: this peer's telemetry, and (leader) everyone's reports. */
+    struct report own;
+    struct report *reports; /* REPORTS_MAX */
+    size_t n_reports;
+    uint64_t place_ms;
+    uint64_t placements_committed;
     /* Stopping. */
     void (*stop_cb)(void *arg);
     void *stop_arg;
@@ -252,6 +271,47 @@ static void handle_diag(struct node_mesh *m, char *body)
     propose_diagnosis(m, id, t, nl + 1);
 }
 
+/* Finds (or makes, evicting nothing: members are few) @peer's report. */
+static struct report *report_of(struct node_mesh *m, const char *peer)
+{
+    for (size_t i = 0; i < m->n_reports; i++) {
+        if (strcmp(m->reports[i].peer, peer) == 0) {
+            return &m->reports[i];
+        }
+    }
+    if (m->reports == NULL || m->n_reports == REPORTS_MAX) {
+        return NULL;
+    }
+    struct report *r = &m->reports[m->n_reports++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->peer, sizeof r->peer, "%s", peer);
+    return r;
+}
+
+/* "seen\n" then "COUNT NAME" lines: the services a peer's telemetry
+ * names (leader). A report replaces the peer's previous one. */
+static void handle_seen(struct node_mesh *m, const char *peer, char *text)
+{
+    struct report *r = report_of(m, peer);
+    if (r == NULL) {
+        return;
+    }
+    r->n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save);
+         line != NULL && r->n < SERVICES_MAX;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *sp = strchr(line, ' ');
+        if (sp == NULL || sp[1] == '\0' || strlen(sp + 1) > CONS_NAME_MAX) {
+            continue;
+        }
+        *sp = '\0';
+        r->count[r->n] = strtoull(line, NULL, 10);
+        snprintf(r->name[r->n], sizeof r->name[0], "%s", sp + 1);
+        r->n++;
+    }
+}
+
 static void handle_request(struct node_mesh *m,
                            const char *peer,
                            uint64_t req,
@@ -276,6 +336,8 @@ static void handle_request(struct node_mesh *m,
         remove_member(m, body + 7);
     } else if (strncmp(body, "diag\n", 5) == 0) {
         handle_diag(m, body + 5);
+    } else if (strncmp(body, "seen\n", 5) == 0) {
+        handle_seen(m, peer, body + 5);
     }
     sm_free(body);
 }
@@ -484,6 +546,146 @@ static void send_actions(struct node_mesh *m, uint64_t now)
     }
 }
 
+/* The peer id of raft id @id among the members, or NULL. */
+static const char *peer_of(const struct cons_peer *peers,
+                           size_t n,
+                           uint64_t id,
+                           char out[TP_PEER_ID_MAX + 1])
+{
+    char addr[ADDR_MAX];
+    for (size_t i = 0; i < n; i++) {
+        if (peers[i].id == id && split_raft_addr(peers[i].address, out, addr)) {
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static void send_report(struct node_mesh *m)
+{
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    if (leader[0] == '\0' || m->own.n == 0) {
+        return;
+    }
+    if (strcmp(leader, m->self) == 0) {
+        struct report *r = report_of(m, m->self);
+        if (r != NULL) {
+            *r = m->own;
+        }
+        return;
+    }
+    struct node_text t = {0};
+    node_text_puts(&t, "seen\n");
+    for (size_t i = 0; i < m->own.n; i++) {
+        node_text_printf(&t, "%" PRIu64 " %s\n", m->own.count[i],
+                         m->own.name[i]);
+    }
+    if (!t.failed) {
+        const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+        ops->send(ops->arg, leader, TP_MSG_FWD_REQ, 0, t.s, t.len);
+    }
+    free(t.s);
+}
+
+/* Collects every reported service with the peers that see it. */
+static size_t gather_services(struct node_mesh *m,
+                              struct cons_place_service *svc,
+                              struct cons_place_seen *seen,
+                              size_t cap_seen)
+{
+    size_t n = 0, used = 0;
+    for (size_t r = 0; r < m->n_reports; r++) {
+        for (size_t k = 0; k < m->reports[r].n; k++) {
+            const char *name = m->reports[r].name[k];
+            size_t i = 0;
+            while (i < n && strcmp(svc[i].name, name) != 0) {
+                i++;
+            }
+            if (i == n) {
+                if (n == SERVICES_MAX) {
+                    continue;
+                }
+                svc[n++] = (struct cons_place_service){name, NULL, 0};
+            }
+            (void)i;
+        }
+    }
+    /* Seen lists laid out service by service. */
+    for (size_t i = 0; i < n; i++) {
+        svc[i].seen = seen + used;
+        for (size_t r = 0; r < m->n_reports && used < cap_seen; r++) {
+            for (size_t k = 0; k < m->reports[r].n; k++) {
+                if (strcmp(m->reports[r].name[k], svc[i].name) == 0) {
+                    seen[used++] = (struct cons_place_seen){
+                        node_link_raft_id(m->reports[r].peer),
+                        m->reports[r].count[k]};
+                    svc[i].n_seen++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* Leader: places every reported service on the healthy members and
+ * commits the placement when it changed. */
+static void place(struct node_mesh *m, uint64_t now)
+{
+    static struct cons_place_service svc[SERVICES_MAX];
+    static struct cons_place_seen seen[SERVICES_MAX * 8];
+    static struct cons_place_entry out[SERVICES_MAX], prev[SERVICES_MAX];
+    struct cons_peer members[MEMBERS_MAX];
+    size_t n_members = cons_node_members(m->node, members, MEMBERS_MAX);
+    struct cons_place_peer peers[MEMBERS_MAX];
+    size_t n_peers = 0;
+    for (size_t i = 0; i < n_members && i < MEMBERS_MAX; i++) {
+        char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        if (!split_raft_addr(members[i].address, id, addr)) {
+            continue;
+        }
+        uint64_t last = strcmp(id, m->self) == 0
+                            ? now
+                            : node_mesh_link_last_seen(m->link, id);
+        peers[n_peers++] = (struct cons_place_peer){
+            members[i].id, members[i].role,
+            last != 0 && now - last < 3000 ? CONS_HEALTH_UP : CONS_HEALTH_DOWN};
+    }
+    size_t n = gather_services(m, svc, seen, sizeof seen / sizeof seen[0]);
+    if (n == 0 || n_peers == 0) {
+        return;
+    }
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    uint64_t epoch = 0;
+    size_t n_prev = cons_fsm_placement(fsm, &epoch, prev, SERVICES_MAX);
+    if (n_prev > SERVICES_MAX) {
+        n_prev = SERVICES_MAX;
+    }
+    if (cons_place_compute(peers, n_peers, svc, n, prev, n_prev, out, NULL) !=
+        SM_OK) {
+        return;
+    }
+    int same = n == n_prev;
+    for (size_t i = 0; same && i < n; i++) {
+        struct cons_place_entry e;
+        same = cons_fsm_placement_get(fsm, out[i].service, &e) == SM_OK &&
+               e.owner == out[i].owner && e.replica == out[i].replica;
+    }
+    if (same) {
+        return;
+    }
+    struct cons_cmd cmd = {.type = CONS_CMD_PLACEMENT_SET};
+    cmd.u.placement.epoch = epoch + 1;
+    cmd.u.placement.n = n;
+    cmd.u.placement.entries = out;
+    if (cons_node_propose(m->node, &cmd, NULL, NULL) == SM_OK) {
+        m->placements_committed++;
+        sm_log(SM_LOG_INFO, MOD, "placing shards",
+               "epoch=%" PRIu64 " services=%zu peers=%zu", epoch + 1, n,
+               n_peers);
+    }
+}
+
 /* Everyone's health as this peer sees it: when the link last heard from
  * them (this peer is always up). */
 static size_t health_view(struct node_mesh *m,
@@ -523,6 +725,13 @@ static void on_tick(uv_timer_t *t)
     cons_node_tick(m->node, now, seen, n);
     send_outbox(m, now);
     send_actions(m, now);
+    if (m->place_ms == 0 || now >= m->place_ms + PLACE_EVERY) {
+        m->place_ms = now ? now : 1;
+        send_report(m);
+        if (cons_node_ready(m->node)) {
+            place(m, now);
+        }
+    }
 }
 
 /* ---- Start and stop ------------------------------------------------------ */
@@ -641,6 +850,11 @@ int node_mesh_start(uv_loop_t *loop,
         return SM_ENOMEM;
     }
     m->loop = loop;
+    m->reports = sm_calloc(REPORTS_MAX, sizeof *m->reports);
+    if (m->reports == NULL) {
+        sm_free(m);
+        return SM_ENOMEM;
+    }
     snprintf(m->self, sizeof m->self, "%s", cfg->id);
     for (size_t i = 0; i < cfg->n_join && i < 8; i++) {
         snprintf(m->join[i], sizeof m->join[i], "tcp://%s", cfg->join[i]);
@@ -685,6 +899,7 @@ static void net_closed(void *arg)
     for (size_t i = 0; i < m->n_actions; i++) {
         sm_free(m->actions[i].blob);
     }
+    sm_free(m->reports);
     void (*cb)(void *) = m->stop_cb;
     void *cb_arg = m->stop_arg;
     sm_free(m);
@@ -840,6 +1055,42 @@ int node_mesh_add_action(struct node_mesh *m, const struct cons_cmd *cmd)
     return SM_OK;
 }
 
+static void put_placement(const struct node_mesh *m, struct node_text *b)
+{
+    static struct cons_place_entry e[SERVICES_MAX];
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t n_peers = cons_node_members(m->node, peers, MEMBERS_MAX);
+    if (n_peers > MEMBERS_MAX) {
+        n_peers = MEMBERS_MAX;
+    }
+    uint64_t epoch = 0;
+    size_t n =
+        cons_fsm_placement(cons_node_fsm(m->node), &epoch, e, SERVICES_MAX);
+    node_text_printf(b, ",\"placement\":{\"epoch\":%" PRIu64 ",\"shards\":[",
+                     epoch);
+    for (size_t i = 0; i < n && i < SERVICES_MAX; i++) {
+        char owner[TP_PEER_ID_MAX + 1], replica[TP_PEER_ID_MAX + 1];
+        node_text_puts(b, i ? ",{\"service\":" : "{\"service\":");
+        node_text_json_str(b, e[i].service);
+        node_text_puts(b, ",\"owner\":");
+        const char *o = peer_of(peers, n_peers, e[i].owner, owner);
+        if (o != NULL) {
+            node_text_json_str(b, o);
+        } else {
+            node_text_puts(b, "null");
+        }
+        node_text_puts(b, ",\"replica\":");
+        const char *r = peer_of(peers, n_peers, e[i].replica, replica);
+        if (r != NULL) {
+            node_text_json_str(b, r);
+        } else {
+            node_text_puts(b, "null");
+        }
+        node_text_puts(b, "}");
+    }
+    node_text_puts(b, "]}");
+}
+
 void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
 {
     char leader[TP_PEER_ID_MAX + 1];
@@ -871,7 +1122,9 @@ void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
             cons_action_state_name((enum cons_action_state)i),
             cons_fsm_actions(fsm, (enum cons_action_state)i, NULL, 0));
     }
-    node_text_puts(b, "}}");
+    node_text_puts(b, "}");
+    put_placement(m, b);
+    node_text_puts(b, "}");
 }
 
 void node_mesh_members_json(const struct node_mesh *m, struct node_text *b)
@@ -953,4 +1206,21 @@ int node_mesh_member_change(struct node_mesh *m,
     const struct node_link_ops *ops = node_mesh_link_ops(m->link);
     int rv = ops->send(ops->arg, leader, TP_MSG_FWD_REQ, 0, body, strlen(body));
     return rv == SM_OK ? SM_EAGAIN : rv;
+}
+
+void node_mesh_set_services(struct node_mesh *m,
+                            const char *const *names,
+                            const uint64_t *counts,
+                            size_t n)
+{
+    m->own.n = 0;
+    for (size_t i = 0; i < n && m->own.n < SERVICES_MAX; i++) {
+        if (strlen(names[i]) > CONS_NAME_MAX || names[i][0] == '\0' ||
+            strchr(names[i], '\n') != NULL) {
+            continue;
+        }
+        snprintf(m->own.name[m->own.n], sizeof m->own.name[0], "%s", names[i]);
+        m->own.count[m->own.n] = counts[i];
+        m->own.n++;
+    }
 }

@@ -102,6 +102,17 @@ int node_mesh_add_diagnosis(struct node_mesh *m,
  * command type), SM_EAGAIN (256 waiting), or the encoding's error. */
 int node_mesh_add_action(struct node_mesh *m, const struct cons_cmd *cmd);
 
+/* Tells the mesh which services this peer's telemetry names (@n names,
+ * copied, with the windows each was seen in). Sent to the leader every few
+ * seconds; the leader places every reported service's shard (owner and
+ * replica, consensus/ placement rules) on the healthy members and commits
+ * the placement when it changes, so it follows joins, leaves and failures.
+ * Services past 256 are ignored. */
+void node_mesh_set_services(struct node_mesh *m,
+                            const char *const *names,
+                            const uint64_t *counts,
+                            size_t n);
+
 /* Appends {"diagnoses":[...]} with the @limit newest diagnoses of the log. */
 void node_mesh_diagnoses_json(const struct node_mesh *m,
                               size_t limit,

@@ -528,6 +528,24 @@ static void on_round(void *arg, const struct node_model_round *r)
     l->model_version = r->model_version;
 }
 
+/* Tells the mesh which CBN nodes this peer's telemetry names, for shard
+ * placement. */
+static void report_services(struct node_peer *p)
+{
+    if (p->mesh == NULL) {
+        return;
+    }
+    const char *names[256];
+    uint64_t counts[256];
+    size_t n = 0;
+    /* A shard is one CBN node's CVAE: a service, or services in a cycle. */
+    for (size_t i = 0; i < cbn_graph_node_count(p->graph) && n < 256; i++) {
+        names[n] = cbn_graph_node(p->graph, i)->name;
+        counts[n++] = 1;
+    }
+    node_mesh_set_services(p->mesh, names, counts, n);
+}
+
 /* Once a second: close what the watermark allows; on a quiet system with
  * live data, let the wall clock move event time on. */
 static void on_tick(uv_timer_t *t)
@@ -543,6 +561,7 @@ static void on_tick(uv_timer_t *t)
         cbn_agg_advance(p->agg, now);
     }
     close_windows(p);
+    report_services(p);
 }
 
 /* ---- HTTP ------------------------------------------------------------------

@@ -893,43 +893,49 @@ int node_render_status(const char *body,
        fmt(&r, "version %" PRIu64 ", %zu nodes%s", cbn_version, nodes->n,
            inferred ? fmt(&r, " (%zu inferred)", inferred) : ""));
 
-    const struct node_json *model = get_obj(&r, root, "", "model", 0);
-    uint64_t mver, params, rounds_ok, rounds_failed, rounds, windows;
-    int training, loaded;
-    get_u64(&r, model, "model", "version", 0, &mver);
-    int have_params = get_u64(&r, model, "model", "params", OPTIONAL, &params);
-    get_bool(&r, model, "model", "loaded", OPTIONAL, &loaded);
-    get_bool(&r, model, "model", "training", 0, &training);
-    get_u64(&r, model, "model", "rounds_ok", 0, &rounds_ok);
-    get_u64(&r, model, "model", "rounds_failed", 0, &rounds_failed);
-    get_u64(&r, model, "model", "rounds_finished", 0, &rounds);
-    get_u64(&r, model, "model", "windows", 0, &windows);
-    kv(&b, "model",
-       mver == 0
-           ? fmt(&r, "none yet; %" PRIu64 " windows held", windows)
-           : fmt(&r, "version %" PRIu64 "%s%s; %" PRIu64 " windows held", mver,
-                 have_params ? fmt(&r, ", %" PRIu64 " parameters", params) : "",
-                 loaded ? ", loaded at start" : "", windows));
-    kv(&b, "training",
-       fmt(&r,
-           "%s; %" PRIu64 " round%s finished (%" PRIu64 " ok, %" PRIu64
-           " failed)",
-           training ? "running" : "idle", rounds, rounds == 1 ? "" : "s",
-           rounds_ok, rounds_failed));
-    const struct node_json *last =
-        get_obj(&r, model, "model", "last_round", MAY_BE_NULL);
-    if (last != NULL) {
-        int ok;
-        const char *outcome = round_outcome(&r, last, mver, &ok);
-        kv(&b, "last round", ok ? fmt(&r, "ok: %s", outcome) : outcome);
+    const struct node_json *model = get_obj(&r, root, "", "model", MAY_BE_NULL);
+    if (model == NULL) {
+        kv(&b, "model", "none: no --qos-service, so no training or diagnoses");
     } else {
-        kv(&b, "last round", "none yet");
+        uint64_t mver, params, rounds_ok, rounds_failed, rounds, windows;
+        int training, loaded;
+        get_u64(&r, model, "model", "version", 0, &mver);
+        int have_params =
+            get_u64(&r, model, "model", "params", OPTIONAL, &params);
+        get_bool(&r, model, "model", "loaded", OPTIONAL, &loaded);
+        get_bool(&r, model, "model", "training", 0, &training);
+        get_u64(&r, model, "model", "rounds_ok", 0, &rounds_ok);
+        get_u64(&r, model, "model", "rounds_failed", 0, &rounds_failed);
+        get_u64(&r, model, "model", "rounds_finished", 0, &rounds);
+        get_u64(&r, model, "model", "windows", 0, &windows);
+        kv(&b, "model",
+           mver == 0
+               ? fmt(&r, "none yet; %" PRIu64 " windows held", windows)
+               : fmt(&r, "version %" PRIu64 "%s%s; %" PRIu64 " windows held",
+                     mver,
+                     have_params ? fmt(&r, ", %" PRIu64 " parameters", params)
+                                 : "",
+                     loaded ? ", loaded at start" : "", windows));
+        kv(&b, "training",
+           fmt(&r,
+               "%s; %" PRIu64 " round%s finished (%" PRIu64 " ok, %" PRIu64
+               " failed)",
+               training ? "running" : "idle", rounds, rounds == 1 ? "" : "s",
+               rounds_ok, rounds_failed));
+        const struct node_json *last =
+            get_obj(&r, model, "model", "last_round", MAY_BE_NULL);
+        if (last != NULL) {
+            int ok;
+            const char *outcome = round_outcome(&r, last, mver, &ok);
+            kv(&b, "last round", ok ? fmt(&r, "ok: %s", outcome) : outcome);
+        } else {
+            kv(&b, "last round", "none yet");
+        }
+        const char *next = next_round(&r, model, mver, training);
+        if (next != NULL) {
+            kv(&b, "next round", next);
+        }
     }
-    const char *next = next_round(&r, model, mver, training);
-    if (next != NULL) {
-        kv(&b, "next round", next);
-    }
-
     const struct node_json *dg = get_obj(&r, root, "", "diagnoses", 0);
     uint64_t d_stored, d_ok, d_failed, d_dropped, d_pending;
     get_u64(&r, dg, "diagnoses", "stored", 0, &d_stored);
@@ -942,6 +948,27 @@ int node_render_status(const char *body,
            "%" PRIu64 " stored (%" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64
            " dropped, %" PRIu64 " pending)",
            d_stored, d_ok, d_failed, d_dropped, d_pending));
+    const struct node_json *mesh = get_obj(&r, root, "", "mesh", OPTIONAL);
+    if (mesh != NULL) {
+        const char *leader = get_str(&r, root, "", "leader", OPTIONAL);
+        uint64_t term = 0, epoch = 0;
+        get_u64(&r, root, "", "term", OPTIONAL, &term);
+        const struct node_json *members =
+            get_arr(&r, mesh, "mesh", "members", OPTIONAL);
+        const struct node_json *pl =
+            get_obj(&r, mesh, "mesh", "placement", OPTIONAL);
+        size_t shards = 0;
+        if (pl != NULL) {
+            get_u64(&r, pl, "mesh.placement", "epoch", OPTIONAL, &epoch);
+            shards = get_arr(&r, pl, "mesh.placement", "shards", OPTIONAL)->n;
+        }
+        kv(&b, "mesh",
+           fmt(&r,
+               "%zu members, leader %s, term %" PRIu64
+               "; placement epoch %" PRIu64 ", %zu shards",
+               members->n, leader != NULL ? leader : "unknown", term, epoch,
+               shards));
+    }
     return finish(&r, &b, out);
 }
 
