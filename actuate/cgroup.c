@@ -16,14 +16,13 @@
  * the last step. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "actuate/actuate.h"
+#include "actuate/sysfs_internal.h"
 #include "base/alloc.h"
 #include "base/err.h"
 
@@ -184,27 +183,6 @@ uint64_t act_cg_io_to_blkio_weight(uint64_t io)
 
 /* ---- Parsing helpers ----------------------------------------------------- */
 
-/* Parses exactly @n decimal digits at @p into @v (no sign, no overflow). */
-static bool parse_u64(const char *p, size_t n, uint64_t *v)
-{
-    if (n == 0 || n > 20) {
-        return false;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return false;
-        }
-        unsigned d = (unsigned)(p[i] - '0');
-        if (x > (UINT64_MAX - d) / 10) {
-            return false;
-        }
-        x = x * 10 + d;
-    }
-    *v = x;
-    return true;
-}
-
 static bool token_is(const char *p, size_t n, const char *word)
 {
     return strlen(word) == n && memcmp(p, word, n) == 0;
@@ -220,53 +198,6 @@ struct cpuset
 {
     uint64_t bits[ACT_CG_MAX_CPUS / 64];
 };
-
-/* Parses the list syntax ("0-3,6"; "" is the empty set) into @set. */
-static int cpuset_parse(const char *p,
-                        size_t n,
-                        struct cpuset *set,
-                        char *errmsg)
-{
-    memset(set, 0, sizeof *set);
-    size_t i = 0;
-    while (i < n) {
-        size_t end = i;
-        while (end < n && p[end] != ',') {
-            end++;
-        }
-        const char *dash = memchr(p + i, '-', end - i);
-        uint64_t lo, hi;
-        bool ok;
-        if (dash != NULL) {
-            size_t d = (size_t)(dash - p);
-            ok = parse_u64(p + i, d - i, &lo) &&
-                 parse_u64(dash + 1, end - d - 1, &hi);
-        } else {
-            ok = parse_u64(p + i, end - i, &lo);
-            hi = lo;
-        }
-        if (!ok) {
-            sm_errmsg_printf(errmsg, "bad cpu list item \"%.*s\"",
-                             (int)(end - i), p + i);
-            return SM_EINVAL;
-        }
-        if (lo > hi || hi >= ACT_CG_MAX_CPUS) {
-            sm_errmsg_printf(errmsg, "cpu range \"%.*s\" %s", (int)(end - i),
-                             p + i,
-                             lo > hi ? "is reversed" : "is past the limit");
-            return SM_EINVAL;
-        }
-        for (uint64_t c = lo; c <= hi; c++) {
-            set->bits[c / 64] |= UINT64_C(1) << (c % 64);
-        }
-        if (end < n && end + 1 == n) {
-            sm_errmsg_printf(errmsg, "cpu list ends with a comma");
-            return SM_EINVAL;
-        }
-        i = end + 1;
-    }
-    return SM_OK;
-}
 
 static bool cpuset_has(const struct cpuset *set, unsigned c)
 {
@@ -307,7 +238,7 @@ static int cpuset_format(const struct cpuset *set,
 static int cpus_canonical(const char *in, char *out, char *errmsg)
 {
     struct cpuset set;
-    int rv = cpuset_parse(in, strlen(in), &set, errmsg);
+    int rv = act__cpulist_parse(in, strlen(in), set.bits, errmsg);
     if (rv != SM_OK) {
         return rv;
     }
@@ -361,7 +292,8 @@ static int parse_io_weight(const char *p, size_t n, uint64_t *w, char *errmsg)
         }
         const char *sp = memchr(p + i, ' ', end - i);
         uint64_t v;
-        if (sp == NULL || !parse_u64(sp + 1, (size_t)(p + end - sp - 1), &v)) {
+        if (sp == NULL ||
+            !act__parse_u64(sp + 1, (size_t)(p + end - sp - 1), &v)) {
             sm_errmsg_printf(errmsg, "bad line \"%.*s\"", (int)(end - i),
                              p + i);
             return SM_EINVAL;
@@ -376,8 +308,8 @@ static int parse_io_weight(const char *p, size_t n, uint64_t *w, char *errmsg)
             const char *colon = memchr(p + i, ':', klen);
             uint64_t maj, min;
             if (colon == NULL ||
-                !parse_u64(p + i, (size_t)(colon - (p + i)), &maj) ||
-                !parse_u64(colon + 1, (size_t)(sp - colon - 1), &min)) {
+                !act__parse_u64(p + i, (size_t)(colon - (p + i)), &maj) ||
+                !act__parse_u64(colon + 1, (size_t)(sp - colon - 1), &min)) {
                 sm_errmsg_printf(errmsg, "bad device \"%.*s\"", (int)klen,
                                  p + i);
                 return SM_EINVAL;
@@ -438,7 +370,8 @@ int act_cg_parse(enum act_cg_file file,
                 snprintf(err, sizeof err, "expected \"QUOTA PERIOD\"");
                 break;
             }
-            if (!parse_u64(sp + 1, (size_t)(text + len - sp - 1), &t.period) ||
+            if (!act__parse_u64(sp + 1, (size_t)(text + len - sp - 1),
+                                &t.period) ||
                 !period_ok(t.period)) {
                 snprintf(err, sizeof err, "bad period \"%.*s\"",
                          (int)(text + len - sp - 1), sp + 1);
@@ -447,7 +380,7 @@ int act_cg_parse(enum act_cg_file file,
             if (token_is(text, (size_t)(sp - text), "max")) {
                 t.unlimited = true;
                 t.value = 0;
-            } else if (parse_u64(text, (size_t)(sp - text), &v) &&
+            } else if (act__parse_u64(text, (size_t)(sp - text), &v) &&
                        v >= ACT_CG_PERIOD_MIN_US) {
                 t.unlimited = false;
                 t.value = v;
@@ -460,7 +393,8 @@ int act_cg_parse(enum act_cg_file file,
             if (token_is(text, len, "-1")) {
                 t.unlimited = true;
                 t.value = 0;
-            } else if (parse_u64(text, len, &v) && v >= ACT_CG_PERIOD_MIN_US) {
+            } else if (act__parse_u64(text, len, &v) &&
+                       v >= ACT_CG_PERIOD_MIN_US) {
                 t.unlimited = false;
                 t.value = v;
             } else {
@@ -468,7 +402,7 @@ int act_cg_parse(enum act_cg_file file,
             }
             break;
         case ACT_CG_FILE_CFS_PERIOD:
-            if (parse_u64(text, len, &v) && period_ok(v)) {
+            if (act__parse_u64(text, len, &v) && period_ok(v)) {
                 t.period = v;
             } else {
                 snprintf(err, sizeof err, "bad period \"%.*s\"", (int)len,
@@ -477,7 +411,7 @@ int act_cg_parse(enum act_cg_file file,
             break;
         case ACT_CG_FILE_CPUSET_CPUS: {
             struct cpuset set;
-            rv = cpuset_parse(text, len, &set, err);
+            rv = act__cpulist_parse(text, len, set.bits, err);
             if (rv == SM_OK) {
                 rv = cpuset_format(&set, t.cpus, sizeof t.cpus, err);
             }
@@ -487,7 +421,7 @@ int act_cg_parse(enum act_cg_file file,
             if (token_is(text, len, "max")) {
                 t.unlimited = true;
                 t.value = 0;
-            } else if (parse_u64(text, len, &v)) {
+            } else if (act__parse_u64(text, len, &v)) {
                 t.unlimited = false;
                 t.value = v;
             } else {
@@ -498,7 +432,7 @@ int act_cg_parse(enum act_cg_file file,
             if (token_is(text, len, "-1")) {
                 t.unlimited = true;
                 t.value = 0;
-            } else if (parse_u64(text, len, &v)) {
+            } else if (act__parse_u64(text, len, &v)) {
                 t.unlimited = v >= V1_UNLIMITED_FROM;
                 t.value = t.unlimited ? 0 : v;
             } else {
@@ -513,7 +447,7 @@ int act_cg_parse(enum act_cg_file file,
             }
             break;
         case ACT_CG_FILE_BLKIO_WEIGHT:
-            if (parse_u64(text, len, &v) && v >= ACT_CG_BLKIO_MIN &&
+            if (act__parse_u64(text, len, &v) && v >= ACT_CG_BLKIO_MIN &&
                 v <= ACT_CG_BLKIO_MAX) {
                 t.native = v;
                 t.value = act_cg_blkio_to_io_weight(v);
@@ -674,102 +608,6 @@ static bool is_dir(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Maps a failed open/read/write errno to the codes promised in actuate.h. */
-static int map_errno(int e)
-{
-    switch (e) {
-        case ENOENT:
-        case ENOTDIR:
-            return SM_ENOTFOUND;
-        case EACCES:
-        case EPERM:
-        case EROFS:
-            return SM_EPERM;
-        case EINVAL:
-        case ERANGE:
-            return SM_EINVAL;
-        case ENOMEM:
-            return SM_ENOMEM;
-        default:
-            return SM_EIO;
-    }
-}
-
-static int io_fail(char *errmsg, const char *what, const char *path, int e)
-{
-    int rv = map_errno(e);
-    if (rv == SM_EPERM) {
-        sm_errmsg_printf(errmsg, "cannot %s %s: permission denied (%s)", what,
-                         path, strerror(e));
-    } else {
-        sm_errmsg_printf(errmsg, "cannot %s %s: %s", what, path, strerror(e));
-    }
-    return rv;
-}
-
-/* Reads all of @path (at most ACT_CG_FILE_TEXT_MAX + 1 bytes) into @buf. */
-static int read_text(const char *path, char *buf, size_t *len, char *errmsg)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return io_fail(errmsg, "stat", path, e);
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        sm_errmsg_printf(errmsg, "%s is a directory, not a knob file", path);
-        return SM_EIO;
-    }
-    size_t n = 0;
-    while (n < ACT_CG_FILE_TEXT_MAX + 1) {
-        ssize_t r = read(fd, buf + n, ACT_CG_FILE_TEXT_MAX + 1 - n);
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            return io_fail(errmsg, "read", path, e);
-        }
-        if (r == 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    *len = n;
-    return SM_OK;
-}
-
-static int write_text(const char *path, const char *text, char *errmsg)
-{
-    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == EISDIR) {
-            sm_errmsg_printf(errmsg, "%s is a directory, not a knob file",
-                             path);
-            return SM_EIO;
-        }
-        return io_fail(errmsg, "open", path, errno);
-    }
-    size_t len = strlen(text), n = 0;
-    while (n < len) {
-        ssize_t w = write(fd, text + n, len - n);
-        if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
-            close(fd);
-            return io_fail(errmsg, "write", path, e);
-        }
-        n += (size_t)w;
-    }
-    if (close(fd) != 0) {
-        return io_fail(errmsg, "close", path, errno);
-    }
-    return SM_OK;
 }
 
 /* ---- Layout -------------------------------------------------------------- */
@@ -934,7 +772,7 @@ int act_cg_parse_proc_cgroup(enum act_cg_layout layout,
         const char *c2 =
             c1 ? memchr(c1 + 1, ':', (size_t)(l + n - c1 - 1)) : NULL;
         uint64_t id;
-        if (c2 == NULL || !parse_u64(l, (size_t)(c1 - l), &id)) {
+        if (c2 == NULL || !act__parse_u64(l, (size_t)(c1 - l), &id)) {
             sm_errmsg_printf(errmsg, "cgroup line %d: expected ID:CTRLS:PATH",
                              lineno);
             return SM_EINVAL;
@@ -1053,7 +891,7 @@ int act_cg_group_from_template(const struct act_cg *cg,
 static bool parse_pid(const char *name, int *pid)
 {
     uint64_t v;
-    if (!parse_u64(name, strlen(name), &v) || v == 0 || v > INT_MAX) {
+    if (!act__parse_u64(name, strlen(name), &v) || v == 0 || v > INT_MAX) {
         return false;
     }
     *pid = (int)v;
@@ -1084,7 +922,7 @@ int act_cg_group_from_process(const struct act_cg *cg,
     }
     DIR *d = opendir(proc_root);
     if (d == NULL) {
-        return io_fail(errmsg, "list", proc_root, errno);
+        return act__io_fail(errmsg, "list", proc_root, errno);
     }
     char path[ACT_CG_PATH_SIZE];
     char buf[ACT_CG_FILE_TEXT_MAX + 1];
@@ -1098,7 +936,7 @@ int act_cg_group_from_process(const struct act_cg *cg,
         snprintf(path, sizeof path, "%s/%s/comm", proc_root, e->d_name);
         size_t n;
         char err[SM_ERRMSG_SIZE];
-        if (read_text(path, buf, &n, err) != SM_OK) {
+        if (act__read_file(path, buf, ACT_CG_FILE_TEXT_MAX, &n, err) != SM_OK) {
             continue; /* gone, or not a process */
         }
         if (n > 0 && buf[n - 1] == '\n') {
@@ -1116,7 +954,7 @@ int act_cg_group_from_process(const struct act_cg *cg,
     }
     snprintf(path, sizeof path, "%s/%d/cgroup", proc_root, best);
     size_t n;
-    int rv = read_text(path, buf, &n, errmsg);
+    int rv = act__read_file(path, buf, ACT_CG_FILE_TEXT_MAX, &n, errmsg);
     if (rv == SM_OK) {
         rv = act_cg_parse_proc_cgroup(cg->layout, buf, n, g, errmsg);
         if (rv != SM_OK) {
@@ -1219,7 +1057,7 @@ int act_cg_read(const struct act_cg *cg,
         size_t n;
         int rv = knob_path(cg, g, knob, files[i], path, errmsg);
         if (rv == SM_OK) {
-            rv = read_text(path, buf, &n, errmsg);
+            rv = act__read_file(path, buf, ACT_CG_FILE_TEXT_MAX, &n, errmsg);
         }
         if (rv == SM_OK) {
             rv = act_cg_parse(files[i], buf, n, &t, errmsg);
@@ -1289,7 +1127,7 @@ int act_cg_apply(const struct act_cg *cg,
         }
         rv = knob_path(cg, g, want->knob, files[i], path, errmsg);
         if (rv == SM_OK) {
-            rv = write_text(path, new_text[i], errmsg);
+            rv = act__write_file(path, new_text[i], errmsg);
         }
         if (rv != SM_OK) {
             /* Undo the earlier files of this knob (v1 cpu's period). */
@@ -1301,7 +1139,7 @@ int act_cg_apply(const struct act_cg *cg,
                 }
                 if (knob_path(cg, g, want->knob, files[j], undo, err) !=
                         SM_OK ||
-                    write_text(undo, old_text[j], err) != SM_OK) {
+                    act__write_file(undo, old_text[j], err) != SM_OK) {
                     *changed = true;
                     sm_errmsg_wrapf(errmsg, "(%s left changed)", undo);
                 }

@@ -9,14 +9,13 @@
  *
  * Paths are ROOT/cpuN/cpufreq/FILE with N a number below
  * ACT_CPUFREQ_MAX_CPUS and FILE fixed; files are opened without O_CREAT. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "actuate/actuate.h"
+#include "actuate/sysfs_internal.h"
 #include "base/err.h"
 
 #define DEFAULT_ROOT  "/sys/devices/system/cpu"
@@ -33,27 +32,6 @@ static const char *const file_names[FILE__COUNT] = {
 /* ---- Parsers --------------------------------------------------------------
  */
 
-/* Parses exactly @n decimal digits (at most 20) into @v, without overflow. */
-static bool parse_u64(const char *p, size_t n, uint64_t *v)
-{
-    if (n == 0 || n > 20) {
-        return false;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return false;
-        }
-        unsigned d = (unsigned)(p[i] - '0');
-        if (x > (UINT64_MAX - d) / 10) {
-            return false;
-        }
-        x = x * 10 + d;
-    }
-    *v = x;
-    return true;
-}
-
 int act_cpufreq_parse_khz(const char *text,
                           size_t len,
                           uint32_t *khz,
@@ -61,7 +39,7 @@ int act_cpufreq_parse_khz(const char *text,
 {
     size_t n = len > 0 && text[len - 1] == '\n' ? len - 1 : len;
     uint64_t v;
-    if (!parse_u64(text, n, &v) || v == 0 || v > UINT32_MAX) {
+    if (!act__parse_u64(text, n, &v) || v == 0 || v > UINT32_MAX) {
         sm_errmsg_printf(errmsg, "bad frequency \"%.*s\" (want kHz, 1..%u)",
                          (int)(n < 32 ? n : 32), text, UINT32_MAX);
         return SM_EINVAL;
@@ -81,30 +59,10 @@ int act_cpufreq_parse_cpus(const char *list,
         sm_errmsg_printf(errmsg, "cpu list %s", len ? "too long" : "is empty");
         return SM_EINVAL;
     }
-    size_t i = 0;
-    while (i <= len) {
-        size_t end = i;
-        while (end < len && list[end] != ',') {
-            end++;
-        }
-        const char *dash = memchr(list + i, '-', end - i);
-        size_t d = dash ? (size_t)(dash - list) : end;
-        uint64_t lo, hi;
-        bool ok = parse_u64(list + i, d - i, &lo);
-        hi = lo;
-        if (ok && dash != NULL) {
-            ok = parse_u64(dash + 1, end - d - 1, &hi);
-        }
-        if (!ok || lo > hi || hi >= ACT_CPUFREQ_MAX_CPUS) {
-            sm_errmsg_printf(errmsg, "bad cpu list item \"%.*s\" in \"%.64s\"",
-                             (int)(end - i < 32 ? end - i : 32), list + i,
-                             list);
-            return SM_EINVAL;
-        }
-        for (uint64_t c = lo; c <= hi; c++) {
-            set[c / 64] |= UINT64_C(1) << (c % 64);
-        }
-        i = end + 1;
+    int rv = act__cpulist_parse(list, len, set, errmsg);
+    if (rv != SM_OK) {
+        sm_errmsg_wrapf(errmsg, "cpu list \"%.64s\"", list);
+        return rv;
     }
     size_t count = 0;
     for (uint32_t c = 0; c < ACT_CPUFREQ_MAX_CPUS; c++) {
@@ -118,21 +76,6 @@ int act_cpufreq_parse_cpus(const char *list,
 
 /* ---- Files ----------------------------------------------------------------
  */
-
-static int io_fail(char *errmsg, const char *what, const char *path, int e)
-{
-    int rv = sm_err_from_errno(e);
-    if (e == EROFS) {
-        rv = SM_EPERM;
-    }
-    if (rv == SM_OK || rv == SM_ENOMEM) {
-        rv = SM_EIO; /* a short write (e == 0) or an unexpected code */
-    }
-    sm_errmsg_printf(errmsg, "cannot %s %s: %s%s", what, path,
-                     rv == SM_EPERM ? "permission denied, " : "",
-                     e ? strerror(e) : "short write");
-    return rv;
-}
 
 static int file_path(char *out,
                      const char *root,
@@ -161,22 +104,13 @@ static int read_khz(const char *root,
     if (rv != SM_OK) {
         return rv;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
-    }
     char buf[FILE_TEXT_MAX + 1];
-    ssize_t n = read(fd, buf, sizeof buf);
-    int e = errno;
-    close(fd);
-    if (n < 0) {
-        return io_fail(errmsg, "read", path, e);
+    size_t n;
+    rv = act__read_file(path, buf, FILE_TEXT_MAX, &n, errmsg);
+    if (rv != SM_OK) {
+        return rv;
     }
-    if (n > FILE_TEXT_MAX) {
-        sm_errmsg_printf(errmsg, "%s: more than %d bytes", path, FILE_TEXT_MAX);
-        return SM_EINVAL;
-    }
-    rv = act_cpufreq_parse_khz(buf, (size_t)n, khz, errmsg);
+    rv = act_cpufreq_parse_khz(buf, n, khz, errmsg);
     if (rv != SM_OK) {
         sm_errmsg_wrapf(errmsg, "%s", path);
     }
@@ -190,21 +124,9 @@ static int write_khz(const char *root, uint32_t cpu, uint32_t khz, char *errmsg)
     if (rv != SM_OK) {
         return rv;
     }
-    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
-    }
     char text[16];
-    int len = snprintf(text, sizeof text, "%u\n", (unsigned)khz);
-    ssize_t w = write(fd, text, (size_t)len);
-    int e = w < 0 ? errno : 0;
-    if (close(fd) != 0 && w == len) {
-        return io_fail(errmsg, "write", path, errno);
-    }
-    if (w != len) {
-        return io_fail(errmsg, "write", path, e);
-    }
-    return SM_OK;
+    snprintf(text, sizeof text, "%u\n", (unsigned)khz);
+    return act__write_file(path, text, errmsg);
 }
 
 /* Reads the three limits of @cpu into @out. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "actuate/actuate.h"
+#include "actuate/sysfs_internal.h"
 #include "base/err.h"
 
 #define DEFAULT_ROOT "/sys/fs/resctrl"
@@ -30,48 +31,6 @@
 static bool is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
-}
-
-/* Parses 1 to 16 hex digits (exactly @n bytes). */
-static bool parse_hex64(const char *p, size_t n, uint64_t *v)
-{
-    if (n == 0 || n > 16) {
-        return false;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        unsigned d;
-        if (c >= '0' && c <= '9') {
-            d = (unsigned)(c - '0');
-        } else if (c >= 'a' && c <= 'f') {
-            d = (unsigned)(c - 'a' + 10);
-        } else if (c >= 'A' && c <= 'F') {
-            d = (unsigned)(c - 'A' + 10);
-        } else {
-            return false;
-        }
-        x = x << 4 | d;
-    }
-    *v = x;
-    return true;
-}
-
-/* Parses 1 to 9 decimal digits (exactly @n bytes). */
-static bool parse_u32(const char *p, size_t n, uint32_t *v)
-{
-    if (n == 0 || n > 9) {
-        return false;
-    }
-    uint32_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return false;
-        }
-        x = x * 10 + (uint32_t)(p[i] - '0');
-    }
-    *v = x;
-    return true;
 }
 
 /* @n without one trailing newline at @p. */
@@ -126,7 +85,7 @@ int act_rdt_parse_info(const char *mask_text,
     uint32_t min;
     mask_len = chomp(mask_text, mask_len);
     min_len = chomp(min_text, min_len);
-    if (!parse_hex64(mask_text, mask_len, &mask) || mask == 0 ||
+    if (!act__parse_hex(mask_text, mask_len, 16, &mask) || mask == 0 ||
         (mask & (mask + 1)) != 0) {
         sm_errmsg_printf(errmsg,
                          "cbm_mask \"%.*s\" is not a hex mask of contiguous "
@@ -135,7 +94,7 @@ int act_rdt_parse_info(const char *mask_text,
         return SM_EINVAL;
     }
     uint32_t bits = popcount64(mask);
-    if (!parse_u32(min_text, min_len, &min) || min == 0 || min > bits) {
+    if (!act__parse_u32(min_text, min_len, &min) || min == 0 || min > bits) {
         sm_errmsg_printf(errmsg, "min_cbm_bits \"%.*s\" is not in 1..%u",
                          (int)(min_len < 32 ? min_len : 32), min_text, bits);
         return SM_EINVAL;
@@ -163,8 +122,8 @@ static int parse_l3(const char *p, size_t n, struct act_rdt_schemata *s)
         uint32_t id;
         uint64_t mask;
         if (s->n_l3 == ACT_RDT_MAX_DOMAINS || eq == NULL ||
-            !parse_u32(p + i, (size_t)(eq - (p + i)), &id) ||
-            !parse_hex64(eq + 1, (size_t)(p + end - eq - 1), &mask)) {
+            !act__parse_u32(p + i, (size_t)(eq - (p + i)), &id) ||
+            !act__parse_hex(eq + 1, (size_t)(p + end - eq - 1), 16, &mask)) {
             return SM_EINVAL;
         }
         for (size_t k = 0; k < s->n_l3; k++) {
@@ -451,36 +410,6 @@ int act_rdt_group_name(const char *tmpl,
 /* ---- Files ----------------------------------------------------------------
  */
 
-static int map_errno(int e)
-{
-    switch (e) {
-        case ENOENT:
-        case ENOTDIR:
-            return SM_ENOTFOUND;
-        case EACCES:
-        case EPERM:
-        case EROFS:
-            return SM_EPERM;
-        case EINVAL:
-        case ERANGE:
-            return SM_EINVAL;
-        case EEXIST:
-            return SM_EEXIST;
-        case ENOMEM:
-            return SM_ENOMEM;
-        default:
-            return SM_EIO;
-    }
-}
-
-static int io_fail(char *errmsg, const char *what, const char *path, int e)
-{
-    sm_errmsg_printf(errmsg, "cannot %s %s: %s%s", what, path,
-                     map_errno(e) == SM_EPERM ? "permission denied, " : "",
-                     strerror(e));
-    return map_errno(e);
-}
-
 /* Builds root/group/file ("" group: root/file; NULL file: the directory). */
 static int path_of(char *out,
                    const struct act_rdt *r,
@@ -498,34 +427,17 @@ static int path_of(char *out,
     return SM_OK;
 }
 
-/* Reads all of @path (at most ACT_RDT_FILE_TEXT_MAX bytes) into @buf. */
-static int read_text(const char *path, char *buf, size_t *len, char *errmsg)
+/* path_of() for the group @group, checked first (the default group ""
+ * only when @allow_default). */
+static int group_path(char *out,
+                      const struct act_rdt *r,
+                      const char *group,
+                      bool allow_default,
+                      const char *file,
+                      char *errmsg)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
-    }
-    size_t n = 0;
-    for (;;) {
-        ssize_t got = read(fd, buf + n, ACT_RDT_FILE_TEXT_MAX + 1 - n);
-        if (got < 0) {
-            int e = errno;
-            close(fd);
-            return io_fail(errmsg, "read", path, e);
-        }
-        n += (size_t)got;
-        if (got == 0 || n > ACT_RDT_FILE_TEXT_MAX) {
-            break;
-        }
-    }
-    close(fd);
-    if (n > ACT_RDT_FILE_TEXT_MAX) {
-        sm_errmsg_printf(errmsg, "%s: more than %d bytes", path,
-                         ACT_RDT_FILE_TEXT_MAX);
-        return SM_EINVAL;
-    }
-    *len = n;
-    return SM_OK;
+    int rv = check_group(group, allow_default, errmsg);
+    return rv == SM_OK ? path_of(out, r, group, file, errmsg) : rv;
 }
 
 /* Appends resctrl's own explanation of the last failed write, if any. */
@@ -536,7 +448,8 @@ static void add_last_status(const struct act_rdt *r, char *errmsg)
     char err[SM_ERRMSG_SIZE];
     size_t n;
     if (path_of(path, r, "info", "last_cmd_status", err) != SM_OK ||
-        read_text(path, buf, &n, err) != SM_OK || chomp(buf, n) == 0) {
+        act__read_file(path, buf, ACT_RDT_FILE_TEXT_MAX, &n, err) != SM_OK ||
+        chomp(buf, n) == 0) {
         return;
     }
     size_t len = strlen(errmsg);
@@ -544,29 +457,13 @@ static void add_last_status(const struct act_rdt *r, char *errmsg)
              (int)chomp(buf, n), buf);
 }
 
-/* Writes @text to @path in one write() call. */
+/* Writes @text to @path, adding resctrl's reason when it refuses it. */
 static int write_text(const struct act_rdt *r,
                       const char *path,
                       const char *text,
-                      int flags,
                       char *errmsg)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | flags);
-    if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
-    }
-    size_t len = strlen(text);
-    ssize_t w = write(fd, text, len);
-    int e = w < 0 ? errno : EIO;
-    if (w == (ssize_t)len && close(fd) == 0) {
-        return SM_OK;
-    }
-    if (w == (ssize_t)len) {
-        e = errno; /* close failed */
-    } else {
-        close(fd);
-    }
-    int rv = io_fail(errmsg, "write", path, e);
+    int rv = act__write_file(path, text, errmsg);
     if (rv == SM_EINVAL) {
         add_last_status(r, errmsg);
     }
@@ -605,9 +502,9 @@ static int read_info(struct act_rdt *r, char *errmsg)
                             : "no L3 cache allocation (no info/L3)");
         return SM_ENOTFOUND;
     }
-    rv = read_text(mpath, mask, &ml, errmsg);
+    rv = act__read_file(mpath, mask, ACT_RDT_FILE_TEXT_MAX, &ml, errmsg);
     if (rv == SM_OK) {
-        rv = read_text(npath, min, &nl, errmsg);
+        rv = act__read_file(npath, min, ACT_RDT_FILE_TEXT_MAX, &nl, errmsg);
     }
     if (rv == SM_OK) {
         rv = act_rdt_parse_info(mask, ml, min, nl, &r->info, errmsg);
@@ -667,10 +564,7 @@ int act_rdt_group_create(const struct act_rdt *r,
         *created = false;
     }
     char path[ACT_CG_PATH_SIZE];
-    int rv = check_group(group, false, errmsg);
-    if (rv == SM_OK) {
-        rv = path_of(path, r, group, NULL, errmsg);
-    }
+    int rv = group_path(path, r, group, false, NULL, errmsg);
     if (rv != SM_OK) {
         return rv;
     }
@@ -685,7 +579,7 @@ int act_rdt_group_create(const struct act_rdt *r,
     if (e == EEXIST && lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         return SM_OK;
     }
-    return io_fail(errmsg, "make resctrl group", path, e);
+    return act__io_fail(errmsg, "make resctrl group", path, e);
 }
 
 int act_rdt_group_remove(const struct act_rdt *r,
@@ -693,17 +587,14 @@ int act_rdt_group_remove(const struct act_rdt *r,
                          char *errmsg)
 {
     char path[ACT_CG_PATH_SIZE];
-    int rv = check_group(group, false, errmsg);
-    if (rv == SM_OK) {
-        rv = path_of(path, r, group, NULL, errmsg);
-    }
+    int rv = group_path(path, r, group, false, NULL, errmsg);
     if (rv != SM_OK) {
         return rv;
     }
     if (rmdir(path) == 0 || errno == ENOENT) {
         return SM_OK;
     }
-    return io_fail(errmsg, "remove resctrl group", path, errno);
+    return act__io_fail(errmsg, "remove resctrl group", path, errno);
 }
 
 int act_rdt_read(const struct act_rdt *r,
@@ -714,12 +605,9 @@ int act_rdt_read(const struct act_rdt *r,
     char path[ACT_CG_PATH_SIZE];
     char buf[ACT_RDT_FILE_TEXT_MAX + 1];
     size_t n;
-    int rv = check_group(group, true, errmsg);
+    int rv = group_path(path, r, group, true, "schemata", errmsg);
     if (rv == SM_OK) {
-        rv = path_of(path, r, group, "schemata", errmsg);
-    }
-    if (rv == SM_OK) {
-        rv = read_text(path, buf, &n, errmsg);
+        rv = act__read_file(path, buf, ACT_RDT_FILE_TEXT_MAX, &n, errmsg);
     }
     if (rv == SM_OK) {
         rv = act_rdt_schemata_parse(buf, n, s, errmsg);
@@ -753,7 +641,7 @@ static int write_if_changed(const struct act_rdt *r,
         rv = path_of(path, r, group, "schemata", errmsg);
     }
     if (rv == SM_OK) {
-        rv = write_text(r, path, text, O_TRUNC, errmsg);
+        rv = write_text(r, path, text, errmsg);
     }
     if (rv == SM_OK && changed != NULL) {
         *changed = true;
@@ -884,7 +772,7 @@ int act_rdt_move_tasks(const struct act_rdt *r,
     }
     int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        return io_fail(errmsg, "open", path, errno);
+        return act__io_fail(errmsg, "open", path, errno);
     }
     for (size_t i = 0; i < n; i++) {
         char line[24];
@@ -893,7 +781,8 @@ int act_rdt_move_tasks(const struct act_rdt *r,
         if (w == len) {
             done++;
         } else if (!(w < 0 && errno == ESRCH)) {
-            rv = io_fail(errmsg, "move a task to", path, w < 0 ? errno : EIO);
+            rv = act__io_fail(errmsg, "move a task to", path,
+                              w < 0 ? errno : EIO);
             sm_errmsg_wrapf(errmsg, "pid %d", pids[i]);
             break;
         }

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "actuate/actuate.h"
+#include "actuate/sysfs_internal.h"
 #include "base/err.h"
 
 #define DEFAULT_TC  "tc"
@@ -246,23 +247,9 @@ int act_tc_size_parse(const char *text,
 /* Parses 1 to 4 hex digits; true when @n is in that range and all are. */
 static bool hex16(const char *p, size_t n, uint16_t *v)
 {
-    if (n == 0 || n > 4) {
+    uint64_t x;
+    if (!act__parse_hex(p, n, 4, &x)) {
         return false;
-    }
-    unsigned x = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        unsigned d;
-        if (is_digit(c)) {
-            d = (unsigned)(c - '0');
-        } else if (c >= 'a' && c <= 'f') {
-            d = (unsigned)(c - 'a' + 10);
-        } else if (c >= 'A' && c <= 'F') {
-            d = (unsigned)(c - 'A' + 10);
-        } else {
-            return false;
-        }
-        x = x * 16 + d;
     }
     *v = (uint16_t)x;
     return true;
@@ -300,26 +287,6 @@ void act_tc_handle_format(struct act_tc_handle h, char *buf)
 static bool handle_eq(struct act_tc_handle a, struct act_tc_handle b)
 {
     return a.major == b.major && a.minor == b.minor;
-}
-
-/* Parses a decimal uint32 of exactly @n bytes. */
-static bool parse_u32(const char *p, size_t n, uint32_t *v)
-{
-    if (n == 0 || n > 10) {
-        return false;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!is_digit(p[i])) {
-            return false;
-        }
-        x = x * 10 + (unsigned)(p[i] - '0');
-    }
-    if (x > UINT32_MAX) {
-        return false;
-    }
-    *v = (uint32_t)x;
-    return true;
 }
 
 /* ---- Class lists --------------------------------------------------------- */
@@ -467,7 +434,8 @@ static int key_set(struct act_tc_htb *h,
             return act_tc_handle_parse(v, n, &h->parent, errmsg);
         case KEY_PRIO:
         case KEY_OVERHEAD:
-            if (!parse_u32(v, n, key == KEY_PRIO ? &h->prio : &h->overhead)) {
+            if (!act__parse_u32(v, n,
+                                key == KEY_PRIO ? &h->prio : &h->overhead)) {
                 sm_errmsg_printf(errmsg, "bad number \"%.*s\"",
                                  (int)(n < 64 ? n : 64), v);
                 return SM_EINVAL;

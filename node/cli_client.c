@@ -233,6 +233,44 @@ static int ask(const struct node_client_flags *f,
     return 0;
 }
 
+/* Sends a POST of @body (@len bytes; NULL for none) to @path signed with
+ * the cluster secret in f->secret_file and the current time. Returns 0
+ * with @resp filled (whatever the HTTP status; free resp->body), or says
+ * why (secret unreadable, peer not asked) and returns -1. */
+static int ask_signed(const struct node_client_flags *f,
+                      const char *path,
+                      const char *body,
+                      size_t len,
+                      struct node_client_response *resp,
+                      FILE *err)
+{
+    resp->body = NULL;
+    struct tp_secret secret;
+    char msg[SM_ERRMSG_SIZE] = "";
+    if (node_read_secret(f->secret_file, &secret, err, msg) != SM_OK) {
+        fprintf(err, "sagemesh %s: %s\n", f->cmd, msg);
+        return -1;
+    }
+    char auth[TP_AUTH_HEADER_MAX];
+    tp_credential_sign(&secret, "POST", path, (uint64_t)time(NULL),
+                       body != NULL ? body : "", len, auth);
+    tp_secret_wipe(&secret);
+    return ask(f, "POST", path, auth, body, len, resp, err);
+}
+
+/* Reports the peer's refusal of @verb, with the reason from its error
+ * body, as "sagemesh CMD VERB: reason". Returns NODE_EXIT_FAILED. */
+static int refused(const struct node_client_flags *f,
+                   const char *verb,
+                   const struct node_client_response *resp,
+                   FILE *err)
+{
+    char msg[SM_ERRMSG_SIZE];
+    node_render_error(resp->body, resp->len, msg, sizeof msg);
+    fprintf(err, "sagemesh %s %s: %s\n", f->cmd, verb, msg);
+    return NODE_EXIT_FAILED;
+}
+
 /* Reports an HTTP status the command has no special words for. Returns
  * NODE_EXIT_FAILED. */
 static int http_error(const struct node_client_flags *f,
@@ -655,20 +693,11 @@ int node__cmd_train(int argc, char **argv, FILE *out, FILE *err)
                            "needs the cluster secret: --secret-file FILE or "
                            "SAGEMESH_SECRET_FILE");
     }
-    struct tp_secret secret;
-    char msg[SM_ERRMSG_SIZE] = "";
-    if (node_read_secret(f.secret_file, &secret, err, msg) != SM_OK) {
-        fprintf(err, "sagemesh train: %s\n", msg);
-        return NODE_EXIT_FAILED;
-    }
-    char auth[TP_AUTH_HEADER_MAX];
-    tp_credential_sign(&secret, "POST", "/v1/train", (uint64_t)time(NULL), "",
-                       0, auth);
-    tp_secret_wipe(&secret);
     struct node_client_response resp;
-    if (ask(&f, "POST", "/v1/train", auth, NULL, 0, &resp, err) != 0) {
+    if (ask_signed(&f, "/v1/train", NULL, 0, &resp, err) != 0) {
         return NODE_EXIT_FAILED;
     }
+    char msg[SM_ERRMSG_SIZE] = "";
     uint64_t version = 0, rounds = 0;
     int code = -1;
     if (resp.status == 409) {
@@ -713,25 +742,14 @@ static int change_action(const struct node_client_flags *f,
     snprintf(path, sizeof path, "/v1/actions/%s", verb);
     int len = snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
     snprintf(what, sizeof what, "POST %s", path);
-    struct tp_secret secret;
-    char msg[SM_ERRMSG_SIZE] = "";
-    if (node_read_secret(f->secret_file, &secret, err, msg) != SM_OK) {
-        fprintf(err, "sagemesh actions: %s\n", msg);
-        return NODE_EXIT_FAILED;
-    }
-    char auth[TP_AUTH_HEADER_MAX];
-    tp_credential_sign(&secret, "POST", path, (uint64_t)time(NULL), body,
-                       (size_t)len, auth);
-    tp_secret_wipe(&secret);
     struct node_client_response resp;
-    if (ask(f, "POST", path, auth, body, (size_t)len, &resp, err) != 0) {
+    if (ask_signed(f, path, body, (size_t)len, &resp, err) != 0) {
         return NODE_EXIT_FAILED;
     }
+    char msg[SM_ERRMSG_SIZE] = "";
     int code = NODE_EXIT_OK;
     if (resp.status == 404 || resp.status == 409) {
-        node_render_error(resp.body, resp.len, msg, sizeof msg);
-        fprintf(err, "sagemesh actions %s: %s\n", verb, msg);
-        code = NODE_EXIT_FAILED;
+        code = refused(f, verb, &resp, err);
     } else if (resp.status != 200) {
         code = http_error(f, what, 1, &resp, err);
     } else if (f->json) {
@@ -844,18 +862,8 @@ static int change_member(const struct node_client_flags *f,
                              "{\"id\":\"%s\",\"address\":\"%s\"}", id, addr)
                   : snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
     snprintf(what, sizeof what, "POST %s", path);
-    struct tp_secret secret;
-    char msg[SM_ERRMSG_SIZE] = "";
-    if (node_read_secret(f->secret_file, &secret, err, msg) != SM_OK) {
-        fprintf(err, "sagemesh members: %s\n", msg);
-        return NODE_EXIT_FAILED;
-    }
-    char auth[TP_AUTH_HEADER_MAX];
-    tp_credential_sign(&secret, "POST", path, (uint64_t)time(NULL), body,
-                       (size_t)len, auth);
-    tp_secret_wipe(&secret);
     struct node_client_response resp;
-    if (ask(f, "POST", path, auth, body, (size_t)len, &resp, err) != 0) {
+    if (ask_signed(f, path, body, (size_t)len, &resp, err) != 0) {
         return NODE_EXIT_FAILED;
     }
     int code = NODE_EXIT_OK;
@@ -871,9 +879,7 @@ static int change_member(const struct node_client_flags *f,
         }
     } else if (resp.status == 400 || resp.status == 404 || resp.status == 409 ||
                resp.status == 503) {
-        node_render_error(resp.body, resp.len, msg, sizeof msg);
-        fprintf(err, "sagemesh members %s: %s\n", verb, msg);
-        code = NODE_EXIT_FAILED;
+        code = refused(f, verb, &resp, err);
     } else {
         code = http_error(f, what, 1, &resp, err);
     }

@@ -18,7 +18,7 @@ void node_config_init(struct node_config *c)
     memset(c, 0, sizeof *c);
     c->listen_http = "127.0.0.1:4318";
     c->listen_peer = "127.0.0.1:7401";
-    c->election_ms = 1000;
+    c->election_ms = 500;
     c->voters = 3;
     c->qos_percentile = 99;
     c->window_s = 30;
@@ -95,6 +95,7 @@ static const struct key keys[] = {
     {"id", STRING, FIELD(id), 0, 0, 0},
     {"listen-http", STRING, FIELD(listen_http), 0, 0, 0},
     {"listen-peer", STRING, FIELD(listen_peer), 0, 0, 0},
+    {"advertise-peer", STRING, FIELD(advertise_peer), 0, 0, 0},
     {"join", LIST, FIELD(join), FIELD(n_join), 0, 0},
     {"election-timeout", NUMBER, FIELD(election_ms), 0, 100, 60000},
     {"voters", NUMBER, FIELD(voters), 0, 3, 5},
@@ -434,6 +435,19 @@ int node_config_validate(const struct node_config *c,
         sm_errmsg_printf(errmsg,
                          "--listen-peer '%s' is not a numeric HOST:PORT",
                          c->listen_peer);
+        return SM_EINVAL;
+    }
+    const char *adv = c->advertise_peer ? c->advertise_peer : c->listen_peer;
+    if (node_parse_hostport(adv, host, sizeof host, &port) != SM_OK) {
+        sm_errmsg_printf(
+            errmsg, "--advertise-peer '%s' is not a numeric HOST:PORT", adv);
+        return SM_EINVAL;
+    }
+    if (c->secret_file != NULL && strcmp(host, "0.0.0.0") == 0) {
+        sm_errmsg_printf(errmsg,
+                         "other peers cannot dial %s: give --advertise-peer "
+                         "with this host's address",
+                         adv);
         return SM_EINVAL;
     }
     for (size_t i = 0; i < c->n_join; i++) {

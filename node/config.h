@@ -14,12 +14,13 @@
  * the config's own storage (node_config_free releases it). */
 struct node_config
 {
-    const char *id;          /* default: the host name */
-    const char *listen_http; /* default 127.0.0.1:4318 */
-    const char *listen_peer; /* default 127.0.0.1:7401 */
+    const char *id;             /* default: the host name */
+    const char *listen_http;    /* default 127.0.0.1:4318 */
+    const char *listen_peer;    /* default 127.0.0.1:7401 */
+    const char *advertise_peer; /* default: listen_peer */
     const char *join[NODE_MAX_LIST];
     size_t n_join;
-    double election_ms;      /* raft election timeout; default 1000 */
+    double election_ms;      /* raft election timeout; default 500 */
     double voters;           /* voters wanted: 3 (default) or 5 */
     const char *data_dir;    /* required */
     const char *secret_file; /* optional until the mesh needs it */

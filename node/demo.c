@@ -1,13 +1,18 @@
 /* `sagemesh demo`: the main job, end to end, on one machine.
  *
- * Starts a real peer as a child process (this same binary), streams an
- * hour of the simulator's `social` application to it over OTLP/HTTP (event
- * time, so the hour takes seconds), lets it train its model, injects a CPU
- * hog into one service, and shows the diagnoses the way an operator sees
- * them, with the commands an operator would type. It checks the answer
- * against the injected ground truth: exit 0 only when the culprit service
- * and resource are right. The peer is stopped at the end (SIGTERM, then
- * SIGKILL if it does not stop); its data and log are kept. */
+ * Starts a mesh of three real peers as child processes (this same binary,
+ * one cluster secret): the first bootstraps the mesh, the other two join
+ * it, and the demo waits until the three are voters with one leader and
+ * shows `sagemesh members list`. It then streams an hour of the
+ * simulator's `social` application to one follower over OTLP/HTTP (event
+ * time, so the hour takes seconds), lets that peer train its model,
+ * injects a CPU hog into one service, and shows the diagnoses the way an
+ * operator sees them, as served by a different peer: diagnoses are
+ * committed through the mesh's raft log and every peer serves the same
+ * list. It checks the answer against the injected ground truth: exit 0
+ * only when the culprit service and resource are right and the three
+ * peers stop with exit 0 on SIGTERM (each is killed if it does not stop).
+ * Their data and logs are kept. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,25 +38,42 @@
 
 extern char **environ;
 
-#define DEMO_START_S 1700028000 /* the simulator's default start */
-#define CLEAN_S      3600       /* normal traffic before the fault */
-#define FAULT_RUN_S  660        /* the second run, holding the fault */
-#define FAULT_AT_S   240        /* into the second run */
-#define FAULT_FOR_S  300
-#define TRAIN_AFTER  120 /* windows of 30 s: the clean hour */
-#define CULPRIT      "compose-post"
-#define CULPRIT_RES  "cpu"
-#define MAGNITUDE    "1.5"
-#define WAIT_MODEL_S 240
-#define WAIT_DIAG_S  60
-#define STOP_GRACE_S 10
+#define DEMO_START_S  1700028000 /* the simulator's default start */
+#define CLEAN_S       3600       /* normal traffic before the fault */
+#define FAULT_RUN_S   660        /* the second run, holding the fault */
+#define FAULT_AT_S    240        /* into the second run */
+#define FAULT_FOR_S   300
+#define TRAIN_AFTER   120 /* windows of 30 s: the clean hour */
+#define STR_(x)       #x
+#define STR(x)        STR_(x)
+#define TRAIN_AFTER_S STR(TRAIN_AFTER)
+#define CULPRIT       "compose-post"
+#define CULPRIT_RES   "cpu"
+#define MAGNITUDE     "1.5"
+#define WAIT_MODEL_S  240
+#define WAIT_DIAG_S   60
+#define STOP_GRACE_S  10
+#define WAIT_MESH_S   20
+#define WAIT_COPY_S   10
+#define PEERS         3
+
+struct demo_peer
+{
+    char id[16];   /* demo-N */
+    char http[64]; /* 127.0.0.1:PORT */
+    int mesh_port;
+    char log[300], data[300];
+    pid_t pid;
+};
 
 struct demo
 {
     char dir[256];
-    char peer[64]; /* 127.0.0.1:PORT */
-    char secret[300], log[300], data[300];
-    pid_t pid;
+    char secret[300];
+    struct demo_peer p[PEERS];
+    int leader;  /* index in p[] */
+    int traffic; /* the follower the traffic goes to */
+    int shown;   /* the other peer whose diagnoses are shown */
     FILE *out, *err;
 };
 
@@ -69,20 +91,31 @@ static void nap_ms(long ms)
     }
 }
 
-/* Starts `sagemesh peer` (this executable) in the background. */
-static int start_peer(struct demo *d)
+/* The value of "KEY=" on @line as a number, 0 when absent. */
+static int field(const char *line, const char *key)
 {
+    const char *at = strstr(line, key);
+    return at != NULL ? atoi(at + strlen(key)) : 0;
+}
+
+/* Starts `sagemesh peer` (this executable) in the background as peer @i;
+ * peers after the first join the first one's mesh port. */
+static int start_peer(struct demo *d, int i)
+{
+    struct demo_peer *p = &d->p[i];
+    char join[64];
+    snprintf(join, sizeof join, "127.0.0.1:%d", d->p[0].mesh_port);
     char *argv[] = {
         "sagemesh",
         "peer",
         "--id",
-        "demo-1",
+        p->id,
         "--listen-http",
         "127.0.0.1:0",
         "--listen-peer",
         "127.0.0.1:0",
         "--data-dir",
-        d->data,
+        p->data,
         "--secret-file",
         d->secret,
         "--qos-service",
@@ -90,11 +123,13 @@ static int start_peer(struct demo *d)
         "--qos-target-ms",
         "100",
         "--train-after",
-        "120",
+        TRAIN_AFTER_S,
         "--retrain-every",
         "0",
         "--log-file",
-        d->log,
+        p->log,
+        i > 0 ? "--join" : NULL,
+        join,
         NULL,
     };
     posix_spawn_file_actions_t fa;
@@ -103,85 +138,104 @@ static int start_peer(struct demo *d)
                                      0);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY,
                                      0);
-    int rv = posix_spawn(&d->pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    int rv = posix_spawn(&p->pid, "/proc/self/exe", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rv != 0) {
-        fprintf(d->err, "sagemesh demo: cannot start the peer: %s\n",
+        fprintf(d->err, "sagemesh demo: cannot start %s: %s\n", p->id,
                 strerror(rv));
-        d->pid = 0;
+        p->pid = 0;
         return -1;
     }
-    /* The peer logs the port it bound ("http_port=N") once it serves. */
+    /* The peer logs the ports it bound once it serves ("peer started ...
+     * id=ID ... http_port=N peer_port=M"). */
+    char tag[32];
+    snprintf(tag, sizeof tag, "id=%s ", p->id);
     for (double end = now_s() + 15; now_s() < end;) {
-        FILE *f = fopen(d->log, "r");
+        FILE *f = fopen(p->log, "r");
         char line[2048];
-        int port = 0;
+        int port = 0, mesh_port = 0;
         while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-            const char *at = strstr(line, "http_port=");
-            if (at != NULL && strstr(line, "id=demo-1") != NULL) {
-                port = atoi(at + 10);
+            if (strstr(line, "msg=\"peer started\"") != NULL &&
+                strstr(line, tag) != NULL) {
+                port = field(line, "http_port=");
+                mesh_port = field(line, "peer_port=");
             }
         }
         if (f != NULL) {
             fclose(f);
         }
-        if (port > 0) {
-            snprintf(d->peer, sizeof d->peer, "127.0.0.1:%d", port);
+        if (port > 0 && mesh_port > 0) {
+            snprintf(p->http, sizeof p->http, "127.0.0.1:%d", port);
+            p->mesh_port = mesh_port;
             return 0;
         }
         int status;
-        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-            d->pid = 0;
-            fprintf(d->err, "sagemesh demo: the peer exited at start; see %s\n",
-                    d->log);
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = 0;
+            fprintf(d->err, "sagemesh demo: %s exited at start; see %s\n",
+                    p->id, p->log);
             return -1;
         }
         nap_ms(50);
     }
-    fprintf(d->err, "sagemesh demo: the peer did not start in 15 s; see %s\n",
-            d->log);
+    fprintf(d->err, "sagemesh demo: %s did not start in 15 s; see %s\n", p->id,
+            p->log);
     return -1;
 }
 
-/* Stops the peer: SIGTERM, then SIGKILL after STOP_GRACE_S. Returns 0
- * when it exited 0 on SIGTERM, as it must. */
-static int stop_peer(struct demo *d)
+/* Stops every peer started: SIGTERM to all, then each must exit 0 within
+ * STOP_GRACE_S (else SIGKILL). Returns 0 when all exited 0, as they must. */
+static int stop_peers(struct demo *d)
 {
-    if (d->pid <= 0) {
-        return 0;
-    }
-    kill(d->pid, SIGTERM);
     double t0 = now_s();
-    int status = 0, killed = 0;
-    while (waitpid(d->pid, &status, WNOHANG) == 0) {
-        if (now_s() - t0 > STOP_GRACE_S) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &status, 0);
-            killed = 1;
-            break;
+    for (int i = 0; i < PEERS; i++) {
+        if (d->p[i].pid > 0) {
+            kill(d->p[i].pid, SIGTERM);
         }
-        nap_ms(20);
     }
-    d->pid = 0;
-    if (killed) {
-        fprintf(d->err,
-                "sagemesh demo: the peer did not stop within %d s of "
-                "SIGTERM; killed it\n",
-                STOP_GRACE_S);
-        return -1;
-    }
-    if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(d->err,
-                "sagemesh demo: the peer ended badly on SIGTERM (%s %d); "
-                "see %s\n",
-                WIFSIGNALED(status) ? "signal" : "exit status",
+    int bad = 0, stopped = 0;
+    for (int i = 0; i < PEERS; i++) {
+        struct demo_peer *p = &d->p[i];
+        if (p->pid <= 0) {
+            continue;
+        }
+        int status = 0, killed = 0;
+        while (waitpid(p->pid, &status, WNOHANG) == 0) {
+            if (now_s() - t0 > STOP_GRACE_S) {
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, &status, 0);
+                killed = 1;
+                break;
+            }
+            nap_ms(20);
+        }
+        p->pid = 0;
+        if (killed) {
+            fprintf(d->err,
+                    "sagemesh demo: %s did not stop within %d s of SIGTERM; "
+                    "killed it\n",
+                    p->id, STOP_GRACE_S);
+            bad = 1;
+        } else if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(
+                d->err,
+                "sagemesh demo: %s ended badly on SIGTERM (%s %d); see "
+                "%s\n",
+                p->id, WIFSIGNALED(status) ? "signal" : "exit status",
                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
-                d->log);
-        return -1;
+                p->log);
+            bad = 1;
+        } else {
+            stopped++;
+        }
     }
-    fprintf(d->out, "Stopped the peer with SIGTERM in %.1f s (exit 0).\n",
-            now_s() - t0);
-    return 0;
+    if (stopped > 0 && !bad) {
+        fprintf(d->out,
+                "Stopped the %d peers with SIGTERM in %.1f s (each exited "
+                "0).\n",
+                stopped, now_s() - t0);
+    }
+    return bad ? -1 : 0;
 }
 
 /* Figures of GET /v1/status the demo waits on. */
@@ -192,6 +246,9 @@ struct figures
     double last_round_s;
     uint64_t last_round_windows;
     int last_round_ok;
+    /* The mesh. */
+    char role[16], leader[32];
+    size_t members, voters;
 };
 
 static uint64_t u64_at(const struct node_json *obj, const char *key)
@@ -201,13 +258,25 @@ static uint64_t u64_at(const struct node_json *obj, const char *key)
     return v;
 }
 
-static int get_figures(struct demo *d, struct figures *f)
+static void str_at(const struct node_json *obj,
+                   const char *key,
+                   char *out,
+                   size_t cap)
+{
+    const char *v = node_json_str(node_json_get(obj, key));
+    snprintf(out, cap, "%s", v != NULL ? v : "");
+}
+
+/* GET /v1/status of @p into @f. */
+static int get_figures(struct demo *d,
+                       const struct demo_peer *p,
+                       struct figures *f)
 {
     struct node_client_response r = {0, NULL, 0};
     char msg[SM_ERRMSG_SIZE];
-    if (node_client_request(d->peer, "GET", "/v1/status", NULL, NULL, 0, 5, &r,
+    if (node_client_request(p->http, "GET", "/v1/status", NULL, NULL, 0, 5, &r,
                             msg) != SM_OK) {
-        fprintf(d->err, "sagemesh demo: %s\n", msg);
+        fprintf(d->err, "sagemesh demo: %s: %s\n", p->id, msg);
         return -1;
     }
     struct sm_arena arena;
@@ -219,7 +288,8 @@ static int get_figures(struct demo *d, struct figures *f)
     free(r.body);
     if (rv != SM_OK) {
         sm_arena_free(&arena);
-        fprintf(d->err, "sagemesh demo: bad /v1/status answer\n");
+        fprintf(d->err, "sagemesh demo: bad /v1/status answer from %s\n",
+                p->id);
         return -1;
     }
     const struct node_json *model = node_json_get(root, "model");
@@ -235,11 +305,24 @@ static int get_figures(struct demo *d, struct figures *f)
     f->last_round_ok = ok != NULL && ok->type == NODE_JSON_BOOL && ok->boolean;
     node_json_double(node_json_get(last, "seconds"), &f->last_round_s);
     f->last_round_windows = u64_at(last, "windows");
+    str_at(root, "role", f->role, sizeof f->role);
+    str_at(root, "leader", f->leader, sizeof f->leader);
+    const struct node_json *members =
+        node_json_get(node_json_get(root, "mesh"), "members");
+    for (size_t i = 0;
+         members != NULL && members->type == NODE_JSON_ARRAY && i < members->n;
+         i++) {
+        const char *role =
+            node_json_str(node_json_get(&members->items[i], "role"));
+        f->members++;
+        f->voters += role != NULL && strcmp(role, "voter") == 0;
+    }
     sm_arena_free(&arena);
     return 0;
 }
 
-/* Streams @duration_s of simulated time from @start_s, with @faults. */
+/* Streams @duration_s of simulated time from @start_s, with @faults, to
+ * the traffic peer. */
 static int stream(struct demo *d,
                   uint64_t start_s,
                   unsigned duration_s,
@@ -249,29 +332,50 @@ static int stream(struct demo *d,
     char start[32], duration[32];
     snprintf(start, sizeof start, "%" PRIu64, start_s);
     snprintf(duration, sizeof duration, "%u", duration_s);
-    char *argv[] = {"sim",    "--topology", "social",       "--duration",
-                    duration, "--start",    start,          "--sampling",
-                    "0.1",    "--faults",   (char *)faults, "--peer",
-                    d->peer,  "--timeout",  "30",           NULL};
+    char *argv[] = {"sim",
+                    "--topology",
+                    "social",
+                    "--duration",
+                    duration,
+                    "--start",
+                    start,
+                    "--sampling",
+                    "0.1",
+                    "--faults",
+                    (char *)faults,
+                    "--peer",
+                    d->p[d->traffic].http,
+                    "--timeout",
+                    "30",
+                    NULL};
     return node__cmd_sim(15, argv, quiet, d->err);
 }
 
 static int flush(struct demo *d, FILE *quiet)
 {
-    char *argv[] = {"flush",   "--peer",    d->peer, "--secret-file",
-                    d->secret, "--timeout", "30",    NULL};
+    char *argv[] = {"flush",
+                    "--peer",
+                    d->p[d->traffic].http,
+                    "--secret-file",
+                    d->secret,
+                    "--timeout",
+                    "30",
+                    NULL};
     return node__cmd_flush(7, argv, quiet, d->err);
 }
 
-/* Counts the diagnoses naming @service/@resource first, over @n. */
-static int check_diagnoses(struct demo *d, size_t *right, size_t *n)
+/* Counts the diagnoses @p serves naming @service/@resource first, over @n. */
+static int check_diagnoses(struct demo *d,
+                           const struct demo_peer *p,
+                           size_t *right,
+                           size_t *n)
 {
     struct node_client_response r = {0, NULL, 0};
     char msg[SM_ERRMSG_SIZE];
     *right = *n = 0;
-    if (node_client_request(d->peer, "GET", "/v1/diagnoses?limit=1000", NULL,
+    if (node_client_request(p->http, "GET", "/v1/diagnoses?limit=1000", NULL,
                             NULL, 0, 5, &r, msg) != SM_OK) {
-        fprintf(d->err, "sagemesh demo: %s\n", msg);
+        fprintf(d->err, "sagemesh demo: %s: %s\n", p->id, msg);
         return -1;
     }
     struct sm_arena arena;
@@ -340,37 +444,86 @@ static int make_dirs(struct demo *d, const char *dir)
         }
     }
     snprintf(d->secret, sizeof d->secret, "%s/secret", d->dir);
-    snprintf(d->log, sizeof d->log, "%s/peer.log", d->dir);
-    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    for (int i = 0; i < PEERS; i++) {
+        struct demo_peer *p = &d->p[i];
+        snprintf(p->id, sizeof p->id, "demo-%d", i + 1);
+        snprintf(p->log, sizeof p->log, "%s/demo-%d.log", d->dir, i + 1);
+        snprintf(p->data, sizeof p->data, "%s/demo-%d", d->dir, i + 1);
+    }
     return 0;
+}
+
+/* Waits until each of the three peers sees three voters and one leader
+ * that all of them name; sets d->leader, d->traffic (a follower: the
+ * traffic goes there) and d->shown (the other follower: it has the
+ * diagnoses only through the replicated log). */
+static int wait_mesh(struct demo *d)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < WAIT_MESH_S) {
+        struct figures f[PEERS];
+        int ok = 1, leaders = 0, leader = -1;
+        for (int i = 0; i < PEERS && ok; i++) {
+            ok = get_figures(d, &d->p[i], &f[i]) == 0;
+        }
+        if (!ok) {
+            return -1;
+        }
+        for (int i = 0; i < PEERS; i++) {
+            ok &= f[i].members == PEERS && f[i].voters == PEERS &&
+                  f[i].leader[0] != '\0' &&
+                  strcmp(f[i].leader, f[0].leader) == 0;
+            if (strcmp(f[i].role, "leader") == 0) {
+                leaders++;
+                leader = i;
+            } else {
+                ok &= strcmp(f[i].role, "follower") == 0;
+            }
+        }
+        if (ok && leaders == 1 && strcmp(f[0].leader, d->p[leader].id) == 0) {
+            d->leader = leader;
+            d->traffic = leader == 0 ? 1 : 0;
+            d->shown = 3 - leader - d->traffic; /* the other follower */
+            return 0;
+        }
+        nap_ms(100);
+    }
+    fprintf(d->err,
+            "sagemesh demo: the peers did not become 3 voters with one "
+            "leader in %d s; see %s/demo-*.log\n",
+            WAIT_MESH_S, d->dir);
+    return -1;
 }
 
 static int wait_model(struct demo *d, struct figures *f)
 {
+    const struct demo_peer *p = &d->p[d->traffic];
     double t0 = now_s();
     while (now_s() - t0 < WAIT_MODEL_S) {
-        if (get_figures(d, f) != 0) {
+        if (get_figures(d, p, f) != 0) {
             return -1;
         }
         if (f->model_version > 0) {
             return 0;
         }
         if (f->rounds_finished > 0) {
-            fprintf(d->err, "sagemesh demo: training failed; see %s\n", d->log);
+            fprintf(d->err, "sagemesh demo: training failed; see %s\n", p->log);
             return -1;
         }
         nap_ms(200);
     }
     fprintf(d->err, "sagemesh demo: no model after %d s; see %s\n",
-            WAIT_MODEL_S, d->log);
+            WAIT_MODEL_S, p->log);
     return -1;
 }
 
+/* Until the traffic peer has no diagnosis pending: each is diagnosed and
+ * seen in its copy of the mesh's log. */
 static int wait_diagnoses(struct demo *d, struct figures *f)
 {
     double t0 = now_s();
     while (now_s() - t0 < WAIT_DIAG_S) {
-        if (get_figures(d, f) != 0) {
+        if (get_figures(d, &d->p[d->traffic], f) != 0) {
             return -1;
         }
         if (f->diagnoses_pending == 0) {
@@ -380,6 +533,27 @@ static int wait_diagnoses(struct demo *d, struct figures *f)
     }
     fprintf(d->err, "sagemesh demo: diagnoses still pending after %d s\n",
             WAIT_DIAG_S);
+    return -1;
+}
+
+/* Until the shown peer serves as many diagnoses as the traffic peer made
+ * (replication reaches a follower with the next heartbeat). */
+static int wait_copied(struct demo *d, size_t made, size_t *right, size_t *n)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < WAIT_COPY_S) {
+        if (check_diagnoses(d, &d->p[d->shown], right, n) != 0) {
+            return -1;
+        }
+        if (*n >= made) {
+            return 0;
+        }
+        nap_ms(100);
+    }
+    fprintf(d->err,
+            "sagemesh demo: %s serves %zu diagnoses, %s made %zu, after "
+            "%d s\n",
+            d->p[d->shown].id, *n, d->p[d->traffic].id, made, WAIT_COPY_S);
     return -1;
 }
 
@@ -393,30 +567,47 @@ static int run(struct demo *d, FILE *quiet)
                 d->secret);
         return NODE_EXIT_FAILED;
     }
-    if (start_peer(d) != 0) {
+    for (int i = 0; i < PEERS; i++) {
+        if (start_peer(d, i) != 0) {
+            return NODE_EXIT_FAILED;
+        }
+    }
+    if (wait_mesh(d) != 0) {
+        return NODE_EXIT_FAILED;
+    }
+    const struct demo_peer *tp = &d->p[d->traffic], *sp = &d->p[d->shown];
+    fprintf(out,
+            "[1/6] Started a mesh of three peers (pids %d, %d, %d; one "
+            "cluster secret):\n      %s bootstrapped it, %s and %s joined "
+            "it;\n      %s is the leader (%.1f s). QoS is the p99 latency "
+            "of nginx-web,\n      target 100 ms, windows of 30 s.\n\n"
+            "$ sagemesh members list --peer %s\n",
+            (int)d->p[0].pid, (int)d->p[1].pid, (int)d->p[2].pid, d->p[0].id,
+            d->p[1].id, d->p[2].id, d->p[d->leader].id, now_s() - t0,
+            d->p[d->leader].http);
+    fflush(out);
+    char *members[] = {"members", "list", "--peer", d->p[d->leader].http, NULL};
+    if (node__cmd_members(4, members, out, d->err) != NODE_EXIT_OK) {
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "[1/5] Started a peer on %s (pid %d): QoS is the p99 latency of "
-            "nginx-web,\n      target 100 ms, windows of 30 s.\n",
-            d->peer, (int)d->pid);
-    fprintf(out,
-            "[2/5] Streaming 1 h of normal traffic of the simulated 'social' "
-            "application\n      (28 services, ~200 requests/s, 10%% of traces "
-            "sampled, cAdvisor and\n      blackbox metrics) as OTLP/HTTP JSON "
-            "in event time...\n");
+            "\n[2/6] Streaming 1 h of normal traffic of the simulated "
+            "'social' application\n      (28 services, ~200 requests/s, 10%% "
+            "of traces sampled, cAdvisor and\n      blackbox metrics) as "
+            "OTLP/HTTP JSON in event time\n      to %s (%s, a follower)...\n",
+            tp->id, tp->http);
     fflush(out);
     struct figures f;
     if (stream(d, DEMO_START_S, CLEAN_S, "none", quiet) != NODE_EXIT_OK ||
-        flush(d, quiet) != NODE_EXIT_OK || get_figures(d, &f) != 0) {
+        flush(d, quiet) != NODE_EXIT_OK || get_figures(d, tp, &f) != 0) {
         return NODE_EXIT_FAILED;
     }
     fprintf(out, "      %" PRIu64 " windows stored (%.0f s so far).\n",
             f.windows_stored, now_s() - t0);
     fprintf(out,
-            "[3/5] Training the model (one conditional VAE per service, "
-            "automatically once\n      %d windows are held)...\n",
-            TRAIN_AFTER);
+            "[3/6] Training %s's model (one conditional VAE per service, "
+            "automatically\n      once %d windows are held)...\n",
+            tp->id, TRAIN_AFTER);
     fflush(out);
     if (wait_model(d, &f) != 0) {
         return NODE_EXIT_FAILED;
@@ -441,37 +632,44 @@ static int run(struct demo *d, FILE *quiet)
     time_t ft = (time_t)fault_start;
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&ft));
     fprintf(out,
-            "[4/5] Injecting a fault: a CPU hog next to %s (its requests "
+            "[4/6] Injecting a fault: a CPU hog next to %s (its requests "
             "compute %.1fx\n      longer) from %s for %d min, and "
-            "streaming 11 more minutes...\n",
-            CULPRIT, 1 + atof(MAGNITUDE), when, FAULT_FOR_S / 60);
+            "streaming 11 more\n      minutes to %s...\n",
+            CULPRIT, 1 + atof(MAGNITUDE), when, FAULT_FOR_S / 60, tp->id);
     fflush(out);
     if (stream(d, DEMO_START_S + CLEAN_S, FAULT_RUN_S, faults, quiet) !=
             NODE_EXIT_OK ||
         flush(d, quiet) != NODE_EXIT_OK || wait_diagnoses(d, &f) != 0) {
         return NODE_EXIT_FAILED;
     }
-    fprintf(out,
-            "[5/5] What the operator sees:\n\n$ sagemesh diagnoses --peer %s "
-            "--limit 5\n",
-            d->peer);
-    fflush(out);
-    char *diag[] = {"diagnoses", "--peer", d->peer, "--limit", "5", NULL};
-    int rv = node__cmd_diagnoses(5, diag, out, d->err);
-    fflush(out);
     size_t right = 0, n = 0;
-    if (rv != NODE_EXIT_OK || check_diagnoses(d, &right, &n) != 0) {
+    if (wait_copied(d, f.diagnoses_stored, &right, &n) != 0) {
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "\nGround truth: %s, %s, from %s for %d min. %zu of %zu "
-            "diagnoses name it first.\n",
-            CULPRIT, CULPRIT_RES, when, FAULT_FOR_S / 60, right, n);
+            "[5/6] %s diagnosed %" PRIu64
+            " violated windows and committed "
+            "them to the mesh's log.\n[6/6] What the operator sees, asking "
+            "another peer (%s):\n\n$ sagemesh diagnoses --peer %s --limit "
+            "5\n",
+            tp->id, f.diagnoses_stored, sp->id, sp->http);
+    fflush(out);
+    char *diag[] = {"diagnoses", "--peer", (char *)sp->http,
+                    "--limit",   "5",      NULL};
+    int rv = node__cmd_diagnoses(5, diag, out, d->err);
+    fflush(out);
+    if (rv != NODE_EXIT_OK) {
+        return NODE_EXIT_FAILED;
+    }
     fprintf(out,
-            "The whole demo took %.0f s. The peer logged every step to "
-            "%s;\nits windows, model and diagnoses are in %s (they survive a "
-            "restart:\n'sagemesh peer --data-dir %s ...' picks them up).\n",
-            now_s() - t0, d->log, d->data, d->data);
+            "\nGround truth: %s, %s, from %s for %d min. %zu of the %zu "
+            "diagnoses %s serves\nname it first.\n",
+            CULPRIT, CULPRIT_RES, when, FAULT_FOR_S / 60, right, n, sp->id);
+    fprintf(out,
+            "The whole demo took %.0f s. The peers logged every step to "
+            "%s/demo-N.log;\ntheir windows, models, raft logs and diagnoses "
+            "are in %s/demo-N.\n",
+            now_s() - t0, d->dir, d->dir);
     /* Most violated windows must be diagnosed right; the first and last
      * ones of a fault are partly normal and may be ambiguous. */
     if (n == 0 || right * 2 < n) {
@@ -513,8 +711,9 @@ int node__cmd_demo(int argc, char **argv, FILE *out, FILE *err)
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "sagemesh demo: a peer, a simulated microservice application and "
-            "an injected\nfault, end to end. Data and logs go to %s.\n\n",
+            "sagemesh demo: a mesh of three peers, a simulated microservice "
+            "application and\nan injected fault, end to end. Data and logs "
+            "go to %s.\n\n",
             d.dir);
     FILE *quiet = fopen("/dev/null", "w");
     if (quiet == NULL) {
@@ -522,12 +721,14 @@ int node__cmd_demo(int argc, char **argv, FILE *out, FILE *err)
         return NODE_EXIT_FAILED;
     }
     int rv = run(&d, quiet);
-    if (stop_peer(&d) != 0) {
+    if (stop_peers(&d) != 0) {
         rv = NODE_EXIT_FAILED;
     }
     fclose(quiet);
     if (rv != NODE_EXIT_OK) {
-        fprintf(err, "sagemesh demo: failed; the peer's log is %s\n", d.log);
+        fprintf(err,
+                "sagemesh demo: failed; the peers' logs are %s/demo-N.log\n",
+                d.dir);
     }
     return rv;
 }

@@ -777,7 +777,11 @@ static int start_net(struct node_mesh *m,
                          tp_net_errmsg(m->net));
         return rv;
     }
-    snprintf(m->listen, sizeof m->listen, "%s", tp_net_address(m->net));
+    if (cfg->advertise_peer != NULL) {
+        snprintf(m->listen, sizeof m->listen, "tcp://%s", cfg->advertise_peer);
+    } else {
+        snprintf(m->listen, sizeof m->listen, "%s", tp_net_address(m->net));
+    }
     node_mesh_link_attach(m->link, m->net, m->listen);
     snprintf(m->raft_addr, sizeof m->raft_addr, "%s@%s", m->self, m->listen);
     return SM_OK;
@@ -1222,5 +1226,21 @@ void node_mesh_set_services(struct node_mesh *m,
         snprintf(m->own.name[m->own.n], sizeof m->own.name[0], "%s", names[i]);
         m->own.count[m->own.n] = counts[i];
         m->own.n++;
+    }
+}
+
+void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->leader = cons_node_ready(m->node);
+    out->term = cons_node_term(m->node);
+    struct cons_peer peers[MEMBERS_MAX];
+    out->members = cons_node_members(m->node, peers, MEMBERS_MAX);
+    out->diagnoses_waiting = m->n_outbox;
+    out->actions_waiting = m->n_actions;
+    out->placements_committed = m->placements_committed;
+    node_mesh_link_stats(m->link, &out->link);
+    if (m->uv != NULL) {
+        cons_uv_stats(m->uv, &out->raft);
     }
 }

@@ -29,14 +29,16 @@
 
 #include "base/err.h"
 #include "consensus/consensus.h"
+#include "node/mesh_link_impl.h"
 #include "node/textbuf.h"
 #include "transport/transport.h"
 
 struct node_mesh_config
 {
-    const char *id;          /* this peer's id */
-    const char *listen_peer; /* "HOST:PORT" (numeric IPv4) */
-    const char *const *join; /* "HOST:PORT" seeds */
+    const char *id;             /* this peer's id */
+    const char *listen_peer;    /* "HOST:PORT" (numeric IPv4) */
+    const char *advertise_peer; /* what others dial; NULL: listen_peer */
+    const char *const *join;    /* "HOST:PORT" seeds */
     size_t n_join;
     const char *data_dir; /* raft's state goes to DIR/raft */
     const struct tp_secret *secret;
@@ -71,11 +73,27 @@ void node_mesh_stop(struct node_mesh *m, void (*cb)(void *arg), void *arg);
 int node_mesh_is_leader(const struct node_mesh *m);
 
 /* Raft's state of this peer: "leader", "follower", "candidate" or
- * "unavailable" (not yet in a configuration: joining). */
+ * "unavailable" (raft not running). A peer that is still joining reports
+ * "follower" with no leader; "mesh"."joining" says so. */
 const char *node_mesh_role(const struct node_mesh *m);
 
 /* Diagnoses handed to the mesh and not yet seen in the log. */
 size_t node_mesh_waiting(const struct node_mesh *m);
+
+/* The mesh's figures for /metrics. */
+struct node_mesh_stats
+{
+    int leader; /* this peer leads (and is caught up) */
+    uint64_t term;
+    size_t members;
+    size_t diagnoses_waiting, actions_waiting;
+    uint64_t placements_committed;
+    struct node_mesh_link_stats link; /* channel and net counters inside */
+    struct cons_bridge_stats raft;    /* raft's streams over the link */
+};
+
+/* Fills @out. */
+void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out);
 
 /* Appends the mesh part of /v1/status: "leader", "term" and "mesh" (the
  * listen address, raft figures and "members": id, address, role, health),

@@ -920,6 +920,61 @@ static size_t put_server_metrics(const struct node_peer *p,
     return at < cap ? at : cap - 1;
 }
 
+/* Appends the mesh's families (none without a mesh): leadership, members,
+ * the secure channel's rejections by reason (unknown or badly keyed peers
+ * are counted here), and raft's traffic over the link. */
+static size_t put_mesh_metrics(const struct node_peer *p,
+                               char *b,
+                               size_t cap,
+                               size_t at)
+{
+    if (p->mesh == NULL) {
+        return at;
+    }
+    struct node_mesh_stats ms;
+    node_mesh_stats(p->mesh, &ms);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_mesh_leader", "gauge",
+                              "1 when this peer leads the mesh.",
+                              (double)ms.leader);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_mesh_term", "gauge",
+                              "Raft term as this peer knows it.",
+                              (double)ms.term);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_mesh_members", "gauge",
+                              "Servers in raft's configuration.",
+                              (double)ms.members);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_waiting", "gauge",
+        "Diagnoses and actions waiting to be seen in "
+        "the log.",
+        (double)(ms.diagnoses_waiting + ms.actions_waiting));
+    at += (size_t)prom_family(b, cap, at, "sagemesh_mesh_messages_sent_total",
+                              "counter", "Envelopes sealed and sent.",
+                              (double)ms.link.sent);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_messages_received_total", "counter",
+        "Envelopes opened and accepted.", (double)ms.link.received);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_raft_bytes_total", "counter",
+        "raft bytes carried over the link, both ways.",
+        (double)(ms.raft.bytes_sent + ms.raft.bytes_received));
+    at += (size_t)snprintf(b + at, cap - at,
+                           "# HELP sagemesh_mesh_rejected_total Frames the "
+                           "secure channel refused, by reason.\n"
+                           "# TYPE sagemesh_mesh_rejected_total counter\n");
+    for (int r = 1; r < TP_CHAN_NREASONS && at < cap; r++) {
+        at +=
+            (size_t)snprintf(b + at, cap - at,
+                             "sagemesh_mesh_rejected_total{reason=\"%s\"} "
+                             "%" PRIu64 "\n",
+                             tp_chan_reason_name(r), ms.link.chan.rejected[r]);
+    }
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_bad_frames_total", "counter",
+        "Link frames or envelopes that did not parse.",
+        (double)(ms.link.bad_frames + ms.link.bad_envelopes));
+    return at < cap ? at : cap - 1;
+}
+
 static void handle_metrics_get(struct node_peer *p,
                                struct node_http_response *res)
 {
@@ -1006,6 +1061,7 @@ static void handle_metrics_get(struct node_peer *p,
                               (double)p->windows_violated);
     at = put_model_metrics(p, b, cap, at);
     at = put_server_metrics(p, b, cap, at);
+    at = put_mesh_metrics(p, b, cap, at);
     at += (size_t)snprintf(b + at, cap - at,
                            "# HELP sagemesh_http_responses_total HTTP "
                            "responses by status code.\n"
@@ -1074,7 +1130,7 @@ static void handle_member_change(struct node_peer *p,
     }
     char host[64];
     int port;
-    if (id == NULL || !tp_peer_id_valid(id, strlen(id)) ||
+    if (id == NULL || !cons_peer_id_valid(id, strlen(id)) ||
         (add && (addr == NULL || node_parse_hostport(addr, host, sizeof host,
                                                      &port) != SM_OK))) {
         sm_arena_free(&arena);
@@ -2276,6 +2332,7 @@ static int start_mesh(struct node_peer *p, char *errmsg)
     struct node_mesh_config mc = {
         .id = p->cfg->id,
         .listen_peer = p->cfg->listen_peer,
+        .advertise_peer = p->cfg->advertise_peer,
         .join = p->cfg->join,
         .n_join = p->cfg->n_join,
         .data_dir = p->cfg->data_dir,

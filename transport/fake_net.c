@@ -393,21 +393,11 @@ static int fake_peer_add(struct tp_net *base,
                          const char *addr)
 {
     struct fake_net *n = (struct fake_net *)base;
-    uint32_t ip;
-    uint16_t port;
-    if (n->closed) {
-        sm_errmsg_printf(base->errmsg, "peer add: net closed");
-        return SM_ECLOSED;
-    }
-    if (tp__net_addr_parse(addr, &ip, &port) != SM_OK || port == 0) {
-        sm_errmsg_printf(base->errmsg, "peer add %" PRIu64 ": bad address %s",
-                         id.v, addr ? addr : "(null)");
-        return SM_EINVAL;
-    }
-    if (find_peer(n, id) != NULL) {
-        sm_errmsg_printf(base->errmsg, "peer add %" PRIu64 ": already a peer",
-                         id.v);
-        return SM_EEXIST;
+    char canon[TP_NET_ADDR_MAX];
+    bool known = !n->closed && find_peer(n, id) != NULL;
+    int rv = tp__net_peer_add_check(base, n->closed, known, id, addr, canon);
+    if (rv != SM_OK) {
+        return rv;
     }
     struct fake_peer *p = sm_calloc(1, sizeof *p);
     if (p == NULL) {
@@ -415,7 +405,7 @@ static int fake_peer_add(struct tp_net *base,
         return SM_ENOMEM;
     }
     p->id = id;
-    tp__net_addr_format(ip, port, p->addr);
+    memcpy(p->addr, canon, sizeof p->addr);
     p->next = n->peers;
     n->peers = p;
     return SM_OK;
@@ -460,24 +450,11 @@ static int fake_send(struct tp_net *base,
 {
     struct fake_net *n = (struct fake_net *)base;
     struct tp_fake_hub *hub = n->hub;
-    if (n->closed) {
-        sm_errmsg_printf(base->errmsg, "send: net closed");
-        return SM_ECLOSED;
-    }
-    struct fake_peer *p = find_peer(n, to);
-    if (p == NULL) {
-        sm_errmsg_printf(base->errmsg, "send to %" PRIu64 ": not a peer", to.v);
-        return SM_ENOTFOUND;
-    }
-    int rv = tp__net_send_check(base, &n->cfg, &n->stats, len, timeout_ms);
+    struct fake_peer *p = n->closed ? NULL : find_peer(n, to);
+    int rv = tp__net_send_check(base, &n->cfg, &n->stats, n->closed, p != NULL,
+                                p ? p->n_queued : 0, to, len, timeout_ms);
     if (rv != SM_OK) {
         return rv;
-    }
-    if (p->n_queued >= n->cfg.queue_max) {
-        n->stats.dropped++;
-        sm_errmsg_printf(base->errmsg, "send to %" PRIu64 ": %u sends pending",
-                         to.v, p->n_queued);
-        return SM_EAGAIN;
     }
     struct fake_msg *m = sm_calloc(1, sizeof *m);
     uint8_t *copy = sm_malloc(len > 0 ? len : 1);

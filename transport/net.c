@@ -129,12 +129,51 @@ void tp__net_addr_format(uint32_t ip, uint16_t port, char out[TP_NET_ADDR_MAX])
              (unsigned)(ip & 0xff), (unsigned)port);
 }
 
+int tp__net_peer_add_check(struct tp_net *net,
+                           bool closed,
+                           bool known,
+                           struct tp_net_id id,
+                           const char *addr,
+                           char canon[TP_NET_ADDR_MAX])
+{
+    uint32_t ip;
+    uint16_t port;
+    if (closed) {
+        sm_errmsg_printf(net->errmsg, "peer add: net closed");
+        return SM_ECLOSED;
+    }
+    if (tp__net_addr_parse(addr, &ip, &port) != SM_OK || port == 0) {
+        sm_errmsg_printf(net->errmsg, "peer add %" PRIu64 ": bad address %s",
+                         id.v, addr ? addr : "(null)");
+        return SM_EINVAL;
+    }
+    if (known) {
+        sm_errmsg_printf(net->errmsg, "peer add %" PRIu64 ": already a peer",
+                         id.v);
+        return SM_EEXIST;
+    }
+    tp__net_addr_format(ip, port, canon);
+    return SM_OK;
+}
+
 int tp__net_send_check(struct tp_net *net,
                        const struct tp_net_config *cfg,
                        struct tp_net_stats *stats,
+                       bool closed,
+                       bool known,
+                       unsigned queued,
+                       struct tp_net_id to,
                        size_t len,
                        uint32_t timeout_ms)
 {
+    if (closed) {
+        sm_errmsg_printf(net->errmsg, "send: net closed");
+        return SM_ECLOSED;
+    }
+    if (!known) {
+        sm_errmsg_printf(net->errmsg, "send to %" PRIu64 ": not a peer", to.v);
+        return SM_ENOTFOUND;
+    }
     if (timeout_ms == 0 || timeout_ms > INT32_MAX) {
         sm_errmsg_printf(net->errmsg, "send: timeout %" PRIu32 " ms",
                          timeout_ms);
@@ -145,6 +184,12 @@ int tp__net_send_check(struct tp_net *net,
         sm_errmsg_printf(net->errmsg, "send: %zu bytes over the %zu limit", len,
                          cfg->max_msg);
         return SM_ETOOBIG;
+    }
+    if (queued >= cfg->queue_max) {
+        stats->dropped++;
+        sm_errmsg_printf(net->errmsg, "send to %" PRIu64 ": %u sends pending",
+                         to.v, queued);
+        return SM_EAGAIN;
     }
     return SM_OK;
 }
@@ -660,21 +705,11 @@ static int real_peer_add(struct tp_net *base,
                          const char *addr)
 {
     struct real_net *n = (struct real_net *)base;
-    uint32_t ip;
-    uint16_t port;
-    if (n->closing) {
-        sm_errmsg_printf(base->errmsg, "peer add: net closed");
-        return SM_ECLOSED;
-    }
-    if (tp__net_addr_parse(addr, &ip, &port) != SM_OK || port == 0) {
-        sm_errmsg_printf(base->errmsg, "peer add %" PRIu64 ": bad address %s",
-                         id.v, addr ? addr : "(null)");
-        return SM_EINVAL;
-    }
-    if (find_peer(n, id) != NULL) {
-        sm_errmsg_printf(base->errmsg, "peer add %" PRIu64 ": already a peer",
-                         id.v);
-        return SM_EEXIST;
+    char canon[TP_NET_ADDR_MAX];
+    bool known = !n->closing && find_peer(n, id) != NULL;
+    int rv = tp__net_peer_add_check(base, n->closing, known, id, addr, canon);
+    if (rv != SM_OK) {
+        return rv;
     }
     struct real_peer *p = sm_calloc(1, sizeof *p);
     if (p == NULL) {
@@ -683,8 +718,8 @@ static int real_peer_add(struct tp_net *base,
     }
     p->net = n;
     p->id = id;
-    tp__net_addr_format(ip, port, p->addr);
-    int rv = peer_dial(n, p);
+    memcpy(p->addr, canon, sizeof p->addr);
+    rv = peer_dial(n, p);
     if (rv != SM_OK) {
         sm_free(p);
         return rv;
@@ -755,24 +790,11 @@ static int real_send(struct tp_net *base,
                      void *arg)
 {
     struct real_net *n = (struct real_net *)base;
-    if (n->closing) {
-        sm_errmsg_printf(base->errmsg, "send: net closed");
-        return SM_ECLOSED;
-    }
-    struct real_peer *p = find_peer(n, to);
-    if (p == NULL) {
-        sm_errmsg_printf(base->errmsg, "send to %" PRIu64 ": not a peer", to.v);
-        return SM_ENOTFOUND;
-    }
-    int rv = tp__net_send_check(base, &n->cfg, &n->stats, len, timeout_ms);
+    struct real_peer *p = n->closing ? NULL : find_peer(n, to);
+    int rv = tp__net_send_check(base, &n->cfg, &n->stats, n->closing, p != NULL,
+                                p ? p->n_pending : 0, to, len, timeout_ms);
     if (rv != SM_OK) {
         return rv;
-    }
-    if (p->n_pending >= n->cfg.queue_max) {
-        n->stats.dropped++;
-        sm_errmsg_printf(base->errmsg, "send to %" PRIu64 ": %u sends pending",
-                         to.v, p->n_pending);
-        return SM_EAGAIN;
     }
     struct send_op *op;
     rv = op_new(n, data, len, timeout_ms, &op);

@@ -3,6 +3,7 @@
 #ifndef SM_TRANSPORT_NET_INTERNAL_H
 #define SM_TRANSPORT_NET_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,12 +49,30 @@ void tp__net_addr_format(uint32_t ip, uint16_t port, char out[TP_NET_ADDR_MAX]);
  * Returns SM_OK or SM_EINVAL with the reason in @errmsg. */
 int tp__net_config_check(const struct tp_net_config *cfg, char *errmsg);
 
-/* Validates the arguments of a send that do not depend on the
- * implementation (timeout, size) and counts an oversized refusal in
- * @stats. Returns SM_OK, SM_EINVAL or SM_ETOOBIG with @net's errmsg set. */
+/* Checks a peer add before an implementation makes the peer: SM_ECLOSED
+ * when the net is @closed, SM_EINVAL for an @addr that does not parse or
+ * has port 0, SM_EEXIST when @id is @known already, each with @net's
+ * errmsg set. On SM_OK writes @addr's canonical form into @canon. */
+int tp__net_peer_add_check(struct tp_net *net,
+                           bool closed,
+                           bool known,
+                           struct tp_net_id id,
+                           const char *addr,
+                           char canon[TP_NET_ADDR_MAX]);
+
+/* Checks a send before an implementation queues it, in the order both
+ * report: SM_ECLOSED when the net is @closed, SM_ENOTFOUND when @to is not
+ * @known, SM_EINVAL (timeout) or SM_ETOOBIG (size, counted as oversized in
+ * @stats), SM_EAGAIN when the peer has @queued sends of cfg->queue_max
+ * already (counted as dropped). Returns SM_OK or the code with @net's
+ * errmsg set. */
 int tp__net_send_check(struct tp_net *net,
                        const struct tp_net_config *cfg,
                        struct tp_net_stats *stats,
+                       bool closed,
+                       bool known,
+                       unsigned queued,
+                       struct tp_net_id to,
                        size_t len,
                        uint32_t timeout_ms);
 

@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "check.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/err.h"
 
@@ -216,4 +218,60 @@ void check_log_discard(void *arg,
     (void)level;
     (void)line;
     (void)len;
+}
+
+/* ---- Fake file trees ---------------------------------------------------- */
+
+void check_mkdirs(const char *base, const char *rel)
+{
+    char path[1024];
+    REQUIRE(snprintf(path, sizeof path, "%s/%s", base, rel) < (int)sizeof path);
+    for (char *p = path + strlen(base) + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
+            *p = '/';
+        }
+    }
+    REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
+}
+
+void check_put(const char *base, const char *rel, const char *text)
+{
+    char path[1024];
+    REQUIRE(snprintf(path, sizeof path, "%s/%s", base, rel) < (int)sizeof path);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", rel);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        check_mkdirs(base, dir);
+    }
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fputs(text, f);
+    REQUIRE(fclose(f) == 0);
+}
+
+const char *check_get(const char *base, const char *rel)
+{
+    static char buf[16384];
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", base, rel);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return "<missing>";
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+bool check_is_dir(const char *base, const char *rel)
+{
+    char path[1024];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", base, rel);
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }

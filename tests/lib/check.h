@@ -2,6 +2,7 @@
 #ifndef SM_TESTS_CHECK_H
 #define SM_TESTS_CHECK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -130,6 +131,25 @@ const char *check_tmpdir(void);
  * @len. A missing sample ends the test as a failure: the samples are part
  * of what is tested, not optional. */
 char *check_read_sample(const char *name, size_t *len);
+
+/* ---- Fake file trees ------------------------------------------------------
+ * For tests that build a fake /sys or /proc under check_tmpdir(). Each
+ * fails the current test (fatally) when the file system refuses. */
+
+/* Makes @base/@rel and every directory on the way to it, like mkdir -p
+ * (existing ones are fine). */
+void check_mkdirs(const char *base, const char *rel);
+
+/* Writes @text to @base/@rel, replacing it, after making the directories
+ * on the way. */
+void check_put(const char *base, const char *rel, const char *text);
+
+/* Returns the content of @base/@rel (its first 16 KiB) in a static buffer
+ * that the next call overwrites, or "<missing>" when it cannot be opened. */
+const char *check_get(const char *base, const char *rel);
+
+/* True when @base/@rel is a directory. */
+bool check_is_dir(const char *base, const char *rel);
 
 /* ---- Allocation fault injection (tests/lib/heap.c) --------------------
  *

@@ -12,66 +12,17 @@
 
 /* ---- Fake trees ---------------------------------------------------------- */
 
-/* Creates every directory of @path (relative to @base), like mkdir -p. */
-static void mkdirs(const char *base, const char *rel)
-{
-    char path[1024];
-    REQUIRE(snprintf(path, sizeof path, "%s/%s", base, rel) < (int)sizeof path);
-    for (char *p = path + strlen(base) + 1; *p != '\0'; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-            *p = '/';
-        }
-    }
-    REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-}
-
-/* Writes @text to base/rel, creating the parent directories. */
-static void put(const char *base, const char *rel, const char *text)
-{
-    char path[1024];
-    REQUIRE(snprintf(path, sizeof path, "%s/%s", base, rel) < (int)sizeof path);
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", rel);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        mkdirs(base, dir);
-    }
-    FILE *f = fopen(path, "w");
-    REQUIRE(f != NULL);
-    fputs(text, f);
-    REQUIRE(fclose(f) == 0);
-}
-
-/* Returns base/rel's content in a static buffer ("<missing>" if absent). */
-static const char *get(const char *base, const char *rel)
-{
-    static char buf[4096];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return "<missing>";
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 #define V2_SVC "system.slice/web.service"
 
 /* A v2 tree with the kernel's defaults for a service's cgroup. */
 static const char *make_v2(void)
 {
     const char *root = check_tmpdir();
-    put(root, "cgroup.controllers", "cpuset cpu io memory pids\n");
-    put(root, V2_SVC "/cpu.max", "max 100000\n");
-    put(root, V2_SVC "/cpuset.cpus", "\n");
-    put(root, V2_SVC "/memory.max", "max\n");
-    put(root, V2_SVC "/io.weight", "default 100\n");
+    check_put(root, "cgroup.controllers", "cpuset cpu io memory pids\n");
+    check_put(root, V2_SVC "/cpu.max", "max 100000\n");
+    check_put(root, V2_SVC "/cpuset.cpus", "\n");
+    check_put(root, V2_SVC "/memory.max", "max\n");
+    check_put(root, V2_SVC "/io.weight", "default 100\n");
     return root;
 }
 
@@ -79,12 +30,12 @@ static const char *make_v2(void)
 static const char *make_v1(void)
 {
     const char *root = check_tmpdir();
-    put(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us", "-1\n");
-    put(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us", "100000\n");
-    put(root, "cpuset/docker/web/cpuset.cpus", "0-3\n");
-    put(root, "memory/docker/web/memory.limit_in_bytes",
-        "9223372036854771712\n");
-    put(root, "blkio/docker/web/blkio.weight", "500\n");
+    check_put(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us", "-1\n");
+    check_put(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us", "100000\n");
+    check_put(root, "cpuset/docker/web/cpuset.cpus", "0-3\n");
+    check_put(root, "memory/docker/web/memory.limit_in_bytes",
+              "9223372036854771712\n");
+    check_put(root, "blkio/docker/web/blkio.weight", "500\n");
     return root;
 }
 
@@ -132,14 +83,14 @@ static void test_detect(void)
 
     /* A v1 host with only memory mounted, cpu as plain "cpu". */
     const char *root = check_tmpdir();
-    mkdirs(root, "memory");
+    check_mkdirs(root, "memory");
     cg = open_ok(root);
     CHECK_EQ(act_cg_layout(cg), ACT_CG_V1);
     CHECK(act_cg_has_ctrl(cg, ACT_CG_CTRL_MEMORY));
     CHECK(!act_cg_has_ctrl(cg, ACT_CG_CTRL_CPU));
     CHECK(!act_cg_has_ctrl(cg, (enum act_cg_ctrl)42));
     act_cg_close(cg);
-    mkdirs(root, "cpu");
+    check_mkdirs(root, "cpu");
     cg = open_ok(root);
     CHECK(act_cg_has_ctrl(cg, ACT_CG_CTRL_CPU));
     act_cg_close(cg);
@@ -251,7 +202,7 @@ static void test_template(void)
     /* v1: only the hierarchies that hold the directory. */
     const char *root = make_v1();
     cg = open_ok(root);
-    put(root, "memory/other/web/memory.limit_in_bytes", "-1\n");
+    check_put(root, "memory/other/web/memory.limit_in_bytes", "-1\n");
     group_ok(cg, "other/{service}", &g);
     CHECK(g.has[ACT_CG_CTRL_MEMORY]);
     CHECK(!g.has[ACT_CG_CTRL_CPU]);
@@ -332,19 +283,20 @@ static void test_parse_proc_cgroup(void)
 static const char *make_proc(const char *cgroup17)
 {
     const char *proc = check_tmpdir();
-    put(proc, "1/comm", "systemd\n");
-    put(proc, "1/cgroup", "0::/init.scope\n");
-    put(proc, "42/comm", "web\n");
-    put(proc, "42/cgroup", "0::/other\n");
-    put(proc, "17/comm", "web\n");
-    put(proc, "17/cgroup", cgroup17);
-    put(proc, "99/cgroup", "0::/vanished\n"); /* no comm: exited */
-    put(proc, "self/comm", "web\n");          /* not a pid */
-    put(proc, "0/comm", "web\n");             /* not a pid either */
-    put(proc, "averyverylongna/comm", "x\n");
-    put(proc, "5/comm", "averyverylongna\n"); /* comm is truncated to 15 */
-    put(proc, "5/cgroup", "0::/long\n");
-    put(proc, "cpuinfo", "processor: 0\n");
+    check_put(proc, "1/comm", "systemd\n");
+    check_put(proc, "1/cgroup", "0::/init.scope\n");
+    check_put(proc, "42/comm", "web\n");
+    check_put(proc, "42/cgroup", "0::/other\n");
+    check_put(proc, "17/comm", "web\n");
+    check_put(proc, "17/cgroup", cgroup17);
+    check_put(proc, "99/cgroup", "0::/vanished\n"); /* no comm: exited */
+    check_put(proc, "self/comm", "web\n");          /* not a pid */
+    check_put(proc, "0/comm", "web\n");             /* not a pid either */
+    check_put(proc, "averyverylongna/comm", "x\n");
+    check_put(proc, "5/comm",
+              "averyverylongna\n"); /* comm is truncated to 15 */
+    check_put(proc, "5/cgroup", "0::/long\n");
+    check_put(proc, "cpuinfo", "processor: 0\n");
     return proc;
 }
 
@@ -399,8 +351,8 @@ static void test_process_discovery(void)
 
     /* v1: per-controller paths, unmounted controllers dropped. */
     const char *root = check_tmpdir();
-    mkdirs(root, "cpu,cpuacct/docker/web");
-    mkdirs(root, "memory/docker/web");
+    check_mkdirs(root, "cpu,cpuacct/docker/web");
+    check_mkdirs(root, "memory/docker/web");
     cg = open_ok(root);
     proc = make_proc(
         "11:cpu,cpuacct:/docker/web\n10:memory:/docker/web\n"
@@ -451,17 +403,17 @@ static void test_cpu_v2(void)
     act_setting_cpu(&want, false, 50000, 100000);
     prev = apply_ok(cg, &g, &want, true);
     CHECK(prev.unlimited);
-    CHECK_STR(get(root, V2_SVC "/cpu.max"), "50000 100000\n");
+    CHECK_STR(check_get(root, V2_SVC "/cpu.max"), "50000 100000\n");
     apply_ok(cg, &g, &want, false); /* same value: no-op */
     CHECK_OK(act_cg_read(cg, &g, ACT_KNOB_CPU_QUOTA, &s, err));
     CHECK(act_setting_equal(&s, &want));
 
     act_setting_cpu(&want, false, 250000, 50000); /* 5 CPUs */
     apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, V2_SVC "/cpu.max"), "250000 50000\n");
+    CHECK_STR(check_get(root, V2_SVC "/cpu.max"), "250000 50000\n");
 
     apply_ok(cg, &g, &prev, true); /* roll back */
-    CHECK_STR(get(root, V2_SVC "/cpu.max"), "max 100000\n");
+    CHECK_STR(check_get(root, V2_SVC "/cpu.max"), "max 100000\n");
     /* A NULL @prev and @changed are allowed. */
     CHECK_OK(act_cg_apply(cg, &g, &prev, NULL, NULL, err));
     act_cg_close(cg);
@@ -481,19 +433,23 @@ static void test_cpu_v1(void)
 
     act_setting_cpu(&want, false, 150000, 100000);
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"), "150000\n");
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"),
+              "150000\n");
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
               "100000\n");
     apply_ok(cg, &g, &want, false);
 
     act_setting_cpu(&want, false, 20000, 10000);
     apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"), "20000\n");
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"), "10000\n");
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"),
+              "20000\n");
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
+              "10000\n");
 
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"), "-1\n");
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_quota_us"),
+              "-1\n");
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
               "100000\n");
 
     /* The quota file replaced by a directory: the period written first is
@@ -507,7 +463,7 @@ static void test_cpu_v1(void)
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, &changed, err), SM_EIO);
     CHECK(strstr(err, "cpu.cfs_quota_us") != NULL);
     CHECK(!changed);
-    CHECK_STR(get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
+    CHECK_STR(check_get(root, "cpu,cpuacct/docker/web/cpu.cfs_period_us"),
               "100000\n");
     act_cg_close(cg);
 }
@@ -525,11 +481,11 @@ static void test_cpuset(void)
     CHECK_STR(s.cpus, "");
     act_setting_cpuset(&want, "6,0,1,2,3");
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, V2_SVC "/cpuset.cpus"), "0-3,6\n");
+    CHECK_STR(check_get(root, V2_SVC "/cpuset.cpus"), "0-3,6\n");
     act_setting_cpuset(&want, "0-3,6");
     apply_ok(cg, &g, &want, false);
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, V2_SVC "/cpuset.cpus"), "\n");
+    CHECK_STR(check_get(root, V2_SVC "/cpuset.cpus"), "\n");
     act_cg_close(cg);
 
     root = make_v1();
@@ -539,12 +495,12 @@ static void test_cpuset(void)
     CHECK_STR(s.cpus, "0-3");
     act_setting_cpuset(&want, "0-7");
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "cpuset/docker/web/cpuset.cpus"), "0-7\n");
+    CHECK_STR(check_get(root, "cpuset/docker/web/cpuset.cpus"), "0-7\n");
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, "cpuset/docker/web/cpuset.cpus"), "0-3\n");
+    CHECK_STR(check_get(root, "cpuset/docker/web/cpuset.cpus"), "0-3\n");
     act_setting_cpuset(&want, "0-");
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, NULL, err), SM_EINVAL);
-    CHECK_STR(get(root, "cpuset/docker/web/cpuset.cpus"), "0-3\n");
+    CHECK_STR(check_get(root, "cpuset/docker/web/cpuset.cpus"), "0-3\n");
     act_cg_close(cg);
 }
 
@@ -561,10 +517,10 @@ static void test_memory(void)
     CHECK(s.unlimited);
     act_setting_memory(&want, false, 512u << 20);
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, V2_SVC "/memory.max"), "536870912\n");
+    CHECK_STR(check_get(root, V2_SVC "/memory.max"), "536870912\n");
     apply_ok(cg, &g, &want, false);
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, V2_SVC "/memory.max"), "max\n");
+    CHECK_STR(check_get(root, V2_SVC "/memory.max"), "max\n");
     apply_ok(cg, &g, &prev, false);
     act_cg_close(cg);
 
@@ -577,10 +533,11 @@ static void test_memory(void)
     apply_ok(cg, &g, &want, false); /* "-1" and the huge number agree */
     act_setting_memory(&want, false, 1u << 30);
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "memory/docker/web/memory.limit_in_bytes"),
+    CHECK_STR(check_get(root, "memory/docker/web/memory.limit_in_bytes"),
               "1073741824\n");
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, "memory/docker/web/memory.limit_in_bytes"), "-1\n");
+    CHECK_STR(check_get(root, "memory/docker/web/memory.limit_in_bytes"),
+              "-1\n");
     act_setting_memory(&want, true, 0);
     apply_ok(cg, &g, &want, false);
     act_setting_memory(&want, false, UINT64_C(1) << 63);
@@ -603,19 +560,19 @@ static void test_io_weight(void)
     CHECK_EQ(s.native, 0);
     act_setting_io_weight(&want, 400);
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, V2_SVC "/io.weight"), "default 400\n");
+    CHECK_STR(check_get(root, V2_SVC "/io.weight"), "default 400\n");
     apply_ok(cg, &g, &want, false);
     apply_ok(cg, &g, &prev, true);
-    CHECK_STR(get(root, V2_SVC "/io.weight"), "default 100\n");
+    CHECK_STR(check_get(root, V2_SVC "/io.weight"), "default 100\n");
     act_setting_io_weight(&want, 10001);
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, NULL, err), SM_EINVAL);
     act_setting_io_weight(&want, 0);
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, NULL, err), SM_EINVAL);
-    CHECK_STR(get(root, V2_SVC "/io.weight"), "default 100\n");
+    CHECK_STR(check_get(root, V2_SVC "/io.weight"), "default 100\n");
     act_cg_close(cg);
 
     root = make_v1();
-    put(root, "blkio/docker/web/blkio.weight", "503\n");
+    check_put(root, "blkio/docker/web/blkio.weight", "503\n");
     cg = open_ok(root);
     group_ok(cg, "docker/{service}", &g);
     CHECK_OK(act_cg_read(cg, &g, ACT_KNOB_IO_WEIGHT, &s, err));
@@ -623,15 +580,15 @@ static void test_io_weight(void)
     CHECK_EQ(s.native, 503);
     act_setting_io_weight(&want, 200);
     prev = apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "blkio/docker/web/blkio.weight"), "1000\n");
+    CHECK_STR(check_get(root, "blkio/docker/web/blkio.weight"), "1000\n");
     apply_ok(cg, &g, &want, false);
     act_setting_io_weight(&want, 5000); /* clamps to the v1 maximum */
     apply_ok(cg, &g, &want, false);
     act_setting_io_weight(&want, 1);
     apply_ok(cg, &g, &want, true);
-    CHECK_STR(get(root, "blkio/docker/web/blkio.weight"), "10\n");
+    CHECK_STR(check_get(root, "blkio/docker/web/blkio.weight"), "10\n");
     apply_ok(cg, &g, &prev, true); /* exact, thanks to @native */
-    CHECK_STR(get(root, "blkio/docker/web/blkio.weight"), "503\n");
+    CHECK_STR(check_get(root, "blkio/docker/web/blkio.weight"), "503\n");
     apply_ok(cg, &g, &prev, false);
     act_cg_close(cg);
 }
@@ -935,7 +892,7 @@ static void test_missing_and_bad_files(void)
     bool changed = true;
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, &changed, err), SM_ENOTFOUND);
     CHECK(!changed);
-    CHECK_STR(get(root, V2_SVC "/memory.max"), "<missing>");
+    CHECK_STR(check_get(root, V2_SVC "/memory.max"), "<missing>");
 
     /* A directory in place of the knob file. */
     snprintf(path, sizeof path, "%s/" V2_SVC "/cpu.max", root);
@@ -945,11 +902,11 @@ static void test_missing_and_bad_files(void)
     CHECK(strstr(err, "cpu.max") != NULL);
 
     /* Unparseable content: SM_EINVAL naming the file, nothing written. */
-    put(root, V2_SVC "/io.weight", "garbage\n");
+    check_put(root, V2_SVC "/io.weight", "garbage\n");
     act_setting_io_weight(&want, 100);
     CHECK_EQ(act_cg_apply(cg, &g, &want, &prev, &changed, err), SM_EINVAL);
     CHECK(strstr(err, "io.weight") != NULL);
-    CHECK_STR(get(root, V2_SVC "/io.weight"), "garbage\n");
+    CHECK_STR(check_get(root, V2_SVC "/io.weight"), "garbage\n");
 
     /* A group without the controller, or the cgroup gone. */
     struct act_cg_group none;
@@ -969,7 +926,7 @@ static void test_missing_and_bad_files(void)
     root = make_v1();
     static char big[ACT_CG_FILE_TEXT_MAX + 100];
     memset(big, '1', sizeof big - 1);
-    put(root, "blkio/docker/web/blkio.weight", big);
+    check_put(root, "blkio/docker/web/blkio.weight", big);
     cg = open_ok(root);
     group_ok(cg, "docker/{service}", &g);
     CHECK_EQ(act_cg_read(cg, &g, ACT_KNOB_IO_WEIGHT, &s, err), SM_EINVAL);
@@ -1004,10 +961,10 @@ static void test_no_writes_outside(void)
     const char *base = check_tmpdir();
     char root[1024];
     snprintf(root, sizeof root, "%s/tree", base);
-    put(base, "tree/cgroup.controllers", "cpu memory\n");
-    put(base, "tree/svc/memory.max", "max\n");
-    put(base, "memory.max", "sentinel\n");
-    put(base, "svc/memory.max", "sentinel\n");
+    check_put(base, "tree/cgroup.controllers", "cpu memory\n");
+    check_put(base, "tree/svc/memory.max", "max\n");
+    check_put(base, "memory.max", "sentinel\n");
+    check_put(base, "svc/memory.max", "sentinel\n");
     struct act_cg *cg = open_ok(root);
     struct act_cg_group g;
     char err[SM_ERRMSG_SIZE];
@@ -1030,10 +987,10 @@ static void test_no_writes_outside(void)
     bool changed = false;
     CHECK_OK(act_cg_apply(cg, &g, &want, &prev, &changed, err));
     CHECK(changed);
-    CHECK_STR(get(base, "tree/svc/memory.max"), "4096\n");
-    CHECK_STR(get(base, "memory.max"), "sentinel\n");
-    CHECK_STR(get(base, "svc/memory.max"), "sentinel\n");
-    CHECK_STR(get(base, "tree/web"), "<missing>");
+    CHECK_STR(check_get(base, "tree/svc/memory.max"), "4096\n");
+    CHECK_STR(check_get(base, "memory.max"), "sentinel\n");
+    CHECK_STR(check_get(base, "svc/memory.max"), "sentinel\n");
+    CHECK_STR(check_get(base, "tree/web"), "<missing>");
     act_cg_close(cg);
 }
 

@@ -13,31 +13,6 @@
 /* ---- Fake trees -----------------------------------------------------------
  */
 
-static void put(const char *base, const char *rel, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f != NULL);
-    fputs(text, f);
-    REQUIRE(fclose(f) == 0);
-}
-
-static const char *get(const char *base, const char *rel)
-{
-    static char buf[256];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return "<missing>";
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* Adds cpuN/cpufreq with the given limits (kHz) under @root. */
 static void add_cpu(const char *root,
                     unsigned cpu,
@@ -52,15 +27,15 @@ static void add_cpu(const char *root,
     REQUIRE(mkdir(rel, 0755) == 0 || errno == EEXIST);
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/cpuinfo_min_freq", cpu);
     snprintf(val, sizeof val, "%u\n", min);
-    put(root, rel, val);
+    check_put(root, rel, val);
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/cpuinfo_max_freq", cpu);
     snprintf(val, sizeof val, "%u\n", max);
-    put(root, rel, val);
+    check_put(root, rel, val);
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/scaling_max_freq", cpu);
     snprintf(val, sizeof val, "%u\n", cur);
-    put(root, rel, val);
+    check_put(root, rel, val);
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/scaling_governor", cpu);
-    put(root, rel, "powersave\n");
+    check_put(root, rel, "powersave\n");
 }
 
 /* CPUs 0-3 at 0.8-3.6 GHz capped at 2 GHz, CPU 6 (an efficient core) at
@@ -158,7 +133,7 @@ static void test_available(void)
     CHECK_OK(act_cpufreq_available(root, "0-1", err));
     REQUIRE(chmod(path, 0644) == 0);
 
-    put(root, "cpu1/cpufreq/cpuinfo_max_freq", "fast\n");
+    check_put(root, "cpu1/cpufreq/cpuinfo_max_freq", "fast\n");
     CHECK_EQ(act_cpufreq_available(root, "0-3", err), SM_EINVAL);
     CHECK(strstr(err, "cpu1/cpufreq/cpuinfo_max_freq") != NULL);
 
@@ -201,10 +176,10 @@ static void test_read(void)
     CHECK_EQ(s.cpu[4].max_khz, 2400000);
     CHECK_EQ(s.cpu[4].cur_khz, 1200000);
 
-    put(root, "cpu3/cpufreq/cpuinfo_min_freq", "4000000\n");
+    check_put(root, "cpu3/cpufreq/cpuinfo_min_freq", "4000000\n");
     CHECK_EQ(act_cpufreq_read(root, "3", &s, err), SM_EINVAL);
     CHECK(strstr(err, "cpu3") != NULL);
-    put(root, "cpu3/cpufreq/scaling_max_freq", "\n");
+    check_put(root, "cpu3/cpufreq/scaling_max_freq", "\n");
     CHECK_EQ(act_cpufreq_read(root, "3", &s, err), SM_EINVAL);
     CHECK_EQ(act_cpufreq_read(root, "4", &s, err), SM_ENOTFOUND);
 }
@@ -224,36 +199,37 @@ static void test_apply_and_restore(void)
     CHECK_EQ(prev.n, 5);
     CHECK_EQ(prev.cpu[0].cur_khz, 2000000);
     CHECK_EQ(prev.cpu[4].cur_khz, 1200000);
-    CHECK_STR(get(root, SCALING(0)), "3000000\n");
-    CHECK_STR(get(root, SCALING(3)), "3000000\n");
-    CHECK_STR(get(root, SCALING(6)), "2400000\n"); /* clamped to its max */
+    CHECK_STR(check_get(root, SCALING(0)), "3000000\n");
+    CHECK_STR(check_get(root, SCALING(3)), "3000000\n");
+    CHECK_STR(check_get(root, SCALING(6)),
+              "2400000\n"); /* clamped to its max */
 
     /* Idempotent: files already at the target are not written (the
      * newline-less spelling below would be replaced by a write). */
-    put(root, SCALING(1), "3000000");
-    put(root, SCALING(6), "2400000");
+    check_put(root, SCALING(1), "3000000");
+    check_put(root, SCALING(6), "2400000");
     REQUIRE_OK(
         act_cpufreq_apply(root, "0-3,6", 3000000, &again, &changed, err));
     CHECK(!changed);
-    CHECK_STR(get(root, SCALING(1)), "3000000");
+    CHECK_STR(check_get(root, SCALING(1)), "3000000");
     CHECK_EQ(again.cpu[4].cur_khz, 2400000);
 
     /* Rollback restores every CPU's own value. */
     REQUIRE_OK(act_cpufreq_restore(root, &prev, &changed, err));
     CHECK(changed);
-    CHECK_STR(get(root, SCALING(0)), "2000000\n");
-    CHECK_STR(get(root, SCALING(1)), "2000000\n");
-    CHECK_STR(get(root, SCALING(6)), "1200000\n");
+    CHECK_STR(check_get(root, SCALING(0)), "2000000\n");
+    CHECK_STR(check_get(root, SCALING(1)), "2000000\n");
+    CHECK_STR(check_get(root, SCALING(6)), "1200000\n");
     REQUIRE_OK(act_cpufreq_restore(root, &prev, &changed, err));
     CHECK(!changed);
 
     /* Clamping at both ends; NULL prev and changed. */
     REQUIRE_OK(act_cpufreq_apply(root, "0,6", 99999999, NULL, NULL, err));
-    CHECK_STR(get(root, SCALING(0)), "3600000\n");
-    CHECK_STR(get(root, SCALING(1)), "2000000\n");
+    CHECK_STR(check_get(root, SCALING(0)), "3600000\n");
+    CHECK_STR(check_get(root, SCALING(1)), "2000000\n");
     REQUIRE_OK(act_cpufreq_apply(root, "0", 1, NULL, &changed, err));
     CHECK(changed);
-    CHECK_STR(get(root, SCALING(0)), "800000\n");
+    CHECK_STR(check_get(root, SCALING(0)), "800000\n");
 }
 
 static void test_apply_refused(void)
@@ -266,7 +242,7 @@ static void test_apply_refused(void)
     CHECK_EQ(act_cpufreq_apply(root, "0-4", 3000000, &prev, &changed, err),
              SM_ENOTFOUND);
     CHECK(!changed);
-    CHECK_STR(get(root, SCALING(0)), "2000000\n");
+    CHECK_STR(check_get(root, SCALING(0)), "2000000\n");
     CHECK_EQ(act_cpufreq_apply(root, "", 3000000, NULL, &changed, err),
              SM_EINVAL);
 
@@ -276,7 +252,7 @@ static void test_apply_refused(void)
     CHECK_EQ(act_cpufreq_restore(root, &prev, &changed, err), SM_EINVAL);
     CHECK(!changed);
     CHECK(strstr(err, "cpu1") != NULL);
-    CHECK_STR(get(root, SCALING(0)), "2000000\n");
+    CHECK_STR(check_get(root, SCALING(0)), "2000000\n");
     prev.cpu[1].cur_khz = 2000000;
     prev.cpu[1].cpu = 5;
     CHECK_EQ(act_cpufreq_restore(root, &prev, &changed, err), SM_ENOTFOUND);
@@ -312,7 +288,7 @@ static void test_apply_undo(void)
     for (int c = 0; c < 4; c++) {
         char rel[64];
         snprintf(rel, sizeof rel, "cpu%d/cpufreq/scaling_max_freq", c);
-        CHECK_STR(get(root, rel), "2000000\n");
+        CHECK_STR(check_get(root, rel), "2000000\n");
     }
     CHECK_EQ(prev.cpu[4].cur_khz, 2000000);
 }

@@ -12,59 +12,6 @@
 /* ---- Fake trees -----------------------------------------------------------
  */
 
-static void mkdirs(const char *base, const char *rel)
-{
-    char path[1024];
-    REQUIRE(snprintf(path, sizeof path, "%s/%s", base, rel) < (int)sizeof path);
-    for (char *p = path + strlen(base) + 1; *p != '\0'; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-            *p = '/';
-        }
-    }
-    REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-}
-
-static void put(const char *base, const char *rel, const char *text)
-{
-    char path[1024], dir[1024];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    snprintf(dir, sizeof dir, "%s", rel);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        mkdirs(base, dir);
-    }
-    FILE *f = fopen(path, "w");
-    REQUIRE(f != NULL);
-    fputs(text, f);
-    REQUIRE(fclose(f) == 0);
-}
-
-static const char *get(const char *base, const char *rel)
-{
-    static char buf[16384];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return "<missing>";
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static bool is_dir(const char *base, const char *rel)
-{
-    char path[1024];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 #define GROUP "sagemesh-web"
 
 /* A two-socket host with a 20-way L3 and memory bandwidth allocation, as
@@ -73,17 +20,18 @@ static bool is_dir(const char *base, const char *rel)
 static const char *make_tree(void)
 {
     const char *root = check_tmpdir();
-    put(root, "schemata", "    L3:0=fffff;1=fffff\n    MB:0=  100;1=  100\n");
-    put(root, "tasks", "");
-    put(root, "info/L3/cbm_mask", "fffff\n");
-    put(root, "info/L3/min_cbm_bits", "1\n");
-    put(root, "info/L3/num_closids", "16\n");
-    put(root, "info/L3/shareable_bits", "0\n");
-    put(root, "info/MB/min_bandwidth", "10\n");
-    put(root, "info/last_cmd_status", "ok\n");
-    put(root, GROUP "/schemata",
-        "    L3:0=fffff;1=fffff\n    MB:0=  100;1=  100\n");
-    put(root, GROUP "/tasks", "");
+    check_put(root, "schemata",
+              "    L3:0=fffff;1=fffff\n    MB:0=  100;1=  100\n");
+    check_put(root, "tasks", "");
+    check_put(root, "info/L3/cbm_mask", "fffff\n");
+    check_put(root, "info/L3/min_cbm_bits", "1\n");
+    check_put(root, "info/L3/num_closids", "16\n");
+    check_put(root, "info/L3/shareable_bits", "0\n");
+    check_put(root, "info/MB/min_bandwidth", "10\n");
+    check_put(root, "info/last_cmd_status", "ok\n");
+    check_put(root, GROUP "/schemata",
+              "    L3:0=fffff;1=fffff\n    MB:0=  100;1=  100\n");
+    check_put(root, GROUP "/tasks", "");
     return root;
 }
 
@@ -342,28 +290,28 @@ static void test_available(void)
 
     /* Memory bandwidth allocation only. */
     const char *mba = check_tmpdir();
-    put(mba, "schemata", "MB:0=100\n");
-    put(mba, "info/MB/min_bandwidth", "10\n");
+    check_put(mba, "schemata", "MB:0=100\n");
+    check_put(mba, "info/MB/min_bandwidth", "10\n");
     CHECK_EQ(act_rdt_available(mba, &r, err), SM_ENOTFOUND);
     CHECK(strstr(err, "no L3 cache allocation") != NULL);
 
     /* Code/data prioritisation. */
     const char *cdp = check_tmpdir();
-    put(cdp, "schemata", "L3DATA:0=fffff\nL3CODE:0=fffff\n");
-    put(cdp, "info/L3CODE/cbm_mask", "fffff\n");
-    put(cdp, "info/L3DATA/cbm_mask", "fffff\n");
+    check_put(cdp, "schemata", "L3DATA:0=fffff\nL3CODE:0=fffff\n");
+    check_put(cdp, "info/L3CODE/cbm_mask", "fffff\n");
+    check_put(cdp, "info/L3DATA/cbm_mask", "fffff\n");
     CHECK_EQ(act_rdt_available(cdp, &r, err), SM_ENOTFOUND);
     CHECK(strstr(err, "CDP") != NULL);
 
     /* Malformed info, a default schemata without L3. */
-    put(root, "info/L3/cbm_mask", "f0f\n");
+    check_put(root, "info/L3/cbm_mask", "f0f\n");
     CHECK_EQ(act_rdt_available(root, &r, err), SM_EINVAL);
     CHECK(strstr(err, "cbm_mask") != NULL);
-    put(root, "info/L3/cbm_mask", "fffff\n");
-    put(root, "schemata", "MB:0=100\n");
+    check_put(root, "info/L3/cbm_mask", "fffff\n");
+    check_put(root, "schemata", "MB:0=100\n");
     CHECK_EQ(act_rdt_available(root, &r, err), SM_ENOTFOUND);
     CHECK(strstr(err, "no L3 line") != NULL);
-    put(root, "schemata", "L3:0=fffff;0=1\n");
+    check_put(root, "schemata", "L3:0=fffff;0=1\n");
     CHECK_EQ(act_rdt_available(root, &r, err), SM_EINVAL);
 
     char longroot[1100];
@@ -406,12 +354,12 @@ static void test_groups(void)
     bool created = false;
     REQUIRE_OK(act_rdt_group_create(&r, "sagemesh-api", &created, err));
     CHECK(created);
-    CHECK(is_dir(root, "sagemesh-api"));
+    CHECK(check_is_dir(root, "sagemesh-api"));
     REQUIRE_OK(act_rdt_group_create(&r, "sagemesh-api", &created, err));
     CHECK(!created);
     REQUIRE_OK(act_rdt_group_create(&r, GROUP, NULL, err));
 
-    put(root, "taken", "");
+    check_put(root, "taken", "");
     CHECK_EQ(act_rdt_group_create(&r, "taken", &created, err), SM_EEXIST);
     CHECK(!created);
     CHECK_EQ(act_rdt_group_create(&r, "info", &created, err), SM_EINVAL);
@@ -419,7 +367,7 @@ static void test_groups(void)
     CHECK_EQ(act_rdt_group_create(&r, "", &created, err), SM_EINVAL);
 
     REQUIRE_OK(act_rdt_group_remove(&r, "sagemesh-api", err));
-    CHECK(!is_dir(root, "sagemesh-api"));
+    CHECK(!check_is_dir(root, "sagemesh-api"));
     REQUIRE_OK(act_rdt_group_remove(&r, "sagemesh-api", err));
     /* A fake group holds regular files, which rmdir will not remove. */
     CHECK_EQ(act_rdt_group_remove(&r, GROUP, err), SM_EIO);
@@ -445,7 +393,7 @@ static void test_read(void)
     CHECK_EQ(act_rdt_read(&r, "sagemesh-none", &s, err), SM_ENOTFOUND);
     CHECK(strstr(err, "sagemesh-none/schemata") != NULL);
     CHECK_EQ(act_rdt_read(&r, "../x", &s, err), SM_EINVAL);
-    put(root, GROUP "/schemata", "L3:0=fffff;1=qq\n");
+    check_put(root, GROUP "/schemata", "L3:0=fffff;1=qq\n");
     CHECK_EQ(act_rdt_read(&r, GROUP, &s, err), SM_EINVAL);
     CHECK(strstr(err, GROUP "/schemata") != NULL);
 }
@@ -466,27 +414,28 @@ static void test_apply_and_restore(void)
     CHECK(changed);
     CHECK_EQ(applied, 4);
     CHECK_EQ(act_rdt_ways(&prev), 20);
-    CHECK_STR(get(root, GROUP "/schemata"), "L3:0=f;1=f\nMB:0=100;1=100\n");
+    CHECK_STR(check_get(root, GROUP "/schemata"),
+              "L3:0=f;1=f\nMB:0=100;1=100\n");
     /* The default group is not touched. */
-    CHECK_STR(get(root, "schemata"),
+    CHECK_STR(check_get(root, "schemata"),
               "    L3:0=fffff;1=fffff\n    MB:0=  100;1=  100\n");
 
     /* Idempotent: the kernel's padded spelling of the same masks is not
      * rewritten. */
-    put(root, GROUP "/schemata",
-        "    L3:0=0000f;1=0000f\n    MB:0=  100;1=  100\n");
+    check_put(root, GROUP "/schemata",
+              "    L3:0=0000f;1=0000f\n    MB:0=  100;1=  100\n");
     struct act_rdt_schemata again;
     REQUIRE_OK(
         act_rdt_apply_ways(&r, GROUP, 4, &again, &applied, &changed, err));
     CHECK(!changed);
-    CHECK_STR(get(root, GROUP "/schemata"),
+    CHECK_STR(check_get(root, GROUP "/schemata"),
               "    L3:0=0000f;1=0000f\n    MB:0=  100;1=  100\n");
 
     /* Meanwhile someone changed the memory bandwidth: a restore keeps it. */
-    put(root, GROUP "/schemata", "L3:0=f;1=f\nMB:0=50;1=70\n");
+    check_put(root, GROUP "/schemata", "L3:0=f;1=f\nMB:0=50;1=70\n");
     REQUIRE_OK(act_rdt_restore(&r, GROUP, &prev, &changed, err));
     CHECK(changed);
-    CHECK_STR(get(root, GROUP "/schemata"),
+    CHECK_STR(check_get(root, GROUP "/schemata"),
               "L3:0=fffff;1=fffff\nMB:0=50;1=70\n");
     REQUIRE_OK(act_rdt_restore(&r, GROUP, &prev, &changed, err));
     CHECK(!changed);
@@ -494,9 +443,9 @@ static void test_apply_and_restore(void)
     /* Clamping, and NULL outputs. */
     REQUIRE_OK(act_rdt_apply_ways(&r, GROUP, 0, NULL, &applied, NULL, err));
     CHECK_EQ(applied, 1);
-    CHECK_STR(get(root, GROUP "/schemata"), "L3:0=1;1=1\nMB:0=50;1=70\n");
+    CHECK_STR(check_get(root, GROUP "/schemata"), "L3:0=1;1=1\nMB:0=50;1=70\n");
     REQUIRE_OK(act_rdt_apply_ways(&r, GROUP, 99, NULL, NULL, NULL, err));
-    CHECK_STR(get(root, GROUP "/schemata"),
+    CHECK_STR(check_get(root, GROUP "/schemata"),
               "L3:0=fffff;1=fffff\nMB:0=50;1=70\n");
 }
 
@@ -506,17 +455,17 @@ static void test_restore_uneven(void)
     char err[SM_ERRMSG_SIZE];
     const char *root = make_tree();
     struct act_rdt r = probe_ok(root);
-    put(root, GROUP "/schemata", "L3:0=3ff;1=fff\n");
+    check_put(root, GROUP "/schemata", "L3:0=3ff;1=fff\n");
     struct act_rdt_schemata prev;
     bool changed;
     REQUIRE_OK(act_rdt_apply_ways(&r, GROUP, 16, &prev, NULL, &changed, err));
     CHECK(changed);
-    CHECK_STR(get(root, GROUP "/schemata"), "L3:0=ffff;1=ffff\n");
+    CHECK_STR(check_get(root, GROUP "/schemata"), "L3:0=ffff;1=ffff\n");
     CHECK_EQ(act_rdt_ways(&prev), 10);
     /* The domains listed in another order are still the same domains. */
-    put(root, GROUP "/schemata", "L3:1=ffff;0=ffff\n");
+    check_put(root, GROUP "/schemata", "L3:1=ffff;0=ffff\n");
     REQUIRE_OK(act_rdt_restore(&r, GROUP, &prev, &changed, err));
-    CHECK_STR(get(root, GROUP "/schemata"), "L3:1=fff;0=3ff\n");
+    CHECK_STR(check_get(root, GROUP "/schemata"), "L3:1=fff;0=3ff\n");
 }
 
 static void test_restore_refused(void)
@@ -526,7 +475,7 @@ static void test_restore_refused(void)
     struct act_rdt r = probe_ok(root);
     r.info.min_cbm_bits = 2;
     const char *before = "L3:0=fffff;1=fffff\nMB:0=100;1=100\n";
-    put(root, GROUP "/schemata", before);
+    check_put(root, GROUP "/schemata", before);
     static const char *const bad[] = {
         "L3:0=f0f;1=fffff", /* not contiguous */
         "L3:0=1fffff;1=f",  /* outside cbm_mask */
@@ -542,7 +491,7 @@ static void test_restore_refused(void)
         bool changed = true;
         CHECK_EQ(act_rdt_restore(&r, GROUP, &prev, &changed, err), SM_EINVAL);
         CHECK(!changed);
-        CHECK_STR(get(root, GROUP "/schemata"), before);
+        CHECK_STR(check_get(root, GROUP "/schemata"), before);
     }
     struct act_rdt_schemata ok;
     REQUIRE_OK(act_rdt_schemata_parse("L3:0=f;1=f", 10, &ok, err));
@@ -550,7 +499,7 @@ static void test_restore_refused(void)
     CHECK_EQ(act_rdt_restore(&r, "", &ok, NULL, err), SM_EINVAL);
 
     /* A group whose schemata has no L3 line cannot be given ways. */
-    put(root, GROUP "/schemata", "MB:0=100\n");
+    check_put(root, GROUP "/schemata", "MB:0=100\n");
     bool changed = true;
     CHECK_EQ(act_rdt_apply_ways(&r, GROUP, 4, NULL, NULL, &changed, err),
              SM_EINVAL);
@@ -588,10 +537,10 @@ static void test_move_tasks(void)
     size_t moved = 0;
     REQUIRE_OK(act_rdt_move_tasks(&r, GROUP, pids, 3, &moved, err));
     CHECK_EQ(moved, 3);
-    CHECK_STR(get(root, GROUP "/tasks"), "10\n20\n30\n");
+    CHECK_STR(check_get(root, GROUP "/tasks"), "10\n20\n30\n");
     /* Back to the default group. */
     REQUIRE_OK(act_rdt_move_tasks(&r, "", pids, 2, NULL, err));
-    CHECK_STR(get(root, "tasks"), "10\n20\n");
+    CHECK_STR(check_get(root, "tasks"), "10\n20\n");
     REQUIRE_OK(act_rdt_move_tasks(&r, GROUP, pids, 0, &moved, err));
     CHECK_EQ(moved, 0);
 
@@ -599,7 +548,7 @@ static void test_move_tasks(void)
     moved = 9;
     CHECK_EQ(act_rdt_move_tasks(&r, GROUP, bad, 2, &moved, err), SM_EINVAL);
     CHECK_EQ(moved, 0);
-    CHECK_STR(get(root, GROUP "/tasks"), "10\n20\n30\n");
+    CHECK_STR(check_get(root, GROUP "/tasks"), "10\n20\n30\n");
     CHECK_EQ(act_rdt_move_tasks(&r, "nogroup", pids, 3, &moved, err),
              SM_ENOTFOUND);
     CHECK(strstr(err, "nogroup/tasks") != NULL);

@@ -547,36 +547,11 @@ static const char fake_show[] =
     " Sent 12345 bytes 67 pkt (dropped 0, overlimits 0 requeues 0) \n"
     " backlog 0b 0p requeues 0\n";
 
-static void put(const char *dir, const char *name, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f != NULL);
-    fputs(text, f);
-    REQUIRE(fclose(f) == 0);
-}
-
 static void del(const char *dir, const char *name)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     REQUIRE(remove(path) == 0);
-}
-
-static const char *get(const char *dir, const char *name)
-{
-    static char buf[8192];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return "";
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
 }
 
 /* Makes a fake tc in a new directory: eth0, class 1:10 at @rate/@ceil. */
@@ -586,15 +561,17 @@ static const char *make_fake(struct act_tc *tc,
 {
     const char *dir = check_tmpdir();
     char path[1024], err[SM_ERRMSG_SIZE];
-    put(dir, "tc", fake_script);
+    check_put(dir, "tc", fake_script);
     snprintf(path, sizeof path, "%s/tc", dir);
     REQUIRE(chmod(path, 0755) == 0);
-    put(dir, "show", fake_show);
-    put(dir, "dev", "eth0\n");
-    put(dir, "rate", rate);
-    put(dir, "ceil", ceil);
-    put(dir, "burst", "1600b");
-    put(dir, "prio", "0");
+    check_put(dir, "show", fake_show);
+    check_put(dir, "dev", "eth0\n");
+    check_put(dir, "rate", rate);
+    check_put(dir, "ceil", ceil);
+    check_put(dir, "burst", "1600b");
+    check_put(dir, "prio", "0");
+    /* The fake appends to its log: an empty one reads as no calls. */
+    check_put(dir, "argv", "");
     REQUIRE_OK(act_tc_init(tc, path, "eth0", "1:10", CLASSES, err));
     return dir;
 }
@@ -605,7 +582,7 @@ static const char *make_fake(struct act_tc *tc,
 static const char *calls(const char *dir)
 {
     static char out[8192];
-    const char *log = get(dir, "argv");
+    const char *log = check_get(dir, "argv");
     out[0] = '\0';
     for (const char *p = log; *p != '\0';) {
         const char *nl = strchr(p, '\n');
@@ -620,7 +597,7 @@ static const char *calls(const char *dir)
         }
         p += n + (nl != NULL);
     }
-    put(dir, "argv", "");
+    check_put(dir, "argv", "");
     return out;
 }
 
@@ -641,7 +618,7 @@ static void test_fake_read(void)
     CHECK_EQ(h.rate, 200000000);
     CHECK_EQ(h.parent.minor, 1);
     CHECK_EQ(index, 1);
-    put(dir, "rate", "50Mbit");
+    check_put(dir, "rate", "50Mbit");
     REQUIRE_OK(act_tc_read(&tc, in_10s(), &h, &index, err));
     CHECK_EQ(index, -1);
     REQUIRE_OK(act_tc_read(&tc, in_10s(), &h, NULL, err));
@@ -666,10 +643,10 @@ static void test_fake_unavailable(void)
     CHECK_EQ(act_tc_available(&noexec, in_10s(), err), SM_EPERM);
 
     /* No such device. */
-    put(dir, "dev", "eth1\n");
+    check_put(dir, "dev", "eth1\n");
     CHECK_EQ(act_tc_available(&tc, in_10s(), err), SM_ENOTFOUND);
     CHECK(strstr(err, "Cannot find device \"eth0\"") != NULL);
-    put(dir, "dev", "eth0\n");
+    check_put(dir, "dev", "eth0\n");
 
     /* No such class. */
     struct act_tc other = tc;
@@ -678,17 +655,17 @@ static void test_fake_unavailable(void)
     CHECK(strstr(err, "no HTB class 1:11") != NULL);
 
     /* tc refuses. */
-    put(dir, "fail-show", "RTNETLINK answers: Operation not permitted\n");
+    check_put(dir, "fail-show", "RTNETLINK answers: Operation not permitted\n");
     CHECK_EQ(act_tc_available(&tc, in_10s(), err), SM_EPERM);
     CHECK(strstr(err, "exited with 2") != NULL);
-    put(dir, "fail-show", "Something odd\nsecond line\n");
+    check_put(dir, "fail-show", "Something odd\nsecond line\n");
     CHECK_EQ(act_tc_available(&tc, in_10s(), err), SM_EIO);
     CHECK(strstr(err, "Something odd") != NULL);
     CHECK(strstr(err, "second") == NULL);
     del(dir, "fail-show");
 
     /* Output that is not tc's. */
-    put(dir, "show", "class htb 1:10 parent 1:1 rate 1Mbit\n");
+    check_put(dir, "show", "class htb 1:10 parent 1:1 rate 1Mbit\n");
     struct act_tc_htb h = {.rate = 5};
     CHECK_EQ(act_tc_read(&tc, in_10s(), &h, NULL, err), SM_EMALFORMED);
     CHECK_EQ(h.rate, 5);
@@ -701,7 +678,7 @@ static void test_fake_timeout(void)
     struct act_tc tc;
     char err[SM_ERRMSG_SIZE];
     const char *dir = make_fake(&tc, "200Mbit", "200Mbit");
-    put(dir, "hang", "");
+    check_put(dir, "hang", "");
     uint64_t soon = sm_clock_mono_ns(sm_clock_real()) + 100000000;
     CHECK_EQ(act_tc_available(&tc, soon, err), SM_ETIMEDOUT);
     CHECK(strstr(err, "timed out") != NULL);
@@ -712,7 +689,7 @@ static void test_fake_apply(void)
     struct act_tc tc;
     char err[SM_ERRMSG_SIZE];
     const char *dir = make_fake(&tc, "100Mbit", "200Mbit");
-    put(dir, "burst", "3200b");
+    check_put(dir, "burst", "3200b");
     struct act_tc_htb prev;
     bool changed = false;
     int rv = act_tc_apply_class(&tc, 2, in_10s(), &prev, &changed, err);
@@ -727,7 +704,7 @@ static void test_fake_apply(void)
     CHECK_STR(calls(dir),
               "-s class show dev eth0 | class change dev eth0 parent 1:1 "
               "classid 1:10 htb rate 500Mbit ceil 500Mbit |");
-    CHECK_STR(get(dir, "rate"), "500Mbit\n");
+    CHECK_STR(check_get(dir, "rate"), "500Mbit\n");
 
     /* Idempotent: the second time only reads. */
     struct act_tc_htb again;
@@ -757,7 +734,7 @@ static void test_fake_apply(void)
 
     /* changed and prev may be NULL. */
     REQUIRE_OK(act_tc_apply_class(&tc, 0, in_10s(), NULL, NULL, err));
-    CHECK_STR(get(dir, "ceil"), "100Mbit\n");
+    CHECK_STR(check_get(dir, "ceil"), "100Mbit\n");
 }
 
 /* tc class change resets what it is not given: prio is passed back. */
@@ -766,14 +743,14 @@ static void test_fake_keeps_prio(void)
     struct act_tc tc;
     char err[SM_ERRMSG_SIZE];
     const char *dir = make_fake(&tc, "100Mbit", "100Mbit");
-    put(dir, "prio", "3");
+    check_put(dir, "prio", "3");
     bool changed;
     REQUIRE_OK(act_tc_apply_class(&tc, 1, in_10s(), NULL, &changed, err));
     CHECK(changed);
     CHECK_STR(calls(dir),
               "-s class show dev eth0 | class change dev eth0 parent 1:1 "
               "classid 1:10 htb rate 200Mbit ceil 200Mbit prio 3 |");
-    CHECK_STR(get(dir, "prio"), "3\n");
+    CHECK_STR(check_get(dir, "prio"), "3\n");
 }
 
 /* A rate tc shows truncated counts as applied: no endless rewrites. */
@@ -813,22 +790,24 @@ static void test_fake_apply_failures(void)
 
     /* The change fails: permission, a vanished class, anything else. */
     struct act_tc_htb prev = {.rate = 1};
-    put(dir, "fail-change", "RTNETLINK answers: Operation not permitted\n");
+    check_put(dir, "fail-change",
+              "RTNETLINK answers: Operation not permitted\n");
     changed = true;
     CHECK_EQ(act_tc_apply_class(&tc, 3, in_10s(), &prev, &changed, err),
              SM_EPERM);
     CHECK(!changed);
     CHECK_EQ(prev.rate, 100000000);
-    put(dir, "fail-change", "RTNETLINK answers: No such file or directory\n");
+    check_put(dir, "fail-change",
+              "RTNETLINK answers: No such file or directory\n");
     CHECK_EQ(act_tc_apply_class(&tc, 3, in_10s(), NULL, &changed, err),
              SM_ENOTFOUND);
-    put(dir, "fail-change", "Illegal \"rate\"\n");
+    check_put(dir, "fail-change", "Illegal \"rate\"\n");
     CHECK_EQ(act_tc_apply_class(&tc, 3, in_10s(), NULL, &changed, err), SM_EIO);
     CHECK(strstr(err, "Illegal") != NULL);
-    CHECK_STR(get(dir, "rate"), "100Mbit");
+    CHECK_STR(check_get(dir, "rate"), "100Mbit");
 
     /* A read failure stops before any change. */
-    put(dir, "dev", "eth1\n");
+    check_put(dir, "dev", "eth1\n");
     (void)calls(dir);
     CHECK_EQ(act_tc_apply_class(&tc, 3, in_10s(), NULL, &changed, err),
              SM_ENOTFOUND);

@@ -534,23 +534,6 @@ static void test_json_round_trip_and_rejects(void)
 
 /* ---- The real agent on a fake cgroup v1 tree ---------------------------- */
 
-static void put(const char *dir, const char *rel, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    for (char *p = path + strlen(dir) + 1; *p != '\0'; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-            *p = '/';
-        }
-    }
-    FILE *fp = fopen(path, "w");
-    REQUIRE(fp != NULL);
-    fputs(text, fp);
-    REQUIRE(fclose(fp) == 0);
-}
-
 static long read_long(const char *dir, const char *rel)
 {
     char path[1024];
@@ -566,10 +549,10 @@ static long read_long(const char *dir, const char *rel)
 static void test_real_agent_cgroup_v1(void)
 {
     const char *root = check_tmpdir();
-    put(root, "cpu/e2e/api/cpu.cfs_quota_us", "20000\n");
-    put(root, "cpu/e2e/api/cpu.cfs_period_us", "100000\n");
-    put(root, "memory/e2e/api/memory.limit_in_bytes", "268435456\n");
-    put(root, "blkio/e2e/api/blkio.weight", "500\n");
+    check_put(root, "cpu/e2e/api/cpu.cfs_quota_us", "20000\n");
+    check_put(root, "cpu/e2e/api/cpu.cfs_period_us", "100000\n");
+    check_put(root, "memory/e2e/api/memory.limit_in_bytes", "268435456\n");
+    check_put(root, "blkio/e2e/api/blkio.weight", "500\n");
     struct node_agent_config ac = {
         .cgroup_root = root,
         .cgroup_path = "e2e/{service}",
@@ -639,7 +622,7 @@ static void test_real_agent_command(void)
     snprintf(out, sizeof out, "%s/ran", dir);
     snprintf(script, sizeof script, "%s/scale.sh", dir);
     snprintf(text, sizeof text, "#!/bin/sh\necho \"$1 $2 $3\" > %s\n", out);
-    put(dir, "scale.sh", text);
+    check_put(dir, "scale.sh", text);
     REQUIRE(chmod(script, 0755) == 0);
     snprintf(tmpl, sizeof tmpl, "%s {service} {resource} {amount}", script);
     struct node_agent_config ac = {

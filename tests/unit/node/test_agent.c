@@ -34,48 +34,6 @@ static void teardown(void)
 
 /* ---- Files --------------------------------------------------------------- */
 
-/* Writes @text to @dir/@rel, making the directories on the way. */
-static void put(const char *dir, const char *rel, const char *text)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    for (char *p = path + strlen(dir) + 1; *p != '\0'; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            REQUIRE(mkdir(path, 0755) == 0 || errno == EEXIST);
-            *p = '/';
-        }
-    }
-    FILE *fp = fopen(path, "w");
-    REQUIRE(fp != NULL);
-    fputs(text, fp);
-    REQUIRE(fclose(fp) == 0);
-}
-
-/* The content of @dir/@rel ("<missing>" when absent), in a static buffer. */
-static const char *get(const char *dir, const char *rel)
-{
-    static char buf[8192];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    FILE *fp = fopen(path, "r");
-    if (fp == NULL) {
-        return "<missing>";
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
-static bool is_dir(const char *dir, const char *rel)
-{
-    char path[1024];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* A cgroup v1 tree with service "web" in e2e/web: @quota_us per 100 ms of
  * CPU (-1: unlimited), cpuset @cpus, and its threads 101 and 102 (one
  * process). */
@@ -84,12 +42,12 @@ static const char *make_cgroups(const char *quota_us, const char *cpus)
     const char *root = check_tmpdir();
     char q[32];
     snprintf(q, sizeof q, "%s\n", quota_us);
-    put(root, "cpu/e2e/web/cpu.cfs_quota_us", q);
-    put(root, "cpu/e2e/web/cpu.cfs_period_us", "100000\n");
-    put(root, "cpu/e2e/web/tasks", "101\n102\n");
-    put(root, "cpu/e2e/web/cgroup.procs", "101\n");
-    put(root, "cpuset/e2e/web/cpuset.cpus", cpus);
-    put(root, "memory/e2e/web/memory.limit_in_bytes", "268435456\n");
+    check_put(root, "cpu/e2e/web/cpu.cfs_quota_us", q);
+    check_put(root, "cpu/e2e/web/cpu.cfs_period_us", "100000\n");
+    check_put(root, "cpu/e2e/web/tasks", "101\n102\n");
+    check_put(root, "cpu/e2e/web/cgroup.procs", "101\n");
+    check_put(root, "cpuset/e2e/web/cpuset.cpus", cpus);
+    check_put(root, "memory/e2e/web/memory.limit_in_bytes", "268435456\n");
     return root;
 }
 
@@ -225,12 +183,12 @@ static const char fake_tc[] =
 static const char *make_tc(const char *rate, char path[1024])
 {
     const char *dir = check_tmpdir();
-    put(dir, "tc", fake_tc);
+    check_put(dir, "tc", fake_tc);
     snprintf(path, 1024, "%s/tc", dir);
     REQUIRE(chmod(path, 0755) == 0);
-    put(dir, "rate", rate);
-    put(dir, "ceil", rate);
-    put(dir, "argv", "");
+    check_put(dir, "rate", rate);
+    check_put(dir, "ceil", rate);
+    check_put(dir, "argv", "");
     return dir;
 }
 
@@ -247,12 +205,12 @@ static int changes(const char *dir, const char *words)
         *p = *p == ' ' ? '\n' : *p;
     }
     int n = 0;
-    const char *log = get(dir, "argv");
+    const char *log = check_get(dir, "argv");
     for (const char *p = strstr(log, want); p != NULL;
          p = strstr(p + 1, want)) {
         n++;
     }
-    put(dir, "argv", "");
+    check_put(dir, "argv", "");
     return n;
 }
 
@@ -295,20 +253,20 @@ static void test_tc_network(void)
     CHECK_NEAR(act->plan.to, 2, 0);
     CHECK(act->has_prev);
     CHECK_EQ(changes(dir, "rate 500Mbit ceil 500Mbit"), 1);
-    CHECK_STR(get(dir, "rate"), "500Mbit\n");
+    CHECK_STR(check_get(dir, "rate"), "500Mbit\n");
 
     /* Rollback: back to the class it started from. */
     CHECK_OK(node_actions_rollback(r.acts, id, WALL, err));
     CHECK_EQ(node_actions_get(r.acts, id)->state, NODE_ACTION_ROLLED_BACK);
     CHECK_EQ(changes(dir, "rate 200Mbit ceil 200Mbit"), 1);
-    CHECK_STR(get(dir, "rate"), "200Mbit\n");
+    CHECK_STR(check_get(dir, "rate"), "200Mbit\n");
 
     /* At the last class of the list: no local step left (no scale-out
      * configured), and tc is not run to change anything. */
     node_actions_on_window(r.acts, T0 + 30 * S, true, WALL);
     node_actions_on_window(r.acts, T0 + 60 * S, true, WALL);
-    put(dir, "rate", "1Gbit");
-    put(dir, "ceil", "1Gbit");
+    check_put(dir, "rate", "1Gbit");
+    check_put(dir, "ceil", "1Gbit");
     CHECK_STR(diagnose(&r, "00000000000000a1", T0 + 600 * S, "network"), "");
     CHECK_EQ(changes(dir, "rate 1Gbit ceil 1Gbit"), 0);
     rig_close(&r);
@@ -327,8 +285,8 @@ static void test_tc_not_configured(void)
         .cpufreq_root = check_tmpdir(),
         .command_timeout_s = 10,
     };
-    put(ac.cgroup_root, "cpu/e2e/api/cpu.cfs_quota_us", "-1\n");
-    put(ac.cgroup_root, "cpu/e2e/api/cpu.cfs_period_us", "100000\n");
+    check_put(ac.cgroup_root, "cpu/e2e/api/cpu.cfs_quota_us", "-1\n");
+    check_put(ac.cgroup_root, "cpu/e2e/api/cpu.cfs_period_us", "100000\n");
     /* No --tc-dev: reads leave the class unknown; actions say why. */
     struct node_real_agent *ag = NULL;
     int ok = 0;
@@ -411,10 +369,10 @@ static void test_tc_not_configured(void)
 static const char *make_resctrl(void)
 {
     const char *root = check_tmpdir();
-    put(root, "info/L3/cbm_mask", "fff\n");
-    put(root, "info/L3/min_cbm_bits", "1\n");
-    put(root, "schemata", "    L3:0=0ff;1=0ff\n    MB:0=100;1=100\n");
-    put(root, "tasks", "");
+    check_put(root, "info/L3/cbm_mask", "fff\n");
+    check_put(root, "info/L3/min_cbm_bits", "1\n");
+    check_put(root, "schemata", "    L3:0=0ff;1=0ff\n    MB:0=100;1=100\n");
+    check_put(root, "tasks", "");
     return root;
 }
 
@@ -447,14 +405,14 @@ static void test_llc(void)
      * and fails on the missing files, saying which. */
     const struct node_agent *ops = node_agent_ops(r.ag);
     struct node_action a = action("web", ACT_KIND_LLC_WAYS, 8, 10);
-    CHECK(!is_dir(rdt, "sagemesh-web"));
+    CHECK(!check_is_dir(rdt, "sagemesh-web"));
     CHECK_EQ(ops->apply(ops->arg, &a, err), SM_ENOTFOUND);
-    CHECK(is_dir(rdt, "sagemesh-web"));
+    CHECK(check_is_dir(rdt, "sagemesh-web"));
     CHECK(strstr(err, "sagemesh-web/tasks") != NULL);
 
     /* What resctrl puts in a group, with 4 ways to start from. */
-    put(rdt, "sagemesh-web/schemata", "L3:0=00f;1=00f\nMB:0=100;1=100\n");
-    put(rdt, "sagemesh-web/tasks", "");
+    check_put(rdt, "sagemesh-web/schemata", "L3:0=00f;1=00f\nMB:0=100;1=100\n");
+    check_put(rdt, "sagemesh-web/tasks", "");
     CHECK_OK(agent_read(r.ag, "web", ACT_KIND_NONE, &cur, err));
     CHECK_EQ(cur.llc_ways, 4u);
 
@@ -468,40 +426,41 @@ static void test_llc(void)
     CHECK_EQ(act->plan.kind, ACT_KIND_LLC_WAYS);
     CHECK_NEAR(act->plan.from, 4, 0);
     CHECK_NEAR(act->plan.to, 6, 0);
-    CHECK_STR(get(rdt, "sagemesh-web/schemata"),
+    CHECK_STR(check_get(rdt, "sagemesh-web/schemata"),
               "L3:0=3f;1=3f\nMB:0=100;1=100\n");
-    CHECK_STR(get(rdt, "sagemesh-web/tasks"), "101\n102\n");
-    CHECK_STR(get(rdt, "schemata"), "    L3:0=0ff;1=0ff\n    MB:0=100;1=100\n");
+    CHECK_STR(check_get(rdt, "sagemesh-web/tasks"), "101\n102\n");
+    CHECK_STR(check_get(rdt, "schemata"),
+              "    L3:0=0ff;1=0ff\n    MB:0=100;1=100\n");
 
     /* Rollback gives back the 4 ways. */
     CHECK_OK(node_actions_rollback(r.acts, id, WALL, err));
     CHECK_EQ(node_actions_get(r.acts, id)->state, NODE_ACTION_ROLLED_BACK);
-    CHECK_STR(get(rdt, "sagemesh-web/schemata"),
+    CHECK_STR(check_get(rdt, "sagemesh-web/schemata"),
               "L3:0=f;1=f\nMB:0=100;1=100\n");
 
     /* Without the thread list, cgroup.procs is used. */
     char path[1024];
     snprintf(path, sizeof path, "%s/cpu/e2e/web/tasks", ac.cgroup_root);
     REQUIRE(remove(path) == 0);
-    put(rdt, "sagemesh-web/tasks", "");
+    check_put(rdt, "sagemesh-web/tasks", "");
     a = action("web", ACT_KIND_LLC_WAYS, 4, 5);
     CHECK_OK(ops->apply(ops->arg, &a, err));
-    CHECK_STR(get(rdt, "sagemesh-web/tasks"), "101\n");
-    CHECK_STR(get(rdt, "sagemesh-web/schemata"),
+    CHECK_STR(check_get(rdt, "sagemesh-web/tasks"), "101\n");
+    CHECK_STR(check_get(rdt, "sagemesh-web/schemata"),
               "L3:0=1f;1=1f\nMB:0=100;1=100\n");
     /* A thread list that is not one is refused before any move. */
-    put(ac.cgroup_root, "cpu/e2e/web/cgroup.procs", "101\nabc\n");
-    put(rdt, "sagemesh-web/tasks", "");
+    check_put(ac.cgroup_root, "cpu/e2e/web/cgroup.procs", "101\nabc\n");
+    check_put(rdt, "sagemesh-web/tasks", "");
     CHECK_EQ(ops->apply(ops->arg, &a, err), SM_EINVAL);
     CHECK(strstr(err, "cgroup.procs") != NULL);
-    CHECK_STR(get(rdt, "sagemesh-web/tasks"), "");
+    CHECK_STR(check_get(rdt, "sagemesh-web/tasks"), "");
     rig_close(&r);
 
     /* A service in the root cgroup: moving its threads would move the
      * whole host, so nothing is moved or written. */
-    put(rdt, "sagemesh-api/schemata", "L3:0=f;1=f\n");
-    put(rdt, "sagemesh-api/tasks", "");
-    put(ac.cgroup_root, "cpu/tasks", "1\n2\n");
+    check_put(rdt, "sagemesh-api/schemata", "L3:0=f;1=f\n");
+    check_put(rdt, "sagemesh-api/tasks", "");
+    check_put(ac.cgroup_root, "cpu/tasks", "1\n2\n");
     ac.cgroup_path = "/";
     struct node_real_agent *ag = NULL;
     int ok = 0;
@@ -510,8 +469,8 @@ static void test_llc(void)
     a = action("api", ACT_KIND_LLC_WAYS, 4, 6);
     CHECK_EQ(ops->apply(ops->arg, &a, err), SM_EINVAL);
     CHECK(strstr(err, "root cgroup") != NULL);
-    CHECK_STR(get(rdt, "sagemesh-api/tasks"), "");
-    CHECK_STR(get(rdt, "sagemesh-api/schemata"), "L3:0=f;1=f\n");
+    CHECK_STR(check_get(rdt, "sagemesh-api/tasks"), "");
+    CHECK_STR(check_get(rdt, "sagemesh-api/schemata"), "L3:0=f;1=f\n");
     node_agent_close(ag);
 }
 
@@ -543,9 +502,9 @@ static void test_llc_not_mounted(void)
     node_agent_close(ag);
 
     /* Mounted without L3 allocation (memory bandwidth only). */
-    put(ac.resctrl_root, "schemata", "MB:0=100\n");
-    put(ac.resctrl_root, "info/L3/cbm_mask", "fff\n");
-    put(ac.resctrl_root, "info/L3/min_cbm_bits", "1\n");
+    check_put(ac.resctrl_root, "schemata", "MB:0=100\n");
+    check_put(ac.resctrl_root, "info/L3/cbm_mask", "fff\n");
+    check_put(ac.resctrl_root, "info/L3/min_cbm_bits", "1\n");
     REQUIRE_OK(node_agent_open(&ac, &ag, &ok, err));
     CHECK_EQ(agent_read(ag, "web", ACT_KIND_LLC_WAYS, &cur, err), SM_ENOTFOUND);
     CHECK(strstr(err, "resctrl is not usable at") != NULL);
@@ -564,11 +523,11 @@ static void add_cpu(const char *root, unsigned cpu, const char *cur)
 {
     char rel[128];
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/cpuinfo_min_freq", cpu);
-    put(root, rel, "800000\n");
+    check_put(root, rel, "800000\n");
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/cpuinfo_max_freq", cpu);
-    put(root, rel, "3000000\n");
+    check_put(root, rel, "3000000\n");
     snprintf(rel, sizeof rel, "cpu%u/cpufreq/scaling_max_freq", cpu);
-    put(root, rel, cur);
+    check_put(root, rel, cur);
 }
 
 static void test_cpufreq(void)
@@ -604,9 +563,9 @@ static void test_cpufreq(void)
     CHECK_NEAR(act->plan.to, 3000000, 0);
     CHECK_EQ(act->prev.knob, ACT_KNOB_CPUSET);
     CHECK_STR(act->prev.cpus, "0-1");
-    CHECK_STR(get(freq, "cpu0/cpufreq/scaling_max_freq"), "3000000\n");
-    CHECK_STR(get(freq, "cpu1/cpufreq/scaling_max_freq"), "3000000\n");
-    CHECK_STR(get(freq, "cpu2/cpufreq/scaling_max_freq"), "1000000\n");
+    CHECK_STR(check_get(freq, "cpu0/cpufreq/scaling_max_freq"), "3000000\n");
+    CHECK_STR(check_get(freq, "cpu1/cpufreq/scaling_max_freq"), "3000000\n");
+    CHECK_STR(check_get(freq, "cpu2/cpufreq/scaling_max_freq"), "1000000\n");
 
     /* The list shows it in MHz. */
     struct node_text list = {0};
@@ -625,16 +584,16 @@ static void test_cpufreq(void)
     free(list.s);
 
     /* Rollback restores those CPUs' limit, even after the cpuset moved. */
-    put(ac.cgroup_root, "cpuset/e2e/web/cpuset.cpus", "2\n");
+    check_put(ac.cgroup_root, "cpuset/e2e/web/cpuset.cpus", "2\n");
     CHECK_OK(node_actions_rollback(r.acts, id, WALL, err));
     CHECK_EQ(node_actions_get(r.acts, id)->state, NODE_ACTION_ROLLED_BACK);
-    CHECK_STR(get(freq, "cpu0/cpufreq/scaling_max_freq"), "1500000\n");
-    CHECK_STR(get(freq, "cpu1/cpufreq/scaling_max_freq"), "1500000\n");
-    CHECK_STR(get(freq, "cpu2/cpufreq/scaling_max_freq"), "1000000\n");
+    CHECK_STR(check_get(freq, "cpu0/cpufreq/scaling_max_freq"), "1500000\n");
+    CHECK_STR(check_get(freq, "cpu1/cpufreq/scaling_max_freq"), "1500000\n");
+    CHECK_STR(check_get(freq, "cpu2/cpufreq/scaling_max_freq"), "1000000\n");
 
     /* An empty cpuset inherits: the CPUs the root lists as online. */
-    put(ac.cgroup_root, "cpuset/e2e/web/cpuset.cpus", "\n");
-    put(freq, "online", "0-2\n");
+    check_put(ac.cgroup_root, "cpuset/e2e/web/cpuset.cpus", "\n");
+    check_put(freq, "online", "0-2\n");
     CHECK_OK(agent_read(r.ag, "web", ACT_KIND_NONE, &cur, err));
     CHECK_EQ(cur.cpu_freq_khz, 1000000u);
     rig_close(&r);
@@ -667,7 +626,7 @@ static void test_cpufreq_not_writable(void)
     struct node_action a = action("web", ACT_KIND_CPU_FREQ, 1500000, 3000000);
     CHECK_EQ(ops->apply(ops->arg, &a, err), SM_ENOTFOUND);
     CHECK(strncmp(err, "cpufreq is not writable: ", 25) == 0);
-    CHECK_STR(get(freq, "cpu0/cpufreq/scaling_max_freq"), "1500000\n");
+    CHECK_STR(check_get(freq, "cpu0/cpufreq/scaling_max_freq"), "1500000\n");
     node_agent_close(ag);
 
     /* No cpufreq at all (a VM): the frequency is unknown, a CPU culprit
