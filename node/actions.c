@@ -563,8 +563,8 @@ void node_actions_job_done(struct node_actions *a,
                e->act.service, act_kind_name(e->act.plan.kind),
                sm_errname(job->status), job->errmsg);
         char why[NODE_ACTION_ERROR_MAX];
-        snprintf(why, sizeof why, "%s%s", job->rollback ? "rollback: " : "",
-                 job->errmsg);
+        snprintf(why, sizeof why, "%s%.*s", job->rollback ? "rollback: " : "",
+                 (int)(sizeof why - 11), job->errmsg);
         /* A failed rollback leaves the action applied. */
         set_state(a, e,
                   job->rollback ? NODE_ACTION_APPLIED : NODE_ACTION_FAILED, why,

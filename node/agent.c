@@ -306,7 +306,10 @@ static int group_tids(const struct node_real_agent *ag,
     int rv = SM_ENOTFOUND;
     for (size_t d = 0; d < n_dirs && text == NULL; d++) {
         for (size_t f = 0; f < 3 && text == NULL; f++) {
-            snprintf(path, sizeof path, "%s/%s", dirs[d], files[f]);
+            if (snprintf(path, sizeof path, "%s/%s", dirs[d], files[f]) >=
+                (int)sizeof path) {
+                continue; /* cannot be a real cgroup file */
+            }
             rv = slurp(path, TASKS_FILE_MAX, &text, errmsg);
             if (rv != SM_OK && rv != SM_ENOTFOUND) {
                 return rv;

@@ -796,7 +796,7 @@ static int real_send(struct tp_net *base,
     if (rv != SM_OK) {
         return rv;
     }
-    struct send_op *op;
+    struct send_op *op = NULL; /* set by op_new() on SM_OK */
     rv = op_new(n, data, len, timeout_ms, &op);
     if (rv != SM_OK) {
         return rv;
