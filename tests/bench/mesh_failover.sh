@@ -13,7 +13,7 @@
 # Usage: tests/bench/mesh_failover.sh [--bin PATH] [--kills N]
 #            [--election-timeout MS] [--keep]
 # Defaults: build/sagemesh, 20 kills, the peer's default election timeout
-# (1000 ms). Needs bash and python3.
+# (500 ms). Needs bash and python3.
 # Exit status: 0 when every kill was measured, 1 when a step failed (no new
 # leader within 30 s, a peer that does not come back, a peer that exits),
 # 2 usage. Every wait is bounded; the peers are killed (by pid) and the
