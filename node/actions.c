@@ -205,6 +205,22 @@ void node_action_write_json(struct node_text *b, const struct node_action *act)
     node_text_puts(b, "}");
 }
 
+void node_action_write_summary(struct node_text *b,
+                               const struct node_action *act)
+{
+    node_text_puts(b, "{\"id\":");
+    node_text_json_str(b, act->id);
+    node_text_puts(b, ",\"kind\":");
+    node_text_json_str(b, act_kind_name(act->plan.kind));
+    node_text_puts(b, ",\"from\":");
+    node_text_json_num(b, "%.6g", act->plan.from);
+    node_text_puts(b, ",\"to\":");
+    node_text_json_num(b, "%.6g", act->plan.to);
+    node_text_puts(b, ",\"mode\":");
+    node_text_json_str(b, act_mode_name(act->mode));
+    node_text_puts(b, "}");
+}
+
 /* Copies string member @key of @obj into @dst (@cap bytes). */
 static int get_str(const struct node_json *obj,
                    const char *key,
@@ -908,14 +924,25 @@ void node_actions_on_window(struct node_actions *a,
 
 /* ---- Operator requests --------------------------------------------------- */
 
+/* The action an operator names, or NULL with the message in @errmsg. */
+static struct entry *find_named(struct node_actions *a,
+                                const char *id,
+                                char errmsg[SM_ERRMSG_SIZE])
+{
+    struct entry *e = find(a, id);
+    if (e == NULL) {
+        sm_errmsg_printf(errmsg, "no action %s", id);
+    }
+    return e;
+}
+
 int node_actions_approve(struct node_actions *a,
                          const char *id,
                          uint64_t now_wall_ns,
                          char errmsg[SM_ERRMSG_SIZE])
 {
-    struct entry *e = find(a, id);
+    struct entry *e = find_named(a, id, errmsg);
     if (e == NULL) {
-        sm_errmsg_printf(errmsg, "no action %s", id);
         return SM_ENOTFOUND;
     }
     if (e->act.state != NODE_ACTION_PENDING) {
@@ -958,9 +985,8 @@ int node_actions_rollback(struct node_actions *a,
                           uint64_t now_wall_ns,
                           char errmsg[SM_ERRMSG_SIZE])
 {
-    struct entry *e = find(a, id);
+    struct entry *e = find_named(a, id, errmsg);
     if (e == NULL) {
-        sm_errmsg_printf(errmsg, "no action %s", id);
         return SM_ENOTFOUND;
     }
     enum node_action_state st = e->act.state;

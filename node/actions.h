@@ -236,6 +236,11 @@ const struct node_action *node_actions_get(const struct node_actions *a,
 /* Appends the JSON document of @act to @b (docs/http-api.md). */
 void node_action_write_json(struct node_text *b, const struct node_action *act);
 
+/* Appends the short form a diagnosis carries as its "action": id, kind,
+ * from, to and the mode it was decided in (docs/http-api.md). */
+void node_action_write_summary(struct node_text *b,
+                               const struct node_action *act);
+
 /* Appends {"actions":[...]} with the @limit newest actions (by decision),
  * only those in @state unless @state is NULL, to @b. */
 void node_actions_list(const struct node_actions *a,

@@ -136,6 +136,14 @@ static void send_frame(struct node_mesh_link *l, struct peer *p, size_t at)
     sm_free(msg);
 }
 
+/* Whether a handshake with @p may start now: none in flight, or the last
+ * INIT is a retry interval old (a hostile peer cannot make us spin). */
+static bool handshake_due(const struct node_mesh_link *l, const struct peer *p)
+{
+    return p->init_sent_ms == 0 || l->now_ms == 0 ||
+           l->now_ms >= p->init_sent_ms + RETRY_MS;
+}
+
 static void start_handshake(struct node_mesh_link *l, struct peer *p)
 {
     l->out.len = 0;
@@ -311,8 +319,7 @@ static void rejected(struct node_mesh_link *l,
                   strlen(l->listen_addr));
     } else if ((res->reason == TP_CHAN_UNKNOWN_PEER ||
                 res->reason == TP_CHAN_STALE_SESSION) &&
-               (p->init_sent_ms == 0 ||
-                l->now_ms >= p->init_sent_ms + RETRY_MS)) {
+               handshake_due(l, p)) {
         /* We restarted, or it did: make a session again. */
         start_handshake(l, p);
     }
@@ -334,8 +341,7 @@ static void unknown_sender(struct node_mesh_link *l,
     memcpy(id, frame + 3, frame[2]);
     id[frame[2]] = '\0';
     struct peer *p = find_peer(l, id);
-    if (p != NULL && (p->init_sent_ms == 0 || l->now_ms == 0 ||
-                      l->now_ms >= p->init_sent_ms + RETRY_MS)) {
+    if (p != NULL && handshake_due(l, p)) {
         start_handshake(l, p);
     }
 }
@@ -569,8 +575,7 @@ void node_mesh_link_tick(struct node_mesh_link *l, uint64_t now_ms)
     l->now_ms = now_ms;
     for (size_t i = 0; i < l->n_peers; i++) {
         struct peer *p = &l->peers[i];
-        if (p->head != NULL &&
-            (p->init_sent_ms == 0 || now_ms >= p->init_sent_ms + RETRY_MS)) {
+        if (p->head != NULL && handshake_due(l, p)) {
             start_handshake(l, p);
         }
     }

@@ -411,20 +411,9 @@ static void act_on(struct node_peer *p,
                "diagnosis=%s error=%s", diagnosis_id, sm_errname(rv));
         return;
     }
-    if (act == NULL) {
-        return;
+    if (act != NULL) {
+        node_action_write_summary(out, act);
     }
-    node_text_puts(out, "{\"id\":");
-    node_text_json_str(out, act->id);
-    node_text_puts(out, ",\"kind\":");
-    node_text_json_str(out, act_kind_name(act->plan.kind));
-    node_text_puts(out, ",\"from\":");
-    node_text_json_num(out, "%.6g", act->plan.from);
-    node_text_puts(out, ",\"to\":");
-    node_text_json_num(out, "%.6g", act->plan.to);
-    node_text_puts(out, ",\"mode\":");
-    node_text_json_str(out, act_mode_name(act->mode));
-    node_text_puts(out, "}");
 }
 
 /* A diagnosis from the model manager: a violated window's is stored and
@@ -1086,6 +1075,27 @@ static void handle_metrics_get(struct node_peer *p,
 }
 
 /* Writes the "model" object from @ms, the model manager's figures. */
+/* Parses a mutating call's JSON body into @arena (limited to 64 KiB) and
+ * stores in @vals[i] the string member @keys[i], or NULL when it is missing
+ * or not a string. Returns 0 when the body is not JSON. */
+static int body_strings(const struct node_http_request *req,
+                        struct sm_arena *arena,
+                        const char *const *keys,
+                        const char **vals,
+                        size_t n)
+{
+    const struct node_json *root;
+    char err[SM_ERRMSG_SIZE];
+    sm_arena_init(arena, 64 << 10);
+    if (node_json_parse(req->body, req->body_len, arena, &root, err) != SM_OK) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = node_json_str(node_json_get(root, keys[i]));
+    }
+    return 1;
+}
+
 static int authorized(struct node_peer *p,
                       const struct node_http_request *req,
                       struct node_http_response *res);
@@ -1119,15 +1129,10 @@ static void handle_member_change(struct node_peer *p,
         return;
     }
     struct sm_arena arena;
-    sm_arena_init(&arena, 64 << 10);
-    const struct node_json *root;
-    char err[SM_ERRMSG_SIZE] = "";
-    const char *id = NULL, *addr = NULL;
-    if (node_json_parse(req->body, req->body_len, &arena, &root, err) ==
-        SM_OK) {
-        id = node_json_str(node_json_get(root, "id"));
-        addr = node_json_str(node_json_get(root, "address"));
-    }
+    static const char *const keys[] = {"id", "address"};
+    const char *vals[2] = {NULL, NULL};
+    body_strings(req, &arena, keys, vals, 2);
+    const char *id = vals[0], *addr = vals[1];
     char host[64];
     int port;
     if (id == NULL || !cons_peer_id_valid(id, strlen(id)) ||
@@ -1441,14 +1446,10 @@ static void handle_action_change(struct node_peer *p,
         return;
     }
     struct sm_arena arena;
-    sm_arena_init(&arena, 64 << 10);
-    const struct node_json *root;
-    char err[SM_ERRMSG_SIZE] = "";
+    static const char *const keys[] = {"id"};
     const char *id = NULL;
-    if (node_json_parse(req->body, req->body_len, &arena, &root, err) ==
-        SM_OK) {
-        id = node_json_str(node_json_get(root, "id"));
-    }
+    char err[SM_ERRMSG_SIZE] = "";
+    body_strings(req, &arena, keys, &id, 1);
     if (id == NULL || strlen(id) != NODE_ACTION_ID_LEN) {
         sm_arena_free(&arena);
         reply_error(res, 400, "the body must be {\"id\":\"<16 hex digits>\"}");
