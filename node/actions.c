@@ -84,6 +84,9 @@ struct entry
 {
     struct node_action act;
     bool counted;
+    /* The state a rollback in progress started from (memory only: after
+     * a restart a failed rollback falls back to applied). */
+    enum node_action_state before_rollback;
 };
 
 struct node_actions
@@ -581,10 +584,9 @@ void node_actions_job_done(struct node_actions *a,
         char why[NODE_ACTION_ERROR_MAX];
         snprintf(why, sizeof why, "%s%.*s", job->rollback ? "rollback: " : "",
                  (int)(sizeof why - 11), job->errmsg);
-        /* A failed rollback leaves the action applied. */
-        set_state(a, e,
-                  job->rollback ? NODE_ACTION_APPLIED : NODE_ACTION_FAILED, why,
-                  now_wall_ns);
+        /* A failed rollback leaves the action as it was. */
+        set_state(a, e, job->rollback ? e->before_rollback : NODE_ACTION_FAILED,
+                  why, now_wall_ns);
         return;
     }
     sm_log(SM_LOG_WARN, MOD,
@@ -619,6 +621,7 @@ static int replay_one(void *arg,
         }
         e = &a->acts[a->n++];
         e->counted = false;
+        e->before_rollback = NODE_ACTION_APPLIED;
     }
     e->act = act;
     return 0;
@@ -851,6 +854,7 @@ int node_actions_on_diagnosis(struct node_actions *a,
     struct entry *e = &a->acts[a->n++];
     e->act = act;
     e->counted = false;
+    e->before_rollback = NODE_ACTION_APPLIED;
     a->stats.decided++;
     if (act.applied_window_end_ns != 0) {
         count_action(a, e);
@@ -1004,6 +1008,7 @@ int node_actions_rollback(struct node_actions *a,
                          id, act_kind_name(e->act.plan.kind));
         return SM_ECONFLICT;
     }
+    e->before_rollback = st;
     if (set_state(a, e, NODE_ACTION_ROLLING_BACK, NULL, now_wall_ns) != SM_OK) {
         e->act.state = st;
         sm_errmsg_printf(errmsg, "cannot record the rollback");

@@ -35,7 +35,7 @@ struct fake_agent
     int changes;        /* applies that changed the value */
     int restores;
     int commands; /* scale-out runs */
-    int fail_read, fail_apply;
+    int fail_read, fail_apply, fail_restore;
     struct node_agent ops;
 };
 
@@ -85,8 +85,11 @@ static int fake_apply(void *arg, const struct node_action *a, char *errmsg)
 static int fake_restore(void *arg, const struct node_action *a, char *errmsg)
 {
     struct fake_agent *f = arg;
-    (void)errmsg;
     f->restores++;
+    if (f->fail_restore) {
+        sm_errmsg_printf(errmsg, "device busy");
+        return SM_EIO;
+    }
     f->cores = (double)a->prev.value / (double)a->prev.period;
     return SM_OK;
 }
@@ -391,6 +394,23 @@ static void test_verification_and_rollback(void)
     CHECK_EQ(node_actions_rollback(a, id, WALL, err), SM_ECONFLICT);
     CHECK_EQ(node_actions_rollback(a, "0123456789abcdef", WALL, err),
              SM_ENOTFOUND);
+    node_actions_close(a);
+
+    /* A rollback that fails leaves a verified action verified. */
+    fake_init(&f, 1.0);
+    exec_init(&x);
+    a = open_acts(check_tmpdir(), ACT_MODE_ON, &f, &x);
+    act = diagnose(a, "0000000000000023", w, "api", "cpu");
+    REQUIRE(act != NULL);
+    snprintf(id, sizeof id, "%s", act->id);
+    node_actions_on_window(a, w + 30 * S, false, WALL);
+    node_actions_on_window(a, w + 60 * S, false, WALL);
+    REQUIRE_EQ(node_actions_get(a, id)->state, NODE_ACTION_VERIFIED);
+    f.fail_restore = 1;
+    CHECK_OK(node_actions_rollback(a, id, WALL, err));
+    CHECK_EQ(node_actions_get(a, id)->state, NODE_ACTION_VERIFIED);
+    CHECK(strstr(node_actions_get(a, id)->error, "rollback") != NULL);
+    CHECK_NEAR(f.cores, 1.5, 1e-9);
     node_actions_close(a);
 
     /* With rollback_unhelpful the controller rolls back by itself; an
