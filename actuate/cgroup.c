@@ -822,41 +822,16 @@ int act_cg_group_from_template(const struct act_cg *cg,
                          service);
         return SM_EINVAL;
     }
-    static const char placeholder[] = "{service}";
     char rel[ACT_CG_PATH_SIZE];
-    size_t n = 0;
     while (*tmpl == '/') {
         tmpl++;
     }
-    for (const char *p = tmpl; *p != '\0';) {
-        const char *piece = p;
-        size_t plen = 1;
-        if (*p == '{') {
-            if (strncmp(p, placeholder, sizeof placeholder - 1) != 0) {
-                sm_errmsg_printf(errmsg,
-                                 "cgroup template \"%s\": only {service} "
-                                 "may appear in braces",
-                                 tmpl);
-                return SM_EINVAL;
-            }
-            piece = service;
-            plen = slen;
-            p += sizeof placeholder - 1;
-        } else if (*p == '}') {
-            sm_errmsg_printf(errmsg, "cgroup template \"%s\": unmatched '}'",
-                             tmpl);
-            return SM_EINVAL;
-        } else {
-            p++;
-        }
-        if (n + plen >= sizeof rel) {
-            sm_errmsg_printf(errmsg, "cgroup template \"%s\": path too long",
-                             tmpl);
-            return SM_EINVAL;
-        }
-        memcpy(rel + n, piece, plen);
-        n += plen;
+    int rv =
+        act__expand_service(tmpl, service, "cgroup", rel, sizeof rel, errmsg);
+    if (rv != SM_OK) {
+        return rv;
     }
+    size_t n = strlen(rel);
     while (n > 0 && rel[n - 1] == '/') {
         n--;
     }
@@ -871,7 +846,7 @@ int act_cg_group_from_template(const struct act_cg *cg,
         if (cg->dir[c][0] == '\0') {
             continue;
         }
-        int rv = join(path, cg->dir[c], rel, NULL, errmsg);
+        rv = join(path, cg->dir[c], rel, NULL, errmsg);
         if (rv != SM_OK) {
             return rv;
         }

@@ -371,36 +371,14 @@ int act_rdt_group_name(const char *tmpl,
                        char *out,
                        char *errmsg)
 {
-    static const char placeholder[] = "{service}";
-    size_t ph = sizeof placeholder - 1;
     char name[ACT_RDT_NAME_SIZE];
-    size_t n = 0;
-    for (const char *p = tmpl; *p != '\0';) {
-        const char *piece = p;
-        size_t len = 1;
-        if (*p == '{' && strncmp(p, placeholder, ph) == 0) {
-            piece = service;
-            len = strlen(service);
-            p += ph;
-        } else if (*p == '{' || *p == '}') {
-            sm_errmsg_printf(errmsg,
-                             "resctrl group template \"%.64s\": only "
-                             "{service} may appear in braces",
-                             tmpl);
-            return SM_EINVAL;
-        } else {
-            p++;
-        }
-        if (n + len >= sizeof name) {
-            sm_errmsg_printf(
-                errmsg, "resctrl group name from \"%.64s\" too long", tmpl);
-            return SM_EINVAL;
-        }
-        memcpy(name + n, piece, len);
-        n += len;
+    int rv = act__expand_service(tmpl, service, "resctrl group", name,
+                                 sizeof name, errmsg);
+    if (rv != SM_OK) {
+        return rv;
     }
-    name[n] = '\0';
-    int rv = check_group(name, false, errmsg);
+    size_t n = strlen(name);
+    rv = check_group(name, false, errmsg);
     if (rv == SM_OK) {
         memcpy(out, name, n + 1);
     }

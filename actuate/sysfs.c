@@ -209,3 +209,40 @@ int act__write_file(const char *path, const char *text, char *errmsg)
     }
     return SM_OK;
 }
+
+int act__expand_service(const char *tmpl,
+                        const char *service,
+                        const char *what,
+                        char *out,
+                        size_t cap,
+                        char *errmsg)
+{
+    static const char var[] = "{service}";
+    size_t n = 0;
+    for (const char *p = tmpl; *p != '\0';) {
+        const char *piece = p;
+        size_t len = 1;
+        if (*p == '{' && strncmp(p, var, sizeof var - 1) == 0) {
+            piece = service;
+            len = strlen(service);
+            p += sizeof var - 1;
+        } else if (*p == '{' || *p == '}') {
+            sm_errmsg_printf(errmsg,
+                             "%s template \"%.64s\": only {service} may "
+                             "appear in braces",
+                             what, tmpl);
+            return SM_EINVAL;
+        } else {
+            p++;
+        }
+        if (n + len >= cap) {
+            sm_errmsg_printf(errmsg, "%s template \"%.64s\": too long", what,
+                             tmpl);
+            return SM_EINVAL;
+        }
+        memcpy(out + n, piece, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return SM_OK;
+}

@@ -61,4 +61,15 @@ int act__read_file(const char *path,
  * or close; @errmsg names @path. */
 int act__write_file(const char *path, const char *text, char *errmsg);
 
+/* Expands @tmpl, in which every "{service}" stands for @service, into @out
+ * (@cap bytes, NUL-terminated). Any other brace is refused. Returns SM_OK,
+ * or SM_EINVAL with "@what template ...: ..." in @errmsg (a stray brace,
+ * or the result does not fit). Pure. */
+int act__expand_service(const char *tmpl,
+                        const char *service,
+                        const char *what,
+                        char *out,
+                        size_t cap,
+                        char *errmsg);
+
 #endif /* SM_ACTUATE_SYSFS_INTERNAL_H */

@@ -453,6 +453,11 @@ static void try_join(struct node_mesh *m, uint64_t now)
 
 static void send_outbox(struct node_mesh *m, uint64_t now)
 {
+    /* Once a second at most: the log is searched for every waiting item. */
+    if (m->n_outbox == 0 ||
+        (m->outbox_sent_ms != 0 && now < m->outbox_sent_ms + OUTBOX_EVERY)) {
+        return;
+    }
     const struct cons_fsm *fsm = cons_node_fsm(m->node);
     size_t kept = 0;
     for (size_t i = 0; i < m->n_outbox; i++) {
@@ -464,8 +469,7 @@ static void send_outbox(struct node_mesh *m, uint64_t now)
         }
     }
     m->n_outbox = kept;
-    if (kept == 0 ||
-        (m->outbox_sent_ms != 0 && now < m->outbox_sent_ms + OUTBOX_EVERY)) {
+    if (kept == 0) {
         return;
     }
     m->outbox_sent_ms = now ? now : 1;
@@ -507,6 +511,10 @@ static int action_done(const struct cons_fsm *fsm, const struct action_item *a)
  * forwarded to the leader until this peer's copy of the log has it. */
 static void send_actions(struct node_mesh *m, uint64_t now)
 {
+    if (m->n_actions == 0 ||
+        (m->actions_sent_ms != 0 && now < m->actions_sent_ms + OUTBOX_EVERY)) {
+        return;
+    }
     const struct cons_fsm *fsm = cons_node_fsm(m->node);
     size_t kept = 0;
     for (size_t i = 0; i < m->n_actions; i++) {
@@ -517,8 +525,7 @@ static void send_actions(struct node_mesh *m, uint64_t now)
         }
     }
     m->n_actions = kept;
-    if (kept == 0 ||
-        (m->actions_sent_ms != 0 && now < m->actions_sent_ms + OUTBOX_EVERY)) {
+    if (kept == 0) {
         return;
     }
     m->actions_sent_ms = now ? now : 1;
