@@ -46,6 +46,29 @@ int tp_secret_parse(const char *text, size_t len, struct tp_secret *secret);
 /* Overwrites @secret with zeros in a way the compiler cannot elide. */
 void tp_secret_wipe(struct tp_secret *secret);
 
+/* ---- Digests -------------------------------------------------------------
+ *
+ * BLAKE2b with a 32-byte output and no key (libsodium's generichash), for
+ * naming blobs the mesh must agree on: windows of a training round, model
+ * shards, CBN versions. Only transport/ links libsodium; the rest of the
+ * code hashes through these. */
+#define TP_DIGEST_SIZE 32
+
+/* An incremental hash; zero-initialise nothing, call tp_digest_init(). */
+struct tp_digest_state
+{
+    _Alignas(64) unsigned char opaque[384];
+};
+
+/* Starts, feeds (@len bytes at @data, borrowed) and finishes a digest into
+ * @out. Require tp_init(). Cannot fail. */
+void tp_digest_init(struct tp_digest_state *st);
+void tp_digest_update(struct tp_digest_state *st, const void *data, size_t len);
+void tp_digest_final(struct tp_digest_state *st, uint8_t out[TP_DIGEST_SIZE]);
+
+/* The digest of @len bytes at @data in one call. */
+void tp_digest(const void *data, size_t len, uint8_t out[TP_DIGEST_SIZE]);
+
 /* ---- Client credentials ------------------------------------------------
  *
  * Mutating calls to a peer (flush, train, members, actions) carry

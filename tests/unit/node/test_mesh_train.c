@@ -1,0 +1,606 @@
+/* Training rounds in one process: several node_train state machines, a
+ * message queue between them, one shared state machine standing in for the
+ * agreed raft log, a fake clock and a fake model manager whose shards are
+ * deterministic bytes. Covers a round across owners, a lagging peer caught
+ * up, a dead owner's shard moving to its replica, a silent owner timing
+ * out, the leader killed mid-round, a restarted peer fetching the model,
+ * and malformed messages. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "check.h"
+#include "node/mesh_train.h"
+
+#define PEERS   3
+#define WIN_MAX 64
+#define Q_MAX   4096
+#define STEPS   400
+
+static const char *const graph[] = {"api", "db", "front", "svc"};
+#define N_GRAPH 4
+
+struct fake_job
+{
+    uint64_t id;
+    struct node_train_spec spec;
+    char nodes[N_GRAPH][16];
+    size_t n;
+    int due; /* ticks until done */
+};
+
+struct peer
+{
+    const char *id;
+    struct node_train *t;
+    int alive, mute; /* mute: receives but its messages are lost */
+    uint8_t have[WIN_MAX + 1];
+    uint64_t version, version_to;
+    struct fake_job jobs[8];
+    size_t n_jobs;
+    int installing;
+    struct node_train_spec install_spec;
+    int install_ok;
+    uint64_t trained[N_GRAPH]; /* shards of each node this peer trained */
+};
+
+struct msg
+{
+    int from, to, type;
+    uint8_t *data;
+    size_t len;
+};
+
+static struct peer peers[PEERS];
+static struct msg queue[Q_MAX];
+static size_t q_len;
+static struct cons_fsm *fsm;
+static uint64_t now;
+static int leader = 0;
+static uint64_t model_commits;
+
+static int index_of(const char *id)
+{
+    for (int i = 0; i < PEERS; i++) {
+        if (strcmp(peers[i].id, id) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* ---- The fake model manager ---------------------------------------------- */
+
+static void windows_digest(const struct peer *p,
+                           uint64_t from,
+                           uint64_t to,
+                           uint64_t *n,
+                           uint8_t d[32])
+{
+    struct tp_digest_state st;
+    tp_digest_init(&st);
+    *n = 0;
+    for (uint64_t w = from + 1; w <= to && w <= WIN_MAX; w++) {
+        if (p->have[w]) {
+            tp_digest_update(&st, &w, sizeof w);
+            (*n)++;
+        }
+    }
+    tp_digest_final(&st, d);
+}
+
+static int env_send(void *arg, const char *to, int type, const void *d,
+                    size_t len)
+{
+    struct peer *p = arg;
+    int dst = index_of(to);
+    REQUIRE(dst >= 0);
+    REQUIRE(q_len < Q_MAX);
+    if (p->mute) {
+        return SM_OK; /* lost on the way */
+    }
+    struct msg *m = &queue[q_len++];
+    m->from = (int)(p - peers);
+    m->to = dst;
+    m->type = type;
+    m->data = sm_malloc(len);
+    memcpy(m->data, d, len);
+    m->len = len;
+    return SM_OK;
+}
+
+static void env_propose(void *arg, const struct cons_cmd *cmd)
+{
+    struct peer *p = arg;
+    /* Only the leader's proposals commit: the log is raft's. */
+    if ((int)(p - peers) != leader || p->mute) {
+        return;
+    }
+    uint8_t buf[4096];
+    size_t len;
+    REQUIRE_OK(cons_cmd_encode(cmd, buf, sizeof buf, &len));
+    enum cons_apply_result res;
+    REQUIRE_OK(cons_fsm_apply(fsm, buf, len, &res));
+    if (cmd->type == CONS_CMD_MODEL_COMMIT && res == CONS_APPLY_OK) {
+        model_commits++;
+    }
+}
+
+static int env_round_windows(void *arg, struct node_train_spec *spec)
+{
+    struct peer *p = arg;
+    uint64_t lo = 0, hi = 0;
+    for (uint64_t w = 1; w <= WIN_MAX; w++) {
+        if (p->have[w]) {
+            lo = lo ? lo : w;
+            hi = w;
+        }
+    }
+    if (hi == 0) {
+        return SM_EAGAIN;
+    }
+    memset(spec, 0, sizeof *spec);
+    spec->from_ns = lo - 1;
+    spec->to_ns = hi;
+    windows_digest(p, spec->from_ns, spec->to_ns, &spec->n_windows,
+                   spec->digest);
+    return spec->n_windows >= 8 ? SM_OK : SM_EAGAIN;
+}
+
+static int env_round_due(void *arg)
+{
+    struct peer *p = arg;
+    uint64_t newer = 0;
+    for (uint64_t w = p->version_to + 1; w <= WIN_MAX; w++) {
+        newer += p->have[w];
+    }
+    return p->version == 0 ? newer >= 8 : newer >= 16;
+}
+
+static int in_list(const char *const *l, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(l[i], s) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int env_train(void *arg, uint64_t job, const struct node_train_spec *spec,
+                     const char *const *nodes, size_t n, int rest,
+                     const char *const *others, size_t n_others)
+{
+    struct peer *p = arg;
+    REQUIRE(p->n_jobs < 8);
+    struct fake_job *j = &p->jobs[p->n_jobs++];
+    memset(j, 0, sizeof *j);
+    j->id = job;
+    j->spec = *spec;
+    for (size_t g = 0; g < N_GRAPH; g++) {
+        if (in_list(nodes, n, graph[g]) ||
+            (rest && !in_list(others, n_others, graph[g]))) {
+            snprintf(j->nodes[j->n++], sizeof j->nodes[0], "%s", graph[g]);
+        }
+    }
+    j->due = 3;
+    return SM_OK;
+}
+
+static int env_install(void *arg, const struct node_train_spec *spec,
+                       const uint8_t *const *blobs, const size_t *lens,
+                       size_t n)
+{
+    struct peer *p = arg;
+    p->installing = 3;
+    p->install_spec = *spec;
+    p->install_ok = n == N_GRAPH;
+    for (size_t i = 0; i < n; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "shard:%" PRIu64 ":", spec->round);
+        p->install_ok &= lens[i] > strlen(want) &&
+                         memcmp(blobs[i], want, strlen(want)) == 0;
+    }
+    return SM_OK;
+}
+
+static uint64_t env_model_version(void *arg)
+{
+    return ((struct peer *)arg)->version;
+}
+
+static void env_each_window(void *arg, uint64_t from, uint64_t to,
+                            int (*cb)(void *, const uint8_t *, size_t),
+                            void *cb_arg)
+{
+    struct peer *p = arg;
+    for (uint64_t w = from + 1; w <= to && w <= WIN_MAX; w++) {
+        if (p->have[w] && cb(cb_arg, (const uint8_t *)&w, sizeof w)) {
+            return;
+        }
+    }
+}
+
+static void env_add_window(void *arg, const uint8_t *w, size_t len)
+{
+    struct peer *p = arg;
+    uint64_t id;
+    REQUIRE_EQ(len, sizeof id);
+    memcpy(&id, w, sizeof id);
+    REQUIRE(id >= 1 && id <= WIN_MAX);
+    p->have[id] = 1;
+}
+
+/* Finishes the fake trainings and installs that are due. */
+static void run_model(struct peer *p)
+{
+    for (size_t i = 0; i < p->n_jobs;) {
+        struct fake_job *j = &p->jobs[i];
+        if (--j->due > 0) {
+            i++;
+            continue;
+        }
+        struct fake_job job = *j;
+        *j = p->jobs[--p->n_jobs];
+        uint64_t n;
+        uint8_t d[32];
+        windows_digest(p, job.spec.from_ns, job.spec.to_ns, &n, d);
+        struct node_train_result r = {.status = SM_OK, .errmsg = ""};
+        char blobs[N_GRAPH][64];
+        struct node_train_shard sh[N_GRAPH];
+        if (n != job.spec.n_windows ||
+            memcmp(d, job.spec.digest, 32) != 0) {
+            r.status = SM_ENOTFOUND;
+            r.errmsg = "windows missing";
+        } else {
+            for (size_t k = 0; k < job.n; k++) {
+                /* every peer makes the same bytes from the same windows */
+                snprintf(blobs[k], sizeof blobs[k], "shard:%" PRIu64 ":%s:%02x",
+                         job.spec.round, job.nodes[k], d[0]);
+                sh[k].node = job.nodes[k];
+                sh[k].blob = (const uint8_t *)blobs[k];
+                sh[k].len = strlen(blobs[k]);
+                for (size_t g = 0; g < N_GRAPH; g++) {
+                    p->trained[g] += strcmp(graph[g], job.nodes[k]) == 0;
+                }
+            }
+            r.n = job.n;
+            r.shards = sh;
+            memset(r.cbn_digest, 0xCB, 32);
+            r.cbn_size = 100;
+            r.n_graph = N_GRAPH;
+            r.graph = graph;
+        }
+        node_train_trained(p->t, job.id, &r);
+    }
+    if (p->installing > 0 && --p->installing == 0) {
+        if (p->install_ok) {
+            p->version = p->install_spec.round;
+            p->version_to = p->install_spec.to_ns;
+            node_train_installed(p->t, p->version, SM_OK, "");
+        } else {
+            node_train_installed(p->t, p->install_spec.round, SM_EINVAL,
+                                 "bad shards");
+        }
+    }
+}
+
+/* ---- The mesh ------------------------------------------------------------ */
+
+static void peer_start(int i)
+{
+    struct peer *p = &peers[i];
+    struct node_train_env env = {
+        .arg = p,
+        .send = env_send,
+        .propose = env_propose,
+        .round_windows = env_round_windows,
+        .round_due = env_round_due,
+        .train = env_train,
+        .install = env_install,
+        .model_version = env_model_version,
+        .each_window = env_each_window,
+        .add_window = env_add_window,
+    };
+    struct node_train_config cfg = {.answer_ms = 30000, .retry_ms = 2000,
+                                    .fetch_ms = 3000};
+    REQUIRE_OK(node_train_new(&cfg, &env, &p->t));
+    p->alive = 1;
+}
+
+static void setup(void)
+{
+    sm_log_set_sink(check_log_discard, NULL);
+    REQUIRE_OK(tp_init());
+    static const char *ids[PEERS] = {"a", "b", "c"};
+    memset(peers, 0, sizeof peers);
+    for (int i = 0; i < PEERS; i++) {
+        peers[i].id = ids[i];
+        peer_start(i);
+    }
+    REQUIRE_OK(cons_fsm_new(&fsm));
+    q_len = 0;
+    now = 1000;
+    leader = 0;
+    model_commits = 0;
+}
+
+static void teardown(void)
+{
+    for (int i = 0; i < PEERS; i++) {
+        node_train_free(peers[i].t);
+    }
+    for (size_t i = 0; i < q_len; i++) {
+        sm_free(queue[i].data);
+    }
+    q_len = 0;
+    cons_fsm_free(fsm);
+    sm_log_set_sink(NULL, NULL);
+}
+
+/* Placement: api a/b, db b/c, front c/a, svc a/b. */
+static void tick_all(void)
+{
+    static const char *members[PEERS] = {"a", "b", "c"};
+    enum cons_health health[PEERS];
+    for (int i = 0; i < PEERS; i++) {
+        health[i] = peers[i].alive ? CONS_HEALTH_UP : CONS_HEALTH_DOWN;
+    }
+    static struct cons_place_entry place[4] = {
+        {"api", 1, 2}, {"db", 2, 3}, {"front", 3, 1}, {"svc", 1, 2}};
+    static const char *owner[4] = {"a", "b", "c", "a"};
+    static const char *replica[4] = {"b", "c", "a", "b"};
+    struct cons_shard_digest shards[16];
+    struct node_train_view v = {
+        .leader = peers[leader].alive ? peers[leader].id : "",
+        .n_members = PEERS,
+        .members = members,
+        .health = health,
+        .n_place = 4,
+        .place = place,
+        .place_owner = owner,
+        .place_replica = replica,
+    };
+    cons_fsm_versions(fsm, &v.versions);
+    v.n_shards = cons_fsm_model_shards(fsm, shards, 16);
+    v.shards = shards;
+    for (int i = 0; i < PEERS; i++) {
+        if (!peers[i].alive) {
+            continue;
+        }
+        v.self = peers[i].id;
+        v.is_leader = i == leader;
+        node_train_tick(peers[i].t, &v, now);
+        run_model(&peers[i]);
+    }
+}
+
+/* Delivers what is queued now (messages sent meanwhile wait). */
+static void deliver(void)
+{
+    size_t n = q_len;
+    struct msg *batch = sm_malloc((n + 1) * sizeof *batch);
+    memcpy(batch, queue, n * sizeof *batch);
+    q_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct peer *p = &peers[batch[i].to];
+        if (p->alive) {
+            node_train_recv(p->t, peers[batch[i].from].id, batch[i].type,
+                            batch[i].data, batch[i].len);
+        }
+        sm_free(batch[i].data);
+    }
+    sm_free(batch);
+}
+
+/* Runs until @done or STEPS ticks of 500 ms. */
+static int run(int (*done)(void))
+{
+    for (int s = 0; s < STEPS; s++) {
+        if (done()) {
+            return 1;
+        }
+        tick_all();
+        deliver();
+        now += 500;
+    }
+    return done();
+}
+
+static int all_alive_have_v1(void)
+{
+    for (int i = 0; i < PEERS; i++) {
+        if (peers[i].alive && peers[i].version < 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void give_windows(int i, uint64_t from, uint64_t to)
+{
+    for (uint64_t w = from; w <= to; w++) {
+        peers[i].have[w] = 1;
+    }
+}
+
+static void give_all(uint64_t from, uint64_t to)
+{
+    for (int i = 0; i < PEERS; i++) {
+        give_windows(i, from, to);
+    }
+}
+
+/* ---- Tests --------------------------------------------------------------- */
+
+static void test_round_across_owners(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(all_alive_have_v1));
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 1u);
+    CHECK_EQ(v.model_shards, (size_t)N_GRAPH);
+    CHECK_EQ(v.cbn_version, 1u);
+    CHECK_EQ(model_commits, 1u);
+    /* Owners trained their own: db on b, front on c, api and svc on a. */
+    CHECK_EQ(peers[0].trained[0] + peers[0].trained[3], 2u);
+    CHECK_EQ(peers[1].trained[1], 1u);
+    CHECK_EQ(peers[2].trained[2], 1u);
+    CHECK_EQ(peers[1].trained[0] + peers[2].trained[0], 0u);
+    struct node_train_stats st;
+    node_train_stats(peers[0].t, &st);
+    CHECK_EQ(st.rounds_committed, 1u);
+    CHECK_EQ(st.shards_received, 2u);
+    CHECK(st.round_ms > 0);
+    for (int i = 0; i < PEERS; i++) {
+        node_train_stats(peers[i].t, &st);
+        CHECK_EQ(st.installs, 1u);
+    }
+    /* A second round once enough new windows arrived: version 2, the CBN
+     * unchanged. */
+    give_all(11, 30);
+    for (int s = 0; s < STEPS && peers[2].version < 2; s++) {
+        tick_all();
+        deliver();
+        now += 500;
+    }
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 2u);
+    CHECK_EQ(v.cbn_version, 1u);
+    CHECK_EQ(peers[0].version + peers[1].version + peers[2].version, 6u);
+    CHECK_EQ(model_commits, 2u);
+}
+
+static void test_lagging_peer_caught_up(void)
+{
+    give_windows(0, 1, 12);
+    give_windows(1, 1, 12);
+    give_windows(2, 1, 6); /* c missed windows 7..12 */
+    REQUIRE(run(all_alive_have_v1));
+    CHECK_EQ(peers[2].trained[2], 1u); /* c trained front after all */
+    for (uint64_t w = 1; w <= 12; w++) {
+        CHECK(peers[2].have[w]);
+    }
+    struct node_train_stats st;
+    node_train_stats(peers[0].t, &st);
+    CHECK_EQ(st.windows_caught_up, 12u);
+    CHECK_EQ(st.shards_reassigned, 0u);
+}
+
+static void test_dead_owner_replica(void)
+{
+    give_all(1, 10);
+    peers[2].alive = 0; /* c owns front; a is its replica */
+    REQUIRE(run(all_alive_have_v1));
+    CHECK_EQ(peers[0].trained[2], 1u);
+    CHECK_EQ(peers[2].trained[2], 0u);
+    CHECK_EQ(model_commits, 1u);
+}
+
+static int b_has_v1(void)
+{
+    return peers[1].version >= 1;
+}
+
+static void test_silent_owner(void)
+{
+    give_all(1, 10);
+    peers[1].mute = 1; /* b owns db (replica c) and never answers */
+    REQUIRE(run(b_has_v1) || peers[2].version >= 1);
+    CHECK_EQ(peers[2].trained[1], 1u);
+    struct node_train_stats st;
+    node_train_stats(peers[0].t, &st);
+    CHECK_EQ(st.shards_reassigned, 1u);
+    CHECK_EQ(model_commits, 1u);
+}
+
+static int round_started_on_b(void)
+{
+    struct node_train_stats st;
+    node_train_stats(peers[1].t, &st);
+    return st.shards_trained > 0;
+}
+
+static void test_leader_killed_mid_round(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(round_started_on_b)); /* b trained db for leader a */
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    REQUIRE_EQ(v.model_version, 0u);
+    /* a dies before committing; b is elected */
+    peers[0].alive = 0;
+    node_train_free(peers[0].t);
+    peers[0].t = NULL;
+    memset(peers[0].jobs, 0, sizeof peers[0].jobs);
+    peers[0].n_jobs = 0;
+    leader = 1;
+    REQUIRE(run(all_alive_have_v1));
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 1u);
+    CHECK_EQ(model_commits, 1u);
+    /* a's shards (api, svc) came from their replica b */
+    CHECK(peers[1].trained[0] >= 1);
+    CHECK(peers[1].trained[3] >= 1);
+    /* a restarts with no model: it fetches version 1 from b */
+    peer_start(0);
+    REQUIRE(run(all_alive_have_v1));
+    CHECK_EQ(peers[0].version, 1u);
+    CHECK_EQ(model_commits, 1u);
+}
+
+static void test_malformed_messages(void)
+{
+    /* Capture a real START, SHARD and MODEL by running a round. */
+    give_all(1, 10);
+    struct msg kept[64];
+    size_t n_kept = 0;
+    for (int s = 0; s < STEPS && !all_alive_have_v1(); s++) {
+        tick_all();
+        for (size_t i = 0; i < q_len && n_kept < 64; i++) {
+            if (queue[i].type == TP_MSG_TRAIN) {
+                kept[n_kept] = queue[i];
+                kept[n_kept].data = sm_malloc(queue[i].len);
+                memcpy(kept[n_kept].data, queue[i].data, queue[i].len);
+                n_kept++;
+            }
+        }
+        deliver();
+        now += 500;
+    }
+    REQUIRE(n_kept >= 3);
+    for (size_t k = 0; k < n_kept; k++) {
+        CHECK_OK(node_train_check_message(kept[k].data, kept[k].len));
+        for (size_t cut = 0; cut < kept[k].len; cut++) {
+            CHECK_EQ(node_train_check_message(kept[k].data, cut),
+                     SM_EMALFORMED);
+        }
+        uint8_t *more = sm_malloc(kept[k].len + 1);
+        memcpy(more, kept[k].data, kept[k].len);
+        more[kept[k].len] = 0;
+        CHECK_EQ(node_train_check_message(more, kept[k].len + 1),
+                 SM_EMALFORMED);
+        /* delivered truncated: dropped, nothing breaks */
+        node_train_recv(peers[1].t, "a", TP_MSG_TRAIN, more, kept[k].len / 2);
+        node_train_recv(peers[1].t, "a", TP_MSG_WINDOW, more, kept[k].len);
+        sm_free(more);
+        sm_free(kept[k].data);
+    }
+    CHECK_EQ(model_commits, 1u);
+}
+
+static const struct check_test tests[] = {
+    {"a round across owners commits one model", test_round_across_owners},
+    {"a lagging peer gets the round's windows", test_lagging_peer_caught_up},
+    {"a dead owner's shard goes to its replica", test_dead_owner_replica},
+    {"a silent owner's shard moves on", test_silent_owner},
+    {"leader killed mid-round: one commit", test_leader_killed_mid_round},
+    {"malformed messages are refused", test_malformed_messages},
+};
+
+CHECK_MAIN(tests, setup, teardown)
