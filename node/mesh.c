@@ -43,6 +43,7 @@ struct action_item
 #define ACTIONS_MAX  256
 #define SERVICES_MAX 256  /* CONS_LIST_MAX: services placed */
 #define PLACE_EVERY  5000 /* ms between telemetry reports and placements */
+#define TRAIN_EVERY  1000 /* ms between ticks of the training rounds */
 #define REPORTS_MAX  MEMBERS_MAX
 
 /* Where telemetry arrives: the services one peer reported, with the
@@ -85,6 +86,9 @@ struct node_mesh
     size_t n_reports;
     uint64_t place_ms;
     uint64_t placements_committed;
+    /* Training rounds (NULL: none). */
+    struct node_train *train;
+    uint64_t train_ms;
     /* Stopping. */
     void (*stop_cb)(void *arg);
     void *stop_arg;
@@ -404,6 +408,12 @@ static void on_message(void *arg,
         case TP_MSG_FWD_REP:
             handle_reply(m, data, len);
             break;
+        case TP_MSG_TRAIN:
+        case TP_MSG_WINDOW:
+            if (m->train != NULL) {
+                node_train_recv(m->train, peer, type, data, len);
+            }
+            break;
         default:
             break; /* types of later versions */
     }
@@ -718,6 +728,65 @@ static size_t health_view(struct node_mesh *m,
     return k;
 }
 
+/* The mesh as the training rounds see it: members with their health,
+ * placement by peer id, committed versions. */
+static void train_tick(struct node_mesh *m, uint64_t now)
+{
+    static struct cons_place_entry place[SERVICES_MAX];
+    static char owner[SERVICES_MAX][TP_PEER_ID_MAX + 1];
+    static char replica[SERVICES_MAX][TP_PEER_ID_MAX + 1];
+    static const char *owner_p[SERVICES_MAX], *replica_p[SERVICES_MAX];
+    static struct cons_shard_digest shards[CONS_LIST_MAX];
+    struct cons_peer peers[MEMBERS_MAX];
+    char ids[MEMBERS_MAX][TP_PEER_ID_MAX + 1];
+    const char *ids_p[MEMBERS_MAX];
+    enum cons_health health[MEMBERS_MAX];
+    size_t n_peers = cons_node_members(m->node, peers, MEMBERS_MAX);
+    n_peers = n_peers > MEMBERS_MAX ? MEMBERS_MAX : n_peers;
+    size_t k = 0;
+    for (size_t i = 0; i < n_peers; i++) {
+        char addr[ADDR_MAX];
+        if (!split_raft_addr(peers[i].address, ids[k], addr)) {
+            continue;
+        }
+        uint64_t last = strcmp(ids[k], m->self) == 0
+                            ? now
+                            : node_mesh_link_last_seen(m->link, ids[k]);
+        health[k] = last != 0 && now - last < 3000 ? CONS_HEALTH_UP
+                                                   : CONS_HEALTH_DOWN;
+        ids_p[k] = ids[k];
+        k++;
+    }
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    size_t n_place = cons_fsm_placement(fsm, NULL, place, SERVICES_MAX);
+    n_place = n_place > SERVICES_MAX ? SERVICES_MAX : n_place;
+    for (size_t i = 0; i < n_place; i++) {
+        owner_p[i] = peer_of(peers, n_peers, place[i].owner, owner[i]);
+        replica_p[i] = peer_of(peers, n_peers, place[i].replica, replica[i]);
+        owner_p[i] = owner_p[i] ? owner_p[i] : "";
+        replica_p[i] = replica_p[i] ? replica_p[i] : "";
+    }
+    char leader[TP_PEER_ID_MAX + 1];
+    leader_id(m, leader);
+    struct node_train_view v = {
+        .self = m->self,
+        .leader = leader,
+        .is_leader = cons_node_ready(m->node),
+        .n_members = k,
+        .members = ids_p,
+        .health = health,
+        .n_place = n_place,
+        .place = place,
+        .place_owner = owner_p,
+        .place_replica = replica_p,
+        .shards = shards,
+    };
+    cons_fsm_versions(fsm, &v.versions);
+    v.n_shards = cons_fsm_model_shards(fsm, shards, CONS_LIST_MAX);
+    v.n_shards = v.n_shards > CONS_LIST_MAX ? CONS_LIST_MAX : v.n_shards;
+    node_train_tick(m->train, &v, now);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct node_mesh *m = t->data;
@@ -738,6 +807,11 @@ static void on_tick(uv_timer_t *t)
         if (cons_node_ready(m->node)) {
             place(m, now);
         }
+    }
+    if (m->train != NULL &&
+        (m->train_ms == 0 || now >= m->train_ms + TRAIN_EVERY)) {
+        m->train_ms = now ? now : 1;
+        train_tick(m, now);
     }
 }
 
@@ -799,6 +873,40 @@ static int send_raft(void *arg, const char *peer, const void *data, size_t len)
     struct node_mesh *m = arg;
     const struct node_link_ops *ops = node_mesh_link_ops(m->link);
     return ops->send(ops->arg, peer, TP_MSG_RAFT, 0, data, len);
+}
+
+static int train_send(void *arg,
+                      const char *peer,
+                      int type,
+                      const void *data,
+                      size_t len)
+{
+    struct node_mesh *m = arg;
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    return ops->send(ops->arg, peer, type, 0, data, len);
+}
+
+static void train_propose(void *arg, const struct cons_cmd *cmd)
+{
+    struct node_mesh *m = arg;
+    int rv = cons_node_propose(m->node, cmd, NULL, NULL);
+    if (rv != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "cannot propose a training result",
+               "type=%s error=%s", cons_cmd_type_name(cmd->type),
+               sm_errname(rv));
+    }
+}
+
+static int start_train(struct node_mesh *m, const struct node_mesh_config *cfg)
+{
+    if (cfg->train == NULL || cfg->train->round_windows == NULL) {
+        return SM_OK;
+    }
+    struct node_train_env env = *cfg->train;
+    env.net_arg = m;
+    env.send = train_send;
+    env.propose = train_propose;
+    return node_train_new(&cfg->train_config, &env, &m->train);
 }
 
 static int start_raft(struct node_mesh *m,
@@ -876,6 +984,10 @@ int node_mesh_start(uv_loop_t *loop,
     if (rv == SM_OK) {
         rv = start_raft(m, cfg, errmsg);
     }
+    if (rv == SM_OK && start_train(m, cfg) != SM_OK) {
+        sm_errmsg_printf(errmsg, "out of memory");
+        rv = SM_ENOMEM;
+    }
     if (rv != SM_OK) {
         /* Closing takes loop turns: the caller stops it (see mesh.h). */
         *out = m;
@@ -911,6 +1023,7 @@ static void net_closed(void *arg)
         sm_free(m->actions[i].blob);
     }
     sm_free(m->reports);
+    node_train_free(m->train);
     void (*cb)(void *) = m->stop_cb;
     void *cb_arg = m->stop_arg;
     sm_free(m);
@@ -1102,6 +1215,36 @@ static void put_placement(const struct node_mesh *m, struct node_text *b)
     node_text_puts(b, "]}");
 }
 
+/* The committed versions and this peer's part in training rounds. */
+static void put_training(const struct node_mesh *m, struct node_text *b)
+{
+    struct cons_versions v;
+    cons_fsm_versions(cons_node_fsm(m->node), &v);
+    node_text_printf(b,
+                     ",\"model_version\":%" PRIu64 ",\"cbn_version\":%" PRIu64,
+                     v.model_version, v.cbn_version);
+    if (m->train == NULL) {
+        return;
+    }
+    struct node_train_stats t;
+    node_train_stats(m->train, &t);
+    node_text_printf(
+        b,
+        ",\"training\":{\"round\":%" PRIu64 ",\"round_pending\":%zu"
+        ",\"rounds_started\":%" PRIu64 ",\"rounds_committed\":%" PRIu64
+        ",\"last_round_ms\":%" PRIu64 ",\"shards_trained\":%" PRIu64
+        ",\"shards_received\":%" PRIu64 ",\"shards_reassigned\":%" PRIu64
+        ",\"installs\":%" PRIu64 ",\"install_failures\":%" PRIu64
+        ",\"windows_sent\":%" PRIu64 ",\"windows_received\":%" PRIu64
+        ",\"windows_caught_up\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
+        ",\"bytes_received\":%" PRIu64 "}",
+        t.round_version, t.round_pending, t.rounds_started,
+        t.rounds_committed, t.round_ms, t.shards_trained, t.shards_received,
+        t.shards_reassigned, t.installs, t.install_failures, t.windows_sent,
+        t.windows_received, t.windows_caught_up, t.bytes_sent,
+        t.bytes_received);
+}
+
 void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
 {
     char leader[TP_PEER_ID_MAX + 1];
@@ -1135,6 +1278,7 @@ void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
     }
     node_text_puts(b, "}");
     put_placement(m, b);
+    put_training(m, b);
     node_text_puts(b, "}");
 }
 
@@ -1236,6 +1380,11 @@ void node_mesh_set_services(struct node_mesh *m,
     }
 }
 
+struct node_train *node_mesh_train(struct node_mesh *m)
+{
+    return m->closing ? NULL : m->train;
+}
+
 void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -1246,6 +1395,9 @@ void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out)
     out->diagnoses_waiting = m->n_outbox;
     out->actions_waiting = m->n_actions;
     out->placements_committed = m->placements_committed;
+    if (m->train != NULL) {
+        node_train_stats(m->train, &out->train);
+    }
     node_mesh_link_stats(m->link, &out->link);
     if (m->uv != NULL) {
         cons_uv_stats(m->uv, &out->raft);

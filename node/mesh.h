@@ -30,6 +30,7 @@
 #include "base/err.h"
 #include "consensus/consensus.h"
 #include "node/mesh_link_impl.h"
+#include "node/mesh_train.h"
 #include "node/textbuf.h"
 #include "transport/transport.h"
 
@@ -45,6 +46,11 @@ struct node_mesh_config
     unsigned election_ms;  /* default 1000 */
     unsigned heartbeat_ms; /* default election / 10 */
     unsigned voters;       /* 3 or 5 */
+    /* The model manager's side of training rounds (mesh_train.h): every
+     * callback but send and propose, which the mesh provides. NULL
+     * round_windows: this peer takes no part in training rounds. */
+    const struct node_train_env *train;
+    struct node_train_config train_config;
 };
 
 /* Diagnoses that may wait for the log at once. */
@@ -88,9 +94,14 @@ struct node_mesh_stats
     size_t members;
     size_t diagnoses_waiting, actions_waiting;
     uint64_t placements_committed;
+    struct node_train_stats train;
     struct node_mesh_link_stats link; /* channel and net counters inside */
     struct cons_bridge_stats raft;    /* raft's streams over the link */
 };
+
+/* The training rounds' state machine, for the peer to report trainings,
+ * installs and closed windows to (NULL when the mesh runs no rounds). */
+struct node_train *node_mesh_train(struct node_mesh *m);
 
 /* Fills @out. */
 void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out);

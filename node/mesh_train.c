@@ -22,6 +22,7 @@ enum msg_kind {
     MSG_FAIL,      /* owner -> leader: round, status, reason */
     MSG_MODEL,     /* leader -> member: spec, a shard of a committed model */
     MSG_FETCH,     /* member -> leader: send me model version V */
+    MSG_REQUEST,   /* member -> leader: start a round now (`train`) */
 };
 
 #define NAMES_MAX    CONS_LIST_MAX
@@ -248,6 +249,7 @@ struct node_train
 
     struct round round;
     uint64_t now_ms; /* of the last tick */
+    int requested;   /* a round was asked for, due or not */
 
     struct job jobs[JOBS_MAX];
     size_t n_jobs;
@@ -415,7 +417,7 @@ static void send_msg(struct node_train *t,
     if (b->failed) {
         return;
     }
-    if (t->env.send(t->env.arg, peer, type, b->p, b->len) == SM_OK) {
+    if (t->env.send(t->env.net_arg, peer, type, b->p, b->len) == SM_OK) {
         t->st.bytes_sent += b->len;
     }
 }
@@ -817,7 +819,7 @@ static void propose_commit(struct node_train *t,
         cbn.u.cbn.version = ++cbn_version;
         cbn.u.cbn.size = r->cbn_size;
         memcpy(cbn.u.cbn.digest.b, r->cbn_digest, 32);
-        t->env.propose(t->env.arg, &cbn);
+        t->env.propose(t->env.net_arg, &cbn);
     }
     struct cons_shard_digest *sh = sm_calloc(r->n, sizeof *sh);
     if (sh == NULL) {
@@ -833,7 +835,7 @@ static void propose_commit(struct node_train *t,
     model.u.model.cbn_version = cbn_version;
     model.u.model.n_shards = r->n;
     model.u.model.shards = sh;
-    t->env.propose(t->env.arg, &model);
+    t->env.propose(t->env.net_arg, &model);
     sm_free(sh);
 }
 
@@ -946,7 +948,8 @@ static void lead(struct node_train *t,
     if (!r->active) {
         uint64_t have = t->env.model_version(t->env.arg);
         if (!t->installing && have == v->versions.model_version &&
-            t->env.round_due(t->env.arg)) {
+            (t->requested || t->env.round_due(t->env.arg))) {
+            t->requested = 0;
             start_round(t, v, now);
         }
         return;
@@ -1289,9 +1292,31 @@ void node_train_recv(struct node_train *t,
         case MSG_FETCH:
             recv_fetch(t, peer, &b);
             break;
+        case MSG_REQUEST:
+            t->requested = t->is_leader;
+            break;
         default:
             break;
     }
+}
+
+int node_train_request(struct node_train *t)
+{
+    if (t->is_leader) {
+        t->requested = 1;
+        return SM_OK;
+    }
+    if (t->leader[0] == '\0') {
+        return SM_ENOTLEADER;
+    }
+    struct wbuf b = {0};
+    w_u8(&b, MSG_VERSION);
+    w_u8(&b, MSG_REQUEST);
+    int rv = b.failed ? SM_ENOMEM
+                      : t->env.send(t->env.net_arg, t->leader, TP_MSG_TRAIN,
+                                    b.p, b.len);
+    sm_free(b.p);
+    return rv;
 }
 
 int node_train_check_message(const void *data, size_t len)
@@ -1337,6 +1362,8 @@ int node_train_check_message(const void *data, size_t len)
             break;
         case MSG_FETCH:
             r_u64(&b);
+            break;
+        case MSG_REQUEST:
             break;
         default:
             return SM_EMALFORMED;

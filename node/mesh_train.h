@@ -77,7 +77,8 @@ struct node_train_result
  * a node_train_* function; none may call back into the module. */
 struct node_train_env
 {
-    void *arg;
+    void *arg;     /* of the model manager's callbacks */
+    void *net_arg; /* of send and propose */
     /* Sends message @data (borrowed) of @type (TP_MSG_TRAIN or
      * TP_MSG_WINDOW) to @peer. Best effort; returns SM_OK or why not. */
     int (*send)(void *arg,
@@ -208,6 +209,12 @@ void node_train_installed(struct node_train *t,
                           uint64_t version,
                           int status,
                           const char *errmsg);
+
+/* Asks for a round now (`sagemesh train`): the leader starts one at its
+ * next tick, when no round runs and its model is the committed one, even
+ * if none is due; a follower forwards the request to the leader. Returns
+ * SM_OK, SM_ENOTLEADER (no leader known) or the send's error. */
+int node_train_request(struct node_train *t);
 
 /* Fills @out. */
 void node_train_stats(const struct node_train *t, struct node_train_stats *out);

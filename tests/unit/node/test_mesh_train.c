@@ -296,6 +296,7 @@ static void peer_start(int i)
     struct peer *p = &peers[i];
     struct node_train_env env = {
         .arg = p,
+        .net_arg = p,
         .send = env_send,
         .propose = env_propose,
         .round_windows = env_round_windows,
@@ -554,6 +555,29 @@ static void test_leader_killed_mid_round(void)
     CHECK_EQ(model_commits, 1u);
 }
 
+static int all_have_v2(void)
+{
+    return peers[0].version >= 2 && peers[1].version >= 2 &&
+           peers[2].version >= 2;
+}
+
+static void test_requested_round(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(all_alive_have_v1));
+    give_all(11, 12); /* too few new windows for a round to be due */
+    for (int s = 0; s < 40; s++) {
+        tick_all();
+        deliver();
+        now += 500;
+    }
+    CHECK_EQ(peers[0].version, 1u);
+    /* `sagemesh train` on a follower: forwarded, the leader runs one */
+    CHECK_OK(node_train_request(peers[2].t));
+    REQUIRE(run(all_have_v2));
+    CHECK_EQ(model_commits, 2u);
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -600,6 +624,7 @@ static const struct check_test tests[] = {
     {"a dead owner's shard goes to its replica", test_dead_owner_replica},
     {"a silent owner's shard moves on", test_silent_owner},
     {"leader killed mid-round: one commit", test_leader_killed_mid_round},
+    {"a follower's train request starts a round", test_requested_round},
     {"malformed messages are refused", test_malformed_messages},
 };
 
