@@ -208,7 +208,6 @@ struct round
     int active;
     struct node_train_spec spec;
     uint64_t started_ms, proposed_ms;
-    int graph_known; /* the leader's own training listed the CBN's nodes */
     size_t n, cap;
     struct rnode *nodes;
     int self_fails; /* the leader's own trainings that failed */
@@ -540,14 +539,10 @@ static uint64_t job_start(struct node_train *t,
                           const char *requester,
                           const struct node_train_spec *spec,
                           const char *const *nodes,
-                          size_t n,
-                          int rest,
-                          const char *const *others,
-                          size_t n_others)
+                          size_t n)
 {
     uint64_t id = t->next_job++;
-    int rc = t->env.train(t->env.arg, id, spec, nodes, n, rest, others,
-                          n_others);
+    int rc = t->env.train(t->env.arg, id, spec, nodes, n);
     if (rc != SM_OK) {
         sm_log(SM_LOG_WARN, MOD, "cannot start training",
                "round=%" PRIu64 " error=%s", spec->round, sm_errname(rc));
@@ -587,7 +582,7 @@ static void recv_start(struct node_train *t, const char *peer, struct rbuf *b)
         sm_log(SM_LOG_INFO, MOD, "training shards for the leader",
                "leader=%s round=%" PRIu64 " nodes=%" PRIu32, peer, spec.round,
                n);
-        job_start(t, peer, &spec, ptrs, n, 0, NULL, 0);
+        job_start(t, peer, &spec, ptrs, n);
     }
     sm_free(names);
     sm_free(ptrs);
@@ -694,7 +689,7 @@ static void ask(struct node_train *t, uint64_t now)
             }
         }
         if (strcmp(peer, t->self) == 0) {
-            if (job_start(t, t->self, &r->spec, names, k, 0, NULL, 0) == 0) {
+            if (job_start(t, t->self, &r->spec, names, k) == 0) {
                 for (size_t j = 0; j < k; j++) {
                     round_node(r, names[j])->asked_ms = 0; /* next tick */
                 }
@@ -725,40 +720,38 @@ static void start_round(struct node_train *t,
     }
     r->spec.round = v->versions.model_version + 1;
     r->spec.prev_version = v->versions.model_version;
-    r->active = 1;
-    r->started_ms = now ? now : 1;
-    /* The placed nodes go to their owners now; the leader trains the rest
-     * and learns the round's CBN from its own training. */
-    const char *others[NAMES_MAX];
-    size_t n_others = 0;
-    for (size_t i = 0; i < v->n_place && i < NAMES_MAX; i++) {
-        struct rnode *n = round_add(r, v->place[i].service);
-        if (n == NULL) {
-            round_clear(r);
-            return;
-        }
-        assign(t, v, n);
-        if (strcmp(n->peer, t->self) != 0) {
-            others[n_others++] = n->name;
-        } else {
-            n->asked_ms = r->started_ms; /* covered by the job below */
-        }
-    }
-    const char *mine[NAMES_MAX];
-    size_t k = 0;
-    for (size_t i = 0; i < r->n; i++) {
-        if (strcmp(r->nodes[i].peer, t->self) == 0) {
-            mine[k++] = r->nodes[i].name;
-        }
-    }
-    if (job_start(t, t->self, &r->spec, mine, k, 1, others, n_others) == 0) {
+    node_name *names = sm_calloc(NAMES_MAX, sizeof *names);
+    size_t n = 0;
+    int rc = names == NULL ? SM_ENOMEM
+                           : t->env.round_nodes(t->env.arg, &r->spec, names,
+                                                NAMES_MAX, &n);
+    if (rc != SM_OK || n == 0) {
+        sm_log(SM_LOG_WARN, MOD, "cannot list the round's CBN nodes",
+               "error=%s nodes=%zu", sm_errname(rc), n);
+        sm_free(names);
         round_clear(r);
         return;
     }
+    /* Every CBN node goes to its owner, else its replica, else (also when
+     * it is not placed yet) the leader. */
+    size_t remote = 0;
+    for (size_t i = 0; i < n && i < NAMES_MAX; i++) {
+        struct rnode *node = round_add(r, names[i]);
+        if (node == NULL) {
+            sm_free(names);
+            round_clear(r);
+            return;
+        }
+        assign(t, v, node);
+        remote += strcmp(node->peer, t->self) != 0;
+    }
+    sm_free(names);
+    r->active = 1;
+    r->started_ms = now ? now : 1;
     t->st.rounds_started++;
     sm_log(SM_LOG_INFO, MOD, "training round started",
-           "round=%" PRIu64 " windows=%" PRIu64 " placed=%zu remote=%zu",
-           r->spec.round, r->spec.n_windows, r->n, n_others);
+           "round=%" PRIu64 " windows=%" PRIu64 " nodes=%zu remote=%zu",
+           r->spec.round, r->spec.n_windows, r->n, remote);
     ask(t, r->started_ms);
 }
 
@@ -791,7 +784,7 @@ static void reassign(struct node_train *t,
 
 static int round_complete(const struct round *r)
 {
-    if (!r->graph_known || !r->cbn_known) {
+    if (!r->cbn_known) {
         return 0;
     }
     for (size_t i = 0; i < r->n; i++) {
@@ -1162,7 +1155,7 @@ void node_train_trained(struct node_train *t,
         sm_log(SM_LOG_WARN, MOD, "the leader could not train its shards",
                "round=%" PRIu64 " error=%s cause=\"%s\"", copy.round,
                sm_errname(res->status), res->errmsg ? res->errmsg : "");
-        if (!r->graph_known || ++r->self_fails >= FAILS_MAX) {
+        if (++r->self_fails >= FAILS_MAX) {
             round_clear(r); /* started again, on a new spec, when due */
             return;
         }
@@ -1183,32 +1176,6 @@ void node_train_trained(struct node_train *t,
     memcpy(r->cbn_digest, res->cbn_digest, 32);
     r->cbn_size = res->cbn_size;
     r->cbn_known = 1;
-    if (!r->graph_known && res->graph != NULL) {
-        /* Placed names outside the round's CBN drop out; CBN nodes nobody
-         * owns are the leader's (trained by this very job). */
-        size_t k = 0;
-        for (size_t i = 0; i < r->n; i++) {
-            int in = 0;
-            for (size_t g = 0; g < res->n_graph && !in; g++) {
-                in = strcmp(r->nodes[i].name, res->graph[g]) == 0;
-            }
-            if (in) {
-                r->nodes[k++] = r->nodes[i];
-            } else {
-                sm_free(r->nodes[i].blob);
-            }
-        }
-        r->n = k;
-        for (size_t g = 0; g < res->n_graph; g++) {
-            struct rnode *n = round_node(r, res->graph[g]);
-            if (n == NULL && (n = round_add(r, res->graph[g])) != NULL) {
-                snprintf(n->peer, sizeof n->peer, "%s", t->self);
-                n->stage = 2;
-                n->asked_ms = r->started_ms;
-            }
-        }
-        r->graph_known = 1;
-    }
     for (size_t i = 0; i < res->n; i++) {
         struct rnode *n = round_node(r, res->shards[i].node);
         if (n == NULL || n->blob != NULL) {

@@ -67,8 +67,6 @@ struct node_train_result
     const char *errmsg;
     uint8_t cbn_digest[32];
     uint64_t cbn_size;
-    size_t n_graph; /* every node of the round's CBN */
-    const char *const *graph;
     size_t n;
     const struct node_train_shard *shards;
 };
@@ -94,17 +92,22 @@ struct node_train_env
     /* 1 when the history holds enough windows newer than the model in
      * use for a round (the model manager's training policy). */
     int (*round_due)(void *arg);
-    /* Starts training @n nodes (borrowed) of @spec, and with @rest every
-     * node of the round's CBN not in @others; the result comes through
-     * node_train_trained() with @job. SM_OK or why it cannot start. */
+    /* Lists the nodes of the CBN built from the windows of @spec (the
+     * leader's own), up to @cap names into @names; stores their number in
+     * @n. SM_OK, SM_ENOTFOUND (the windows changed), SM_ENOMEM. */
+    int (*round_nodes)(void *arg,
+                       const struct node_train_spec *spec,
+                       char (*names)[CONS_NAME_MAX + 1],
+                       size_t cap,
+                       size_t *n);
+    /* Starts training @n nodes (borrowed) of @spec; the result comes
+     * through node_train_trained() with @job. SM_OK or why it cannot
+     * start. */
     int (*train)(void *arg,
                  uint64_t job,
                  const struct node_train_spec *spec,
                  const char *const *nodes,
-                 size_t n,
-                 int rest,
-                 const char *const *others,
-                 size_t n_others);
+                 size_t n);
     /* Starts installing the model of @spec from @n shards (borrowed; the
      * callee copies them); the outcome comes through node_train_installed().
      * SM_OK or why it cannot start. */

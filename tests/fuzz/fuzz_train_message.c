@@ -2,6 +2,7 @@
  * TP_MSG_WINDOW bodies) into a node_train as leader and as follower. Byte 0
  * chooses the message type and the role; the rest is the body. */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -38,12 +39,20 @@ static int f_due(void *arg)
     return 1;
 }
 
-static int f_train(void *arg, uint64_t job, const struct node_train_spec *spec,
-                   const char *const *nodes, size_t n, int rest,
-                   const char *const *others, size_t n_others)
+static int f_nodes(void *arg, const struct node_train_spec *spec,
+                   char (*names)[CONS_NAME_MAX + 1], size_t cap, size_t *n)
 {
-    (void)arg, (void)job, (void)spec, (void)nodes, (void)n, (void)rest,
-        (void)others, (void)n_others;
+    (void)arg, (void)spec, (void)cap;
+    snprintf(names[0], sizeof names[0], "api");
+    snprintf(names[1], sizeof names[1], "db");
+    *n = 2;
+    return SM_OK;
+}
+
+static int f_train(void *arg, uint64_t job, const struct node_train_spec *spec,
+                   const char *const *nodes, size_t n)
+{
+    (void)arg, (void)job, (void)spec, (void)nodes, (void)n;
     return SM_OK;
 }
 
@@ -90,6 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .propose = f_propose,
         .round_windows = f_windows,
         .round_due = f_due,
+        .round_nodes = f_nodes,
         .train = f_train,
         .install = f_install,
         .model_version = f_version,
@@ -103,7 +113,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *members[2] = {"a", "b"};
     static const enum cons_health health[2] = {CONS_HEALTH_UP,
                                                CONS_HEALTH_UP};
+    static const struct cons_place_entry place[2] = {{"api", 2, 1},
+                                                     {"db", 1, 2}};
+    static const char *owner[2] = {"b", "a"}, *replica[2] = {"a", "b"};
     struct node_train_view v = {
+        .n_place = 2,
+        .place = place,
+        .place_owner = owner,
+        .place_replica = replica,
         .self = "a",
         .leader = (data[0] & 2) ? "a" : "b",
         .is_leader = (data[0] & 2) != 0,

@@ -171,21 +171,32 @@ static int in_list(const char *const *l, size_t n, const char *s)
     return 0;
 }
 
+static int env_round_nodes(void *arg, const struct node_train_spec *spec,
+                           char (*names)[CONS_NAME_MAX + 1], size_t cap,
+                           size_t *n)
+{
+    (void)arg, (void)spec;
+    REQUIRE(cap >= N_GRAPH);
+    for (size_t g = 0; g < N_GRAPH; g++) {
+        snprintf(names[g], sizeof names[g], "%s", graph[g]);
+    }
+    *n = N_GRAPH;
+    return SM_OK;
+}
+
 static int env_train(void *arg, uint64_t job, const struct node_train_spec *spec,
-                     const char *const *nodes, size_t n, int rest,
-                     const char *const *others, size_t n_others)
+                     const char *const *nodes, size_t n)
 {
     struct peer *p = arg;
     REQUIRE(p->n_jobs < 8);
+    REQUIRE(n > 0 && n <= N_GRAPH);
     struct fake_job *j = &p->jobs[p->n_jobs++];
     memset(j, 0, sizeof *j);
     j->id = job;
     j->spec = *spec;
-    for (size_t g = 0; g < N_GRAPH; g++) {
-        if (in_list(nodes, n, graph[g]) ||
-            (rest && !in_list(others, n_others, graph[g]))) {
-            snprintf(j->nodes[j->n++], sizeof j->nodes[0], "%s", graph[g]);
-        }
+    for (size_t k = 0; k < n; k++) {
+        REQUIRE(in_list(graph, N_GRAPH, nodes[k]));
+        snprintf(j->nodes[j->n++], sizeof j->nodes[0], "%s", nodes[k]);
     }
     j->due = 3;
     return SM_OK;
@@ -272,8 +283,6 @@ static void run_model(struct peer *p)
             r.shards = sh;
             memset(r.cbn_digest, 0xCB, 32);
             r.cbn_size = 100;
-            r.n_graph = N_GRAPH;
-            r.graph = graph;
         }
         node_train_trained(p->t, job.id, &r);
     }
@@ -301,6 +310,7 @@ static void peer_start(int i)
         .propose = env_propose,
         .round_windows = env_round_windows,
         .round_due = env_round_due,
+        .round_nodes = env_round_nodes,
         .train = env_train,
         .install = env_install,
         .model_version = env_model_version,
