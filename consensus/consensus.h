@@ -27,13 +27,39 @@ void cons_libraries(sm_libver_cb cb, void *arg);
  * floating point, no clock, no randomness), a command that fails validation
  * is applied as a counted no-op, and commands carrying an id are idempotent,
  * because a proposal whose leader died has an unknown outcome and is simply
- * proposed again. */
+ * proposed again.
+ *
+ * Retention (CONS_CMD_RETAIN) bounds the diagnoses and actions held. It
+ * drops the oldest diagnoses (lowest seq) until at most max_diagnoses
+ * remain, and the oldest actions (decision order) in a final state
+ * (verified, rolled back, failed) until at most max_actions remain; an open
+ * action (pending, approved, applied) is never dropped, even if more than
+ * max_actions then remain. It applies as CONS_APPLY_OK when it dropped
+ * something, else CONS_APPLY_DUPLICATE. Dropped ids are not remembered.
+ * So that a proposer's retry of a dropped record does not bring it back,
+ * the state keeps two watermarks instead: the newest time_ms of a dropped
+ * diagnosis and the newest decided_ms of a dropped action. Once something
+ * was dropped, a new diagnosis (or decision) whose time_ms is at or before
+ * its watermark applies as CONS_APPLY_STALE. The rule relies on proposers'
+ * clocks being roughly in step: a record stamped that far in the past is
+ * taken for a retry. Dropping a diagnosis does not drop its actions; a
+ * decision naming a dropped diagnosis applies as CONS_APPLY_BAD (like any
+ * unknown diagnosis) and a state change of a dropped action as
+ * CONS_APPLY_BAD (like any unknown action). Every peer must run a version
+ * that knows RETAIN before a leader proposes it: an older peer applies it
+ * as a bad no-op and would keep what the others dropped. */
 
 struct raft_fsm; /* <raft.h>; only consensus/ includes it */
 struct raft_io;  /* <raft.h> */
 
-/* Version byte of encoded commands and of snapshots. */
+/* Version byte of encoded commands. Adding a command type does not change
+ * it: entries already in a log keep decoding as they did. */
 #define CONS_CMD_VERSION 1
+
+/* Version byte of snapshots (cons_fsm_snapshot). Version 2 added the
+ * retention watermarks and totals; restore still reads version 1 (no
+ * retention has happened then), so snapshots of older peers load. */
+#define CONS_SNAPSHOT_VERSION 2
 
 /* Limits checked by encode and decode (bytes unless noted, excluding NUL). */
 #define CONS_CMD_MAX     (256u * 1024u) /* one encoded command */
@@ -53,6 +79,7 @@ enum cons_cmd_type {
     CONS_CMD_DIAGNOSIS,      /* a diagnosis record (JSON text) */
     CONS_CMD_ACTION_DECIDE,  /* an actuation decision, state pending */
     CONS_CMD_ACTION_STATE,   /* an actuation moves on, with the ack */
+    CONS_CMD_RETAIN,         /* drop the oldest diagnoses and final actions */
     CONS_CMD__COUNT
 };
 
@@ -158,13 +185,20 @@ struct cons_cmd
             const char *ack; /* the agent's acknowledgement, may be "" */
             uint64_t time_ms;
         } action;
+        struct
+        {
+            uint64_t max_diagnoses; /* >= 1: diagnoses kept at most */
+            uint64_t max_actions;   /* >= 1: actions kept, see RETAIN */
+            uint64_t time_ms;       /* when proposed; for logs only */
+        } retain;
     } u;
     void *mem_; /* decoded storage, private */
 };
 
 /* Returns the encoded size of @cmd in @size, after checking every field
  * against the limits above. Returns SM_OK, SM_EINVAL (bad type, enum, empty
- * id, NUL in a string, zero version/epoch) or SM_ETOOBIG (a limit). Pure. */
+ * id, NUL in a string, zero version/epoch, a zero retention maximum) or
+ * SM_ETOOBIG (a limit). Pure. */
 int cons_cmd_encoded_size(const struct cons_cmd *cmd, size_t *size);
 
 /* Encodes @cmd into @buf of @cap bytes and stores the length in @len. The
@@ -180,7 +214,8 @@ int cons_cmd_encode(const struct cons_cmd *cmd,
  * strings and arrays (release them with cons_cmd_release); the input can
  * go. Fails with SM_EUNSUPPORTED (other version), SM_ETOOBIG (input or a
  * field over its limit), SM_EMALFORMED (truncated, trailing bytes, bad enum
- * or type, NUL in a string, duplicate placement service) or SM_ENOMEM; on
+ * or type, NUL in a string, duplicate placement service, anything encode
+ * refuses with SM_EINVAL) or SM_ENOMEM; on
  * failure nothing is allocated. Allocates at most about 4x @len. */
 int cons_cmd_decode(const uint8_t *buf, size_t len, struct cons_cmd *cmd);
 
@@ -231,17 +266,19 @@ int cons_fsm_apply(struct cons_fsm *fsm,
                    size_t len,
                    enum cons_apply_result *result);
 
-/* Serialises the whole state into a new buffer allocated with
- * @alloc (sm_malloc when NULL; raft_malloc for raft snapshots), stored in
- * @buf/@len; the caller owns it. Equal states give equal bytes. Returns
- * SM_OK or SM_ENOMEM. */
+/* Serialises the whole state (snapshot format CONS_SNAPSHOT_VERSION) into a
+ * new buffer allocated with @alloc (sm_malloc when NULL; raft_malloc for
+ * raft snapshots), stored in @buf/@len; the caller owns it. Equal states
+ * give equal bytes. Returns SM_OK or SM_ENOMEM. */
 int cons_fsm_snapshot(const struct cons_fsm *fsm,
                       void *(*alloc)(size_t size),
                       uint8_t **buf,
                       size_t *len);
 
-/* Replaces the state of @fsm with the snapshot at @buf (borrowed). On error
- * (SM_EUNSUPPORTED, SM_EMALFORMED, SM_ENOMEM) @fsm is unchanged. */
+/* Replaces the state of @fsm with the snapshot at @buf (borrowed), of
+ * format version 1 (before retention: nothing dropped) or
+ * CONS_SNAPSHOT_VERSION. On error (SM_EUNSUPPORTED for another version,
+ * SM_EMALFORMED, SM_ENOMEM) @fsm is unchanged. */
 int cons_fsm_restore(struct cons_fsm *fsm, const uint8_t *buf, size_t len);
 
 /* Returns the raft 0.15 state machine (version 2) backed by @fsm, owned by
@@ -252,6 +289,26 @@ struct raft_fsm *cons_fsm_raft(struct cons_fsm *fsm);
 
 /* Copies the counters of @fsm into @stats. */
 void cons_fsm_stats(const struct cons_fsm *fsm, struct cons_fsm_stats *stats);
+
+/* How much the state holds and what retention dropped (see
+ * CONS_CMD_RETAIN). The totals and watermarks are replicated (carried in
+ * snapshots); the sizes follow from the state, so every peer reports the
+ * same figures. */
+struct cons_fsm_counts
+{
+    size_t diagnoses;              /* diagnoses held */
+    size_t actions;                /* actions held, any state */
+    size_t actions_open;           /* of those, pending/approved/applied */
+    uint64_t diagnoses_dropped;    /* diagnoses dropped by retention */
+    uint64_t actions_dropped;      /* actions dropped by retention */
+    uint64_t diagnoses_dropped_ms; /* newest time_ms dropped (0: none) */
+    uint64_t actions_dropped_ms;   /* newest decided_ms dropped (0: none) */
+};
+
+/* Fills @out with the counts of @fsm. Constant time: never fails, never
+ * allocates; the leader may call it on every tick to decide whether to
+ * propose CONS_CMD_RETAIN. */
+void cons_fsm_counts(const struct cons_fsm *fsm, struct cons_fsm_counts *out);
 
 /* The queries below return views borrowed from @fsm: valid until the next
  * apply or restore on it. They never fail and never allocate. */

@@ -15,9 +15,24 @@
  *
  * State. Members, placement and model shards are small arrays kept sorted
  * by key; diagnoses and actions are arrays in apply order, searched by id
- * linearly (the log's volume of diagnoses is human scale). Every apply
- * either changes the state completely or not at all: copies are allocated
- * first and the state is only touched once nothing can fail any more. */
+ * linearly (the log's volume of diagnoses is human scale, and retention
+ * keeps it so). Every apply either changes the state completely or not at
+ * all: copies are allocated first and the state is only touched once
+ * nothing can fail any more.
+ *
+ * Retention. CONS_CMD_RETAIN drops from the front of the two arrays: the
+ * oldest diagnoses are a prefix (one memmove), and the final actions to
+ * drop are removed in one compacting pass that keeps the others in order,
+ * so a retain is linear in what is held and allocates nothing (it cannot
+ * fail). There is no index by id to keep consistent. What was dropped is
+ * remembered only as two "dropped up to" watermarks (the newest time_ms of
+ * a dropped diagnosis, the newest decided_ms of a dropped action) and two
+ * totals; a diagnosis or decision stamped at or before its watermark is a
+ * retry of something dropped, applied as stale (see consensus.h).
+ *
+ * Snapshots start with a version byte (CONS_SNAPSHOT_VERSION) and a magic
+ * byte. Version 2 appends the retention watermarks and totals to the
+ * version 1 layout, so restore reads both. */
 #include <raft.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -29,6 +44,7 @@
 #include "consensus/fsm_internal.h"
 
 #define SNAPSHOT_MAGIC 0x53u /* 'S', after the version byte */
+#define SNAPSHOT_V1    1u    /* before retention: no watermarks */
 
 /* ---- Writer ------------------------------------------------------------ */
 
@@ -210,6 +226,7 @@ const char *cons_cmd_type_name(enum cons_cmd_type type)
         [CONS_CMD_DIAGNOSIS] = "diagnosis",
         [CONS_CMD_ACTION_DECIDE] = "action_decide",
         [CONS_CMD_ACTION_STATE] = "action_state",
+        [CONS_CMD_RETAIN] = "retain",
     };
     unsigned t = (unsigned)type;
     return t > 0 && t < CONS_CMD__COUNT ? names[t] : "unknown";
@@ -373,6 +390,11 @@ static int check_cmd(const struct cons_cmd *cmd)
                          check_str(cmd->u.action.ack, CONS_ACK_MAX, false)};
             return first_err(rvs, 2);
         }
+        case CONS_CMD_RETAIN:
+            return cmd->u.retain.max_diagnoses != 0 &&
+                           cmd->u.retain.max_actions != 0
+                       ? SM_OK
+                       : SM_EINVAL;
         default:
             return SM_EINVAL;
     }
@@ -436,6 +458,11 @@ static void write_cmd(struct wr *w, const struct cons_cmd *cmd)
             put_u8(w, (unsigned)cmd->u.action.state);
             put_str(w, cmd->u.action.ack);
             put_u64(w, cmd->u.action.time_ms);
+            break;
+        case CONS_CMD_RETAIN:
+            put_u64(w, cmd->u.retain.max_diagnoses);
+            put_u64(w, cmd->u.retain.max_actions);
+            put_u64(w, cmd->u.retain.time_ms);
             break;
         default:
             SM_ASSERT(!"write_cmd: unchecked command type");
@@ -588,6 +615,11 @@ static void read_cmd(struct rd *r, struct cmd_mem *m, struct cons_cmd *c)
             c->u.action.ack = get_str(r, m, CONS_ACK_MAX);
             c->u.action.time_ms = get_u64(r);
             break;
+        case CONS_CMD_RETAIN:
+            c->u.retain.max_diagnoses = get_u64(r);
+            c->u.retain.max_actions = get_u64(r);
+            c->u.retain.time_ms = get_u64(r);
+            break;
         default:
             rd_fail(r, SM_EMALFORMED);
     }
@@ -715,6 +747,12 @@ struct state
     struct action_rec *actions; /* decision order */
     size_t n_actions;
     size_t cap_actions;
+    size_t n_open; /* actions not in a final state; derived, not written */
+    /* Retention: totals dropped and the newest time dropped of each. */
+    uint64_t diags_dropped;
+    uint64_t diags_dropped_ms;
+    uint64_t actions_dropped;
+    uint64_t actions_dropped_ms;
 };
 
 struct cons_fsm
@@ -999,6 +1037,11 @@ static int apply_diagnosis(struct state *st,
         *res = CONS_APPLY_DUPLICATE;
         return SM_OK;
     }
+    if (st->diags_dropped > 0 &&
+        c->u.diagnosis.time_ms <= st->diags_dropped_ms) {
+        *res = CONS_APPLY_STALE; /* maybe a retry of a dropped record */
+        return SM_OK;
+    }
     if (grow((void **)&st->diags, &st->cap_diags, st->n_diags,
              sizeof *st->diags) != SM_OK) {
         return SM_ENOMEM;
@@ -1028,6 +1071,11 @@ static int apply_decision(struct state *st,
         *res = CONS_APPLY_DUPLICATE;
         return SM_OK;
     }
+    if (st->actions_dropped > 0 &&
+        c->u.decision.time_ms <= st->actions_dropped_ms) {
+        *res = CONS_APPLY_STALE; /* maybe a retry of a dropped action */
+        return SM_OK;
+    }
     if (diag_find(st, c->u.decision.diagnosis_id) == NULL) {
         *res = CONS_APPLY_BAD; /* a decision always follows its diagnosis */
         return SM_OK;
@@ -1054,6 +1102,7 @@ static int apply_decision(struct state *st,
         return SM_ENOMEM;
     }
     st->actions[st->n_actions++] = a;
+    st->n_open++;
     *res = CONS_APPLY_OK;
     return SM_OK;
 }
@@ -1074,6 +1123,12 @@ int cons_action_state_reached(enum cons_action_state now,
                               enum cons_action_state target)
 {
     return state_rank(now) >= state_rank(target);
+}
+
+/* Verified, rolled back and failed are final: retention may drop them. */
+static bool is_final(unsigned state)
+{
+    return state_rank(state) >= state_rank(CONS_ACT_VERIFIED);
 }
 
 static int apply_action_state(struct state *st,
@@ -1100,10 +1155,94 @@ static int apply_action_state(struct state *st,
     }
     sm_free(a->ack);
     a->ack = ack;
+    if (!is_final(a->state) && is_final(to)) {
+        st->n_open--;
+    }
     a->state = to;
     a->updated_ms = c->u.action.time_ms;
     *res = CONS_APPLY_OK;
     return SM_OK;
+}
+
+/* Gives back most of an array's spare room after retention emptied it.
+ * Best effort: when the smaller block cannot be had, the larger stays. */
+static void shrink(void **items, size_t *cap, size_t n, size_t size)
+{
+    size_t want = n < 8 ? 8 : n;
+    if (*cap / 4 < want) {
+        return;
+    }
+    void *p = sm_reallocarray(*items, want, size);
+    if (p != NULL) {
+        *items = p;
+        *cap = want;
+    }
+}
+
+/* Drops the oldest diagnoses beyond @max; returns how many it dropped. */
+static size_t retain_diags(struct state *st, uint64_t max)
+{
+    if ((uint64_t)st->n_diags <= max) {
+        return 0;
+    }
+    size_t k = st->n_diags - (size_t)max;
+    uint64_t newest = st->diags_dropped_ms;
+    for (size_t i = 0; i < k; i++) {
+        struct diag_rec *d = &st->diags[i];
+        newest = d->time_ms > newest ? d->time_ms : newest;
+        sm_free(d->id);
+        sm_free(d->json);
+    }
+    memmove(st->diags, st->diags + k, (st->n_diags - k) * sizeof *st->diags);
+    st->n_diags -= k;
+    st->diags_dropped += k;
+    st->diags_dropped_ms = newest;
+    shrink((void **)&st->diags, &st->cap_diags, st->n_diags, sizeof *st->diags);
+    return k;
+}
+
+/* Drops the oldest final actions until at most @max remain (or no final
+ * one is left); returns how many it dropped. One compacting pass. */
+static size_t retain_actions(struct state *st, uint64_t max)
+{
+    if ((uint64_t)st->n_actions <= max) {
+        return 0;
+    }
+    size_t excess = st->n_actions - (size_t)max;
+    size_t kept = 0, dropped = 0;
+    uint64_t newest = st->actions_dropped_ms;
+    for (size_t i = 0; i < st->n_actions; i++) {
+        struct action_rec *a = &st->actions[i];
+        if (dropped < excess && is_final(a->state)) {
+            newest = a->decided_ms > newest ? a->decided_ms : newest;
+            action_rec_clear(a);
+            dropped++;
+        } else {
+            if (kept != i) {
+                st->actions[kept] = *a;
+            }
+            kept++;
+        }
+    }
+    st->n_actions = kept;
+    if (dropped == 0) {
+        return 0;
+    }
+    st->actions_dropped += dropped;
+    st->actions_dropped_ms = newest;
+    shrink((void **)&st->actions, &st->cap_actions, st->n_actions,
+           sizeof *st->actions);
+    return dropped;
+}
+
+/* Retention: allocates nothing, so it cannot fail. */
+static void apply_retain(struct state *st,
+                         const struct cons_cmd *c,
+                         enum cons_apply_result *res)
+{
+    size_t dropped = retain_diags(st, c->u.retain.max_diagnoses);
+    dropped += retain_actions(st, c->u.retain.max_actions);
+    *res = dropped > 0 ? CONS_APPLY_OK : CONS_APPLY_DUPLICATE;
 }
 
 static int apply_cmd(struct state *st,
@@ -1129,6 +1268,9 @@ static int apply_cmd(struct state *st,
             return apply_decision(st, c, res);
         case CONS_CMD_ACTION_STATE:
             return apply_action_state(st, c, res);
+        case CONS_CMD_RETAIN:
+            apply_retain(st, c, res);
+            return SM_OK;
         default:
             *res = CONS_APPLY_BAD;
             return SM_OK;
@@ -1182,7 +1324,7 @@ int cons_fsm_apply(struct cons_fsm *fsm,
 
 static void write_state(struct wr *w, const struct state *st)
 {
-    put_u8(w, CONS_CMD_VERSION);
+    put_u8(w, CONS_SNAPSHOT_VERSION);
     put_u8(w, SNAPSHOT_MAGIC);
     put_u64(w, st->stats.applied);
     put_u64(w, st->stats.duplicate);
@@ -1234,6 +1376,11 @@ static void write_state(struct wr *w, const struct state *st)
         put_u64(w, a->decided_ms);
         put_u64(w, a->updated_ms);
     }
+    /* Version 2: retention. */
+    put_u64(w, st->diags_dropped);
+    put_u64(w, st->diags_dropped_ms);
+    put_u64(w, st->actions_dropped);
+    put_u64(w, st->actions_dropped_ms);
 }
 
 int cons_fsm_snapshot(const struct cons_fsm *fsm,
@@ -1375,7 +1522,23 @@ static void read_actions(struct rd *r, struct state *st)
         st->n_actions = i + 1;
         if (a->state >= CONS_ACT__COUNT) {
             rd_fail(r, SM_EMALFORMED);
+        } else if (!is_final(a->state)) {
+            st->n_open++;
         }
+    }
+}
+
+/* Version 2: the retention totals and watermarks. A watermark without a
+ * drop cannot happen. */
+static void read_retention(struct rd *r, struct state *st)
+{
+    st->diags_dropped = get_u64(r);
+    st->diags_dropped_ms = get_u64(r);
+    st->actions_dropped = get_u64(r);
+    st->actions_dropped_ms = get_u64(r);
+    if ((st->diags_dropped == 0 && st->diags_dropped_ms != 0) ||
+        (st->actions_dropped == 0 && st->actions_dropped_ms != 0)) {
+        rd_fail(r, SM_EMALFORMED);
     }
 }
 
@@ -1387,7 +1550,7 @@ static int read_state(const uint8_t *buf, size_t len, struct state *st)
     if (len < 2) {
         return SM_EMALFORMED;
     }
-    if (buf[0] != CONS_CMD_VERSION) {
+    if (buf[0] != SNAPSHOT_V1 && buf[0] != CONS_SNAPSHOT_VERSION) {
         return SM_EUNSUPPORTED;
     }
     if (buf[1] != SNAPSHOT_MAGIC) {
@@ -1406,6 +1569,9 @@ static int read_state(const uint8_t *buf, size_t len, struct state *st)
     read_shards(&r, st);
     read_diags(&r, st);
     read_actions(&r, st);
+    if (buf[0] != SNAPSHOT_V1) {
+        read_retention(&r, st);
+    }
     int rv = r.err;
     if (rv == SM_OK && r.off != len) {
         rv = SM_EMALFORMED;
@@ -1559,6 +1725,20 @@ void cons_fsm_free(struct cons_fsm *fsm)
 void cons_fsm_stats(const struct cons_fsm *fsm, struct cons_fsm_stats *stats)
 {
     *stats = fsm->st.stats;
+}
+
+void cons_fsm_counts(const struct cons_fsm *fsm, struct cons_fsm_counts *out)
+{
+    const struct state *st = &fsm->st;
+    *out = (struct cons_fsm_counts){
+        .diagnoses = st->n_diags,
+        .actions = st->n_actions,
+        .actions_open = st->n_open,
+        .diagnoses_dropped = st->diags_dropped,
+        .actions_dropped = st->actions_dropped,
+        .diagnoses_dropped_ms = st->diags_dropped_ms,
+        .actions_dropped_ms = st->actions_dropped_ms,
+    };
 }
 
 size_t cons_fsm_members(const struct cons_fsm *fsm,

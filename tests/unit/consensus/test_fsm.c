@@ -1,5 +1,6 @@
 /* Tests for the command codec and the replicated state machine: every
  * command, idempotence, bad commands as counted no-ops, snapshots. */
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -91,6 +92,30 @@ static struct cons_cmd action_state(const char *id,
     c.u.action.state = s;
     c.u.action.ack = ack;
     c.u.action.time_ms = t;
+    return c;
+}
+
+static struct cons_cmd retain(uint64_t max_diagnoses, uint64_t max_actions)
+{
+    struct cons_cmd c = {.type = CONS_CMD_RETAIN};
+    c.u.retain.max_diagnoses = max_diagnoses;
+    c.u.retain.max_actions = max_actions;
+    c.u.retain.time_ms = 1000;
+    return c;
+}
+
+/* Applies a retain of the given maxima, returning the outcome. */
+static enum cons_apply_result apply_retain(uint64_t max_diagnoses,
+                                           uint64_t max_actions)
+{
+    struct cons_cmd c = retain(max_diagnoses, max_actions);
+    return apply(&c);
+}
+
+static struct cons_fsm_counts counts(const struct cons_fsm *f)
+{
+    struct cons_fsm_counts c;
+    cons_fsm_counts(f, &c);
     return c;
 }
 
@@ -489,7 +514,7 @@ static void test_snapshot_round_trip(void)
     CHECK_EQ(cons_fsm_restore(copy, a, na), SM_EUNSUPPORTED);
     sm_free(b);
     REQUIRE_OK(cons_fsm_snapshot(copy, NULL, &b, &nb));
-    a[0] = CONS_CMD_VERSION;
+    a[0] = CONS_SNAPSHOT_VERSION;
     CHECK(na == nb && memcmp(a, b, na) == 0);
     sm_free(a);
     sm_free(b);
@@ -509,6 +534,7 @@ static void test_out_of_memory(void)
         decision("a-2", "d-1"),
         member(9, "peer-9", CONS_ROLE_SPARE, CONS_HEALTH_UP),
         action_state("a-1", CONS_ACT_VERIFIED, "ok", 9),
+        retain(1, 1), /* drops d-1 and a-1, frees only */
     };
     static uint8_t buf[1024];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
@@ -530,7 +556,12 @@ static void test_out_of_memory(void)
     }
     struct cons_fsm_stats st;
     cons_fsm_stats(fsm, &st);
-    CHECK_EQ(st.applied, 7 + 4); /* each applied exactly once in the end */
+    CHECK_EQ(st.applied, 7 + 5); /* each applied exactly once in the end */
+    struct cons_fsm_counts n = counts(fsm);
+    CHECK_EQ(n.diagnoses, 1);
+    CHECK_EQ(n.actions, 1);
+    CHECK_EQ(n.diagnoses_dropped, 1);
+    CHECK_EQ(n.actions_dropped, 1);
 
     struct cons_fsm *copy;
     REQUIRE_OK(cons_fsm_new(&copy));
@@ -551,6 +582,365 @@ static void test_out_of_memory(void)
     cons_fsm_free(copy);
 }
 
+/* RETAIN encodes as two maxima and a time, both maxima at least 1. */
+static void test_retain_codec(void)
+{
+    static uint8_t buf[CONS_CMD_MAX];
+    struct cons_cmd r = retain(100, 7);
+    r.u.retain.time_ms = 0x0102030405060708u;
+    size_t len = encode(&r, buf);
+    CHECK_EQ(len, 2 + 3 * 8);
+    CHECK_EQ(buf[0], CONS_CMD_VERSION);
+    CHECK_EQ(buf[1], CONS_CMD_RETAIN);
+    CHECK_EQ(buf[2], 100); /* little-endian */
+    CHECK_EQ(buf[2 + 16], 0x08);
+    struct cons_cmd back;
+    REQUIRE_OK(cons_cmd_decode(buf, len, &back));
+    CHECK_EQ(back.type, CONS_CMD_RETAIN);
+    CHECK_EQ(back.u.retain.max_diagnoses, 100);
+    CHECK_EQ(back.u.retain.max_actions, 7);
+    CHECK(back.u.retain.time_ms == 0x0102030405060708u);
+    cons_cmd_release(&back);
+
+    for (size_t n = 0; n < len; n++) {
+        CHECK_EQ(cons_cmd_decode(buf, n, &back), SM_EMALFORMED);
+    }
+    buf[len] = 0;
+    CHECK_EQ(cons_cmd_decode(buf, len + 1, &back), SM_EMALFORMED);
+
+    /* Zero maxima neither encode nor decode. */
+    size_t out;
+    struct cons_cmd zero = retain(0, 1);
+    CHECK_EQ(cons_cmd_encode(&zero, buf, CONS_CMD_MAX, &out), SM_EINVAL);
+    zero = retain(1, 0);
+    CHECK_EQ(cons_cmd_encode(&zero, buf, CONS_CMD_MAX, &out), SM_EINVAL);
+    len = encode(&r, buf);
+    memset(buf + 2, 0, 8); /* max_diagnoses = 0 */
+    CHECK_EQ(cons_cmd_decode(buf, len, &back), SM_EMALFORMED);
+    len = encode(&r, buf);
+    memset(buf + 10, 0, 8); /* max_actions = 0 */
+    CHECK_EQ(cons_cmd_decode(buf, len, &back), SM_EMALFORMED);
+    enum cons_apply_result res = CONS_APPLY_OK;
+    CHECK_OK(cons_fsm_apply(fsm, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_BAD);
+
+    CHECK_STR(cons_cmd_type_name(CONS_CMD_RETAIN), "retain");
+    CHECK_STR(cons_cmd_type_name(CONS_CMD__COUNT), "unknown");
+}
+
+/* Retention drops exactly the oldest diagnoses (by seq, not by time) and
+ * remembers the newest time it dropped, so retries of them are stale. */
+static void test_retain_diagnoses(void)
+{
+    CHECK_EQ(apply_retain(5, 5), CONS_APPLY_DUPLICATE);
+    char ids[10][8];
+    /* Times out of log order: d-2 is stamped later than d-3..d-5. */
+    const uint64_t times[10] = {100, 110, 190, 130, 140,
+                                150, 160, 170, 180, 200};
+    for (int i = 0; i < 10; i++) {
+        snprintf(ids[i], sizeof ids[i], "d-%d", i);
+        struct cons_cmd d = diagnosis(ids[i], times[i], "{}");
+        REQUIRE_EQ(apply(&d), CONS_APPLY_OK);
+    }
+    struct cons_fsm_counts n = counts(fsm);
+    CHECK_EQ(n.diagnoses, 10);
+    CHECK_EQ(n.diagnoses_dropped, 0);
+    CHECK_EQ(n.diagnoses_dropped_ms, 0);
+
+    struct cons_cmd r = retain(4, 100);
+    CHECK_EQ(apply(&r), CONS_APPLY_OK);
+    CHECK_EQ(apply(&r), CONS_APPLY_DUPLICATE); /* nothing left to drop */
+    n = counts(fsm);
+    CHECK_EQ(n.diagnoses, 4);
+    CHECK_EQ(n.diagnoses_dropped, 6);
+    CHECK_EQ(n.diagnoses_dropped_ms, 190); /* the newest dropped, d-2 */
+    CHECK_EQ(n.actions, 0);
+    CHECK_EQ(n.actions_dropped, 0);
+
+    struct cons_diagnosis out[10];
+    REQUIRE_EQ(cons_fsm_diagnoses(fsm, out, 10), 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK_STR(out[i].id, ids[9 - i]);
+        CHECK_EQ(out[i].seq, 10 - (uint64_t)i);
+    }
+    struct cons_diagnosis one;
+    for (int i = 0; i < 6; i++) {
+        CHECK_EQ(cons_fsm_diagnosis_get(fsm, ids[i], &one), SM_ENOTFOUND);
+    }
+    CHECK_OK(cons_fsm_diagnosis_get(fsm, "d-6", &one));
+    CHECK_EQ(one.time_ms, 160);
+
+    /* A sender retrying a dropped diagnosis does not bring it back. */
+    for (int i = 0; i < 6; i++) {
+        struct cons_cmd d = diagnosis(ids[i], times[i], "{}");
+        CHECK_EQ(apply(&d), CONS_APPLY_STALE);
+    }
+    /* A kept one is still a duplicate, even stamped before the mark. */
+    struct cons_cmd kept = diagnosis("d-6", 160, "{}");
+    CHECK_EQ(apply(&kept), CONS_APPLY_DUPLICATE);
+    /* A new one at the mark is taken for a retry; after it, it is new. */
+    struct cons_cmd at_mark = diagnosis("d-new", 190, "{}");
+    CHECK_EQ(apply(&at_mark), CONS_APPLY_STALE);
+    struct cons_cmd fresh = diagnosis("d-new", 191, "{}");
+    CHECK_EQ(apply(&fresh), CONS_APPLY_OK);
+    REQUIRE_OK(cons_fsm_diagnosis_get(fsm, "d-new", &one));
+    CHECK_EQ(one.seq, 11);
+
+    /* The mark only rises: dropping older records keeps it. */
+    CHECK_EQ(apply_retain(1, 100), CONS_APPLY_OK);
+    n = counts(fsm);
+    CHECK_EQ(n.diagnoses, 1);
+    CHECK_EQ(n.diagnoses_dropped, 10);
+    CHECK_EQ(n.diagnoses_dropped_ms, 200);
+    REQUIRE_EQ(cons_fsm_diagnoses(fsm, out, 10), 1);
+    CHECK_STR(out[0].id, "d-new");
+
+    struct cons_fsm_stats st;
+    cons_fsm_stats(fsm, &st);
+    CHECK_EQ(st.stale, 7);
+    CHECK_EQ(st.duplicate, 3);
+    CHECK_EQ(st.bad, 0);
+}
+
+/* Applies a decision @id at @t, then moves it to @s (pending: stays). */
+static void decide(const char *id, uint64_t t, enum cons_action_state s)
+{
+    struct cons_cmd d = decision(id, "d-1");
+    d.u.decision.time_ms = t;
+    REQUIRE_EQ(apply(&d), CONS_APPLY_OK);
+    if (s != CONS_ACT_PENDING) {
+        struct cons_cmd c = action_state(id, s, "", t + 1);
+        REQUIRE_EQ(apply(&c), CONS_APPLY_OK);
+    }
+}
+
+/* Retention drops the oldest final actions only; open ones stay even when
+ * that leaves more than the maximum. */
+static void test_retain_actions(void)
+{
+    struct cons_cmd dg = diagnosis("d-1", 1, "{}");
+    REQUIRE_EQ(apply(&dg), CONS_APPLY_OK);
+    decide("a-1", 10, CONS_ACT_VERIFIED);
+    decide("a-2", 20, CONS_ACT_PENDING);
+    decide("a-3", 50, CONS_ACT_FAILED);
+    decide("a-4", 30, CONS_ACT_APPLIED);
+    decide("a-5", 40, CONS_ACT_ROLLED_BACK);
+    decide("a-6", 60, CONS_ACT_APPROVED);
+    decide("a-7", 70, CONS_ACT_VERIFIED);
+    struct cons_fsm_counts n = counts(fsm);
+    CHECK_EQ(n.actions, 7);
+    CHECK_EQ(n.actions_open, 3);
+
+    /* Seven held, six wanted: only the oldest final one goes. */
+    CHECK_EQ(apply_retain(100, 6), CONS_APPLY_OK);
+    n = counts(fsm);
+    CHECK_EQ(n.actions, 6);
+    CHECK_EQ(n.actions_dropped, 1);
+    CHECK_EQ(n.actions_dropped_ms, 10);
+    struct cons_action act;
+    CHECK_EQ(cons_fsm_action_get(fsm, "a-1", &act), SM_ENOTFOUND);
+
+    /* Two wanted: every final one goes, the three open ones stay. */
+    CHECK_EQ(apply_retain(100, 2), CONS_APPLY_OK);
+    CHECK_EQ(apply_retain(100, 2), CONS_APPLY_DUPLICATE);
+    n = counts(fsm);
+    CHECK_EQ(n.actions, 3);
+    CHECK_EQ(n.actions_open, 3);
+    CHECK_EQ(n.actions_dropped, 4);
+    CHECK_EQ(n.actions_dropped_ms, 70);
+    CHECK_EQ(n.diagnoses, 1); /* untouched */
+    CHECK_EQ(n.diagnoses_dropped, 0);
+    struct cons_action list[8];
+    REQUIRE_EQ(cons_fsm_actions(fsm, CONS_ACT__COUNT, list, 8), 3);
+    CHECK_STR(list[0].id, "a-2"); /* decision order kept */
+    CHECK_STR(list[1].id, "a-4");
+    CHECK_STR(list[2].id, "a-6");
+    CHECK_EQ(list[1].state, CONS_ACT_APPLIED);
+
+    /* Retries of dropped decisions are stale, a late state change of a
+     * dropped action refers to nothing, a new decision is taken. */
+    struct cons_cmd again = decision("a-3", "d-1");
+    again.u.decision.time_ms = 50;
+    CHECK_EQ(apply(&again), CONS_APPLY_STALE);
+    again.u.decision.time_ms = 70; /* at the mark */
+    CHECK_EQ(apply(&again), CONS_APPLY_STALE);
+    struct cons_cmd late = action_state("a-5", CONS_ACT_FAILED, "", 99);
+    CHECK_EQ(apply(&late), CONS_APPLY_BAD);
+    struct cons_cmd kept = decision("a-2", "d-1");
+    kept.u.decision.time_ms = 20;
+    CHECK_EQ(apply(&kept), CONS_APPLY_DUPLICATE);
+    decide("a-8", 71, CONS_ACT_PENDING);
+
+    /* An open action that finishes becomes droppable. */
+    struct cons_cmd done = action_state("a-4", CONS_ACT_VERIFIED, "ok", 80);
+    CHECK_EQ(apply(&done), CONS_APPLY_OK);
+    n = counts(fsm);
+    CHECK_EQ(n.actions, 4);
+    CHECK_EQ(n.actions_open, 3);
+    CHECK_EQ(apply_retain(100, 1), CONS_APPLY_OK);
+    n = counts(fsm);
+    CHECK_EQ(n.actions, 3);
+    CHECK_EQ(n.actions_open, 3);
+    CHECK_EQ(n.actions_dropped, 5);
+    CHECK_EQ(n.actions_dropped_ms, 70); /* a-4 was decided at 30 */
+    CHECK_EQ(cons_fsm_actions(fsm, CONS_ACT_VERIFIED, list, 8), 0);
+}
+
+/* Snapshots carry the watermarks and totals; equal states give equal
+ * bytes; version 1 snapshots (before retention) still restore. */
+static void test_retain_snapshot(void)
+{
+    populate();
+    struct cons_cmd d2 = diagnosis("d-2", 9, "{}");
+    struct cons_cmd a2 = decision("a-2", "d-2");
+    a2.u.decision.time_ms = 11;
+    struct cons_cmd fin = action_state("a-1", CONS_ACT_VERIFIED, "ok", 10);
+    struct cons_cmd r = retain(1, 1);
+    const struct cons_cmd *log[] = {&d2, &a2, &fin, &r};
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_EQ(apply(log[i]), CONS_APPLY_OK);
+    }
+    struct cons_fsm_counts n = counts(fsm);
+    CHECK_EQ(n.diagnoses_dropped, 1);
+    CHECK_EQ(n.diagnoses_dropped_ms, 5);
+    CHECK_EQ(n.actions_dropped, 1);
+    CHECK_EQ(n.actions_dropped_ms, 7);
+    CHECK_EQ(n.actions, 1);
+    CHECK_EQ(n.actions_open, 1);
+
+    uint8_t *a, *b;
+    size_t na, nb;
+    REQUIRE_OK(cons_fsm_snapshot(fsm, NULL, &a, &na));
+    CHECK_EQ(a[0], CONS_SNAPSHOT_VERSION);
+    struct cons_fsm *copy;
+    REQUIRE_OK(cons_fsm_new(&copy));
+    CHECK_OK(cons_fsm_restore(copy, a, na));
+    REQUIRE_OK(cons_fsm_snapshot(copy, NULL, &b, &nb));
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    sm_free(b);
+    struct cons_fsm_counts m = counts(copy);
+    CHECK(memcmp(&n, &m, sizeof n) == 0);
+
+    /* The restored machine still refuses retries of dropped records. */
+    uint8_t buf[256];
+    struct cons_cmd retry = diagnosis("d-1", 5, "{}");
+    size_t len = encode(&retry, buf);
+    enum cons_apply_result res;
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_STALE);
+    struct cons_cmd redo = decision("a-1", "d-2");
+    len = encode(&redo, buf);
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_STALE);
+    cons_fsm_free(copy);
+
+    /* Another machine fed the same log ends with the same bytes. */
+    struct cons_fsm *first = fsm;
+    REQUIRE_OK(cons_fsm_new(&fsm));
+    populate();
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_EQ(apply(log[i]), CONS_APPLY_OK);
+    }
+    REQUIRE_OK(cons_fsm_snapshot(fsm, NULL, &b, &nb));
+    cons_fsm_free(fsm);
+    fsm = first;
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    sm_free(b);
+
+    /* Truncations fail; a watermark without a drop is malformed. */
+    REQUIRE_OK(cons_fsm_new(&copy));
+    for (size_t k = 0; k < na; k++) {
+        CHECK(cons_fsm_restore(copy, a, k) != SM_OK);
+    }
+    uint8_t *bad = sm_malloc(na);
+    REQUIRE(bad != NULL);
+    memcpy(bad, a, na);
+    memset(bad + na - 32, 0, 8); /* diagnoses dropped: 0, mark kept */
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
+    memcpy(bad, a, na);
+    bad[0] = CONS_SNAPSHOT_VERSION + 1;
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EUNSUPPORTED);
+    sm_free(bad);
+    CHECK_EQ(counts(copy).diagnoses, 0);
+    sm_free(a);
+
+    /* Version 1: the same layout without the 32 bytes of retention. */
+    struct cons_fsm *plain;
+    REQUIRE_OK(cons_fsm_new(&plain));
+    struct cons_cmd dg = diagnosis("d-9", 3, "{\"v\":1}");
+    len = encode(&dg, buf);
+    REQUIRE_OK(cons_fsm_apply(plain, buf, len, NULL));
+    REQUIRE_OK(cons_fsm_snapshot(plain, NULL, &a, &na));
+    cons_fsm_free(plain);
+    a[0] = 1;
+    CHECK_EQ(cons_fsm_restore(copy, a, na), SM_EMALFORMED); /* trailing */
+    CHECK_OK(cons_fsm_restore(copy, a, na - 32));
+    struct cons_diagnosis one;
+    CHECK_OK(cons_fsm_diagnosis_get(copy, "d-9", &one));
+    m = counts(copy);
+    CHECK_EQ(m.diagnoses, 1);
+    CHECK_EQ(m.diagnoses_dropped, 0);
+    REQUIRE_OK(cons_fsm_snapshot(copy, NULL, &b, &nb));
+    a[0] = CONS_SNAPSHOT_VERSION; /* rewritten in the current version */
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    sm_free(a);
+    sm_free(b);
+    cons_fsm_free(copy);
+}
+
+/* Many records: retention is one linear pass (a quadratic one would show
+ * here as minutes, not as a failed check). Applying a record still looks
+ * its id up linearly, so the actions are fewer. */
+static void test_retain_large(void)
+{
+    enum { N = 20000, N_ACT = 2000, KEEP = 100 };
+    static uint8_t buf[512];
+    char id[32];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "%u-d", i); /* distinct early: fast lookup */
+        struct cons_cmd d = diagnosis(id, 1000 + i, "{\"root\":\"db\"}");
+        size_t len = encode(&d, buf);
+        enum cons_apply_result res = CONS_APPLY_BAD;
+        REQUIRE_OK(cons_fsm_apply(fsm, buf, len, &res));
+        REQUIRE_EQ(res, CONS_APPLY_OK);
+    }
+    for (unsigned i = 0; i < N_ACT; i++) {
+        snprintf(id, sizeof id, "%u-a", i);
+        struct cons_cmd d = decision(id, "0-d");
+        d.u.decision.time_ms = 1000 + i;
+        size_t len = encode(&d, buf);
+        REQUIRE_OK(cons_fsm_apply(fsm, buf, len, NULL));
+        if (i % 2 == 0) {
+            struct cons_cmd s = action_state(id, CONS_ACT_FAILED, "", 5);
+            len = encode(&s, buf);
+            REQUIRE_OK(cons_fsm_apply(fsm, buf, len, NULL));
+        }
+    }
+    struct cons_fsm_counts n = counts(fsm);
+    REQUIRE_EQ(n.diagnoses, N);
+    REQUIRE_EQ(n.actions, N_ACT);
+    CHECK_EQ(n.actions_open, N_ACT / 2);
+
+    CHECK_EQ(apply_retain(KEEP, KEEP), CONS_APPLY_OK);
+    n = counts(fsm);
+    CHECK_EQ(n.diagnoses, KEEP);
+    CHECK_EQ(n.diagnoses_dropped, N - KEEP);
+    CHECK_EQ(n.diagnoses_dropped_ms, 1000 + N - KEEP - 1);
+    CHECK_EQ(n.actions, N_ACT / 2); /* every failed one went, no open one */
+    CHECK_EQ(n.actions_open, N_ACT / 2);
+    CHECK_EQ(n.actions_dropped, N_ACT / 2);
+    CHECK_EQ(n.actions_dropped_ms, 1000 + N_ACT - 2);
+
+    struct cons_diagnosis out[KEEP + 1];
+    REQUIRE_EQ(cons_fsm_diagnoses(fsm, out, KEEP + 1), KEEP);
+    CHECK_STR(out[0].id, "19999-d");
+    CHECK_STR(out[KEEP - 1].id, "19900-d");
+    CHECK_EQ(out[KEEP - 1].seq, N - KEEP + 1);
+    struct cons_action act;
+    CHECK_OK(cons_fsm_action_get(fsm, "1-a", &act));
+    CHECK_EQ(cons_fsm_action_get(fsm, "0-a", &act), SM_ENOTFOUND);
+}
+
 static const struct check_test tests[] = {
     {"members add, change and remove", test_members},
     {"cbn and model versions", test_versions},
@@ -561,6 +951,11 @@ static const struct check_test tests[] = {
     {"bad commands are counted no-ops", test_bad_commands},
     {"snapshot and restore round trip", test_snapshot_round_trip},
     {"out of memory changes nothing", test_out_of_memory},
+    {"retain codec round trip and rejects", test_retain_codec},
+    {"retain drops the oldest diagnoses", test_retain_diagnoses},
+    {"retain keeps open actions", test_retain_actions},
+    {"retain state in snapshots", test_retain_snapshot},
+    {"retain over many records", test_retain_large},
 };
 
 CHECK_MAIN(tests, setup, teardown)
