@@ -43,6 +43,8 @@ static const struct node_command commands[] = {
         "                            peer (default 500; heartbeats every "
         "tenth)\n"
         "  --voters 3|5              voters kept by the leader (default 3)\n"
+        "  --log-keep N              diagnoses, and finished actions, the\n"
+        "                            mesh's log keeps (default 10000)\n"
         "  --data-dir DIR            durable state (windows, model, raft log)\n"
         "  --secret-file FILE        cluster secret (see 'sagemesh keygen')\n"
         "  --qos-service NAME        frontend service whose latency is the "

@@ -20,6 +20,7 @@ void node_config_init(struct node_config *c)
     c->listen_peer = "127.0.0.1:7401";
     c->election_ms = 500;
     c->voters = 3;
+    c->log_keep = 10000;
     c->qos_percentile = 99;
     c->window_s = 30;
     c->lateness_s = -1; /* derived from the window unless set */
@@ -99,6 +100,7 @@ static const struct key keys[] = {
     {"join", LIST, FIELD(join), FIELD(n_join), 0, 0},
     {"election-timeout", NUMBER, FIELD(election_ms), 0, 100, 60000},
     {"voters", NUMBER, FIELD(voters), 0, 3, 5},
+    {"log-keep", NUMBER, FIELD(log_keep), 0, 10, 1e6},
     {"data-dir", STRING, FIELD(data_dir), 0, 0, 0},
     {"secret-file", STRING, FIELD(secret_file), 0, 0, 0},
     {"qos-service", STRING, FIELD(qos_service), 0, 0, 0},

@@ -22,6 +22,8 @@ struct node_config
     size_t n_join;
     double election_ms;      /* raft election timeout; default 500 */
     double voters;           /* voters wanted: 3 (default) or 5 */
+    double log_keep;         /* diagnoses and finished actions the raft log
+                                keeps; default 10000 */
     const char *data_dir;    /* required */
     const char *secret_file; /* optional until the mesh needs it */
     const char *qos_service;

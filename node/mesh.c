@@ -86,6 +86,8 @@ struct node_mesh
     size_t n_reports;
     uint64_t place_ms;
     uint64_t placements_committed;
+    uint64_t log_keep;
+    uint64_t retains_proposed;
     /* Training rounds (NULL: none). */
     struct node_train *train;
     uint64_t train_ms;
@@ -703,6 +705,29 @@ static void place(struct node_mesh *m, uint64_t now)
     }
 }
 
+/* Leader: bounds the log's diagnoses and finished actions. A tenth of
+ * slack keeps RETAIN commands rare: one per log_keep / 10 new records. */
+static void retain(struct node_mesh *m, uint64_t now)
+{
+    struct cons_fsm_counts c;
+    cons_fsm_counts(cons_node_fsm(m->node), &c);
+    uint64_t limit = m->log_keep + m->log_keep / 10;
+    uint64_t finished = c.actions - c.actions_open;
+    if (c.diagnoses <= limit && finished <= limit) {
+        return;
+    }
+    struct cons_cmd cmd = {.type = CONS_CMD_RETAIN};
+    cmd.u.retain.max_diagnoses = m->log_keep;
+    cmd.u.retain.max_actions = m->log_keep + c.actions_open;
+    cmd.u.retain.time_ms = now;
+    if (cons_node_propose(m->node, &cmd, NULL, NULL) == SM_OK) {
+        m->retains_proposed++;
+        sm_log(SM_LOG_INFO, MOD, "trimming the log's records",
+               "diagnoses=%zu actions=%zu keep=%" PRIu64, c.diagnoses,
+               c.actions, m->log_keep);
+    }
+}
+
 /* Everyone's health as this peer sees it: when the link last heard from
  * them (this peer is always up). */
 static size_t health_view(struct node_mesh *m,
@@ -806,6 +831,7 @@ static void on_tick(uv_timer_t *t)
         send_report(m);
         if (cons_node_ready(m->node)) {
             place(m, now);
+            retain(m, now);
         }
     }
     if (m->train != NULL &&
@@ -980,6 +1006,7 @@ int node_mesh_start(uv_loop_t *loop,
         m->n_join++;
     }
     m->joining = cfg->n_join > 0;
+    m->log_keep = cfg->log_keep ? cfg->log_keep : 10000;
     int rv = start_net(m, cfg, errmsg);
     if (rv == SM_OK) {
         rv = start_raft(m, cfg, errmsg);
@@ -1276,7 +1303,14 @@ void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)
             cons_action_state_name((enum cons_action_state)i),
             cons_fsm_actions(fsm, (enum cons_action_state)i, NULL, 0));
     }
-    node_text_puts(b, "}");
+    struct cons_fsm_counts c;
+    cons_fsm_counts(fsm, &c);
+    node_text_printf(b,
+                     "},\"log_records\":{\"diagnoses\":%zu,\"actions\":%zu"
+                     ",\"diagnoses_dropped\":%" PRIu64
+                     ",\"actions_dropped\":%" PRIu64 ",\"keep\":%" PRIu64 "}",
+                     c.diagnoses, c.actions, c.diagnoses_dropped,
+                     c.actions_dropped, m->log_keep);
     put_placement(m, b);
     put_training(m, b);
     node_text_puts(b, "}");

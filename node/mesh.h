@@ -46,6 +46,9 @@ struct node_mesh_config
     unsigned election_ms;  /* default 1000 */
     unsigned heartbeat_ms; /* default election / 10 */
     unsigned voters;       /* 3 or 5 */
+    uint64_t log_keep;     /* diagnoses and finished actions the log keeps
+                              (the leader commits CONS_CMD_RETAIN when it
+                              holds a tenth more); 0 -> 10000 */
     /* The model manager's side of training rounds (mesh_train.h): every
      * callback but send and propose, which the mesh provides. NULL
      * round_windows: this peer takes no part in training rounds. */

@@ -2340,6 +2340,7 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .secret = &p->secret,
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
+        .log_keep = (uint64_t)p->cfg->log_keep,
     };
     /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
      * closes it. */
