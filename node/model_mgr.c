@@ -28,12 +28,47 @@
  * coalesces, so its callback drains every finished job. Closing sets a stop
  * flag; each thread finishes the job in hand, counts itself out and pokes
  * the async handle; once both are out the loop joins them (without
- * blocking) and closes the handle. */
+ * blocking) and closes the handle.
+ *
+ * History order. The history ring is kept sorted by window end: a window
+ * is inserted in place (windows replicated from other peers may arrive a
+ * little out of order; the common case, a newest window, costs nothing),
+ * and ends are unique (a second window with a held end is ignored). So a
+ * range of ends is a contiguous run of the ring found by binary search, and
+ * every peer holding the same windows sees them in the same order. Each
+ * window's round-digest leaf is computed once, from the encoding the copy
+ * is made from (model_mgr.h, "Coordinated rounds").
+ *
+ * Coordinated jobs. node_model_mgr_train_shards() and
+ * node_model_mgr_install_shards() queue jobs for the training thread in two
+ * one-job slots (a newer request replaces the waiting one of its kind, whose
+ * callback then reports SM_EAGAIN); the thread takes an install first, then
+ * a shard job, then an automatic round, one at a time. A coordinated job
+ * never touches the training thread's running CBN: it builds a fresh one
+ * from exactly the round's windows, so every peer gets the same graph,
+ * version and node order.
+ *
+ * Why the shards of different peers fit together. Every owner of a round
+ * trains with the same config on the same windows (same digest) and the
+ * same fresh CBN; what it continues from is the model of version
+ * prev_version, which every peer installed from the same shards (or
+ * reloaded from its checkpoint of it), so it is the same model everywhere;
+ * the incremental or partial choice depends only on that model and the
+ * CBN. gvae_train_nodes() then computes every node's plan and statistics
+ * as gvae_train() would. A peer whose current model is not prev_version
+ * must not train its nodes from scratch instead: warm-started nodes copy
+ * their statistics from the previous model while nodes trained from
+ * scratch recompute them from the windows, so a from-scratch shard's
+ * parent statistics would not match the others' (gvae_model_assemble()
+ * refuses that) or, where no parent links them, the model would silently
+ * mix two trainings that no single gvae_train() call makes. Such a peer
+ * answers SM_ECONFLICT and the mesh moves its nodes or retries. */
 #include "node/model_mgr.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -42,6 +77,7 @@
 #include "base/alloc.h"
 #include "base/crc32c.h"
 #include "base/log.h"
+#include "transport/transport.h"
 
 #define MOD "model"
 
@@ -55,12 +91,37 @@
 
 #define N_THREADS 2
 
+#define HASH_SIZE 32 /* BLAKE2b-256 */
+
+/* BLAKE2b-256 as libsodium's unkeyed crypto_generichash with a 32-byte
+ * output: the round digests' hash. These three wrappers are the manager's
+ * only use of libsodium (initialised by tp_init()). */
+struct hash
+{
+    crypto_generichash_state st;
+};
+
+static void hash_init(struct hash *h)
+{
+    crypto_generichash_init(&h->st, NULL, 0, HASH_SIZE);
+}
+
+static void hash_update(struct hash *h, const void *p, size_t len)
+{
+    crypto_generichash_update(&h->st, p, len);
+}
+
+static void hash_final(struct hash *h, uint8_t out[HASH_SIZE])
+{
+    crypto_generichash_final(&h->st, out, HASH_SIZE);
+}
+
 /* One window of the history. */
 struct hwin
 {
-    struct cbn_window *w; /* immutable once shared */
-    uint64_t seq;         /* 1, 2, ... in arrival order */
-    unsigned refs;        /* loop thread only */
+    struct cbn_window *w;    /* immutable once shared */
+    uint8_t leaf[HASH_SIZE]; /* its round-digest leaf */
+    unsigned refs;           /* loop thread only */
 };
 
 /* A model and what it diagnoses with. */
@@ -100,6 +161,37 @@ struct round_job
     int ckpt_status;
 };
 
+enum coord_kind { COORD_SHARDS, COORD_INSTALL };
+
+/* A coordinated job: node_model_mgr_train_shards() or
+ * node_model_mgr_install_shards(). */
+struct coord_job
+{
+    struct coord_job *next;
+    enum coord_kind kind;
+    struct node_model_round_spec spec; /* nodes points to @nodes */
+    char **nodes;                      /* spec.n_nodes copies */
+    uint8_t **blobs; /* install: the copied shards; train: the exports,
+                        one per spec node */
+    size_t *lens;
+    size_t n_blobs;
+    struct hwin **win; /* history windows in (from_ns, to_ns], oldest first */
+    size_t n;
+    node_model_shards_cb shards_cb;
+    node_model_installed_cb installed_cb;
+    void *arg;
+    /* Results, written by the training thread. */
+    int status;
+    char errmsg[SM_ERRMSG_SIZE];
+    uint64_t cbn_version;
+    uint8_t cbn_digest[HASH_SIZE];
+    uint64_t cbn_size;
+    double seconds;
+    enum gvae_retrain mode;
+    size_t params;
+    int ckpt_status;
+};
+
 struct node_model_mgr
 {
     uv_loop_t *loop;
@@ -111,9 +203,8 @@ struct node_model_mgr
     struct node_model_mgr_callbacks cb;
 
     /* Loop thread only. */
-    struct hwin **hist; /* ring of cfg.max_windows */
-    size_t head, count; /* oldest at hist[head] */
-    uint64_t next_seq;
+    struct hwin **hist;        /* ring of cfg.max_windows, sorted by end_ns */
+    size_t head, count;        /* oldest at hist[head] */
     uint64_t since_round;      /* new windows since the last round began */
     uint64_t trained_until_ns; /* of the current model */
     int has_model, model_loaded;
@@ -121,6 +212,7 @@ struct node_model_mgr
     size_t model_params;
     int running, requested;  /* a round is running; another is asked for */
     size_t ondemand_pending; /* node_model_mgr_diagnose_range jobs */
+    size_t coord_pending;    /* coordinated jobs queued or running */
     uint64_t rounds_started;
     struct node_model_mgr_stats st;
     int closing, handle_closing;
@@ -135,13 +227,15 @@ struct node_model_mgr
     struct round_job *rq;                   /* to the training thread */
     struct diag_job *done_head, *done_tail; /* back to the loop */
     struct round_job *round_done;
+    struct coord_job *shards_q, *install_q;    /* waiting coordinated jobs */
+    struct coord_job *cdone_head, *cdone_tail; /* back to the loop */
     struct model_ref *current;
     int stop;
     int exited; /* threads that have left their loop */
 
     /* Training thread only. */
     struct cbn_graph *graph;
-    uint64_t graph_seq;           /* newest window it observed */
+    uint64_t graph_until_ns;      /* end of the newest window it observed */
     uint64_t model_graph_version; /* graph version the model was trained
                                      for; 0 unknown (loaded) */
 
@@ -181,6 +275,41 @@ static uint32_t get_u32(const uint8_t *p)
         v |= (uint32_t)p[i] << (8 * i);
     }
     return v;
+}
+
+/* The history's @i-th window (0: the oldest); i <= count < max_windows
+ * addresses the free slot after the newest. */
+static struct hwin **hist_slot(const struct node_model_mgr *m, size_t i)
+{
+    return &m->hist[(m->head + i) % m->cfg.max_windows];
+}
+
+/* How many history windows end at or before @end_ns (binary search). */
+static size_t hist_rank(const struct node_model_mgr *m, uint64_t end_ns)
+{
+    size_t lo = 0, hi = m->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((*hist_slot(m, mid))->w->end_ns <= end_ns) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* BLAKE2b-256 of the concatenated leaves of @n windows: the round digest. */
+static void round_digest(struct hwin *const *win,
+                         size_t n,
+                         uint8_t out[HASH_SIZE])
+{
+    struct hash h;
+    hash_init(&h);
+    for (size_t i = 0; i < n; i++) {
+        hash_update(&h, win[i]->leaf, HASH_SIZE);
+    }
+    hash_final(&h, out);
 }
 
 static void hwin_release(struct hwin *h)
@@ -233,6 +362,28 @@ static void diag_job_free(struct diag_job *j)
 {
     gvae_diagnosis_free(j->diagnosis);
     hwin_release(j->h);
+    sm_free(j);
+}
+
+/* Loop thread (it gives back window references). */
+static void coord_job_free(struct coord_job *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < j->n; i++) {
+        hwin_release(j->win[i]);
+    }
+    sm_free(j->win);
+    for (size_t k = 0; j->nodes != NULL && k < j->spec.n_nodes; k++) {
+        sm_free(j->nodes[k]);
+    }
+    sm_free(j->nodes);
+    for (size_t k = 0; j->blobs != NULL && k < j->n_blobs; k++) {
+        sm_free(j->blobs[k]);
+    }
+    sm_free(j->blobs);
+    sm_free(j->lens);
     sm_free(j);
 }
 
@@ -490,6 +641,29 @@ static int stopping(void *arg)
     return stop;
 }
 
+/* Makes @ref (one reference, moved in) the current model, so diagnoses
+ * from now on use it, and writes the checkpoint; returns the checkpoint's
+ * status (SM_OK without a data directory). The training thread is the only
+ * writer of m->current, so @ref stays valid here. */
+static int make_current(struct node_model_mgr *m, struct model_ref *ref)
+{
+    uv_mutex_lock(&m->mu);
+    struct model_ref *old = m->current;
+    m->current = ref;
+    uv_mutex_unlock(&m->mu);
+    model_ref_release(m, old);
+    if (m->data_dir == NULL) {
+        return SM_OK;
+    }
+    char err[SM_ERRMSG_SIZE];
+    int rc = checkpoint_write(m, ref, err);
+    if (rc != SM_OK) {
+        sm_log(SM_LOG_ERROR, MOD, "cannot write the model checkpoint",
+               "cause=\"%s\"", err);
+    }
+    return rc;
+}
+
 static void run_round(struct node_model_mgr *m,
                       struct round_job *j,
                       struct model_ref *prev)
@@ -513,10 +687,12 @@ static void run_round(struct node_model_mgr *m,
     for (size_t i = 0; rc == SM_OK && i < j->n; i++) {
         const struct cbn_window *w = j->win[i]->w;
         wins[i] = w;
-        if (j->win[i]->seq > m->graph_seq) {
+        /* The snapshot is in end order; a window that arrived after the
+         * graph saw newer ones is left out of the graph (not the data). */
+        if (w->end_ns > m->graph_until_ns) {
             int changed = 0;
             rc = cbn_graph_observe(m->graph, w, &changed);
-            m->graph_seq = j->win[i]->seq;
+            m->graph_until_ns = w->end_ns;
         }
         if (rc == SM_OK) {
             rc = cbn_normals_observe(normals, w);
@@ -579,23 +755,299 @@ static void run_round(struct node_model_mgr *m,
     j->params = gvae_model_params(model);
     j->trained_until_ns = newest;
     m->model_graph_version = gv;
+    j->ckpt_status = make_current(m, ref);
+}
 
-    /* Swap: diagnoses from now on use the new model. The training thread
-     * is the only writer of m->current, so @ref stays valid below. */
-    uv_mutex_lock(&m->mu);
-    struct model_ref *old = m->current;
-    m->current = ref;
-    uv_mutex_unlock(&m->mu);
-    model_ref_release(m, old);
+/* ---- Coordinated jobs (training thread) --------------------------------- */
 
-    if (m->data_dir != NULL) {
-        char err[SM_ERRMSG_SIZE];
-        j->ckpt_status = checkpoint_write(m, ref, err);
-        if (j->ckpt_status != SM_OK) {
-            sm_log(SM_LOG_ERROR, MOD, "cannot write the model checkpoint",
-                   "cause=\"%s\"", err);
+/* Feeds one line of the canonical CBN text to @st: the non-NULL words of
+ * @a, @b, @c separated by one space, then a newline; adds its length to
+ * *@size. */
+static void text_piece(struct hash *st,
+                       uint64_t *size,
+                       const char *a,
+                       const char *b,
+                       const char *c)
+{
+    const char *parts[3] = {a, b, c};
+    for (int k = 0; k < 3 && parts[k] != NULL; k++) {
+        if (k > 0) {
+            hash_update(st, " ", 1);
+            *size += 1;
+        }
+        size_t len = strlen(parts[k]);
+        hash_update(st, parts[k], len);
+        *size += len;
+    }
+    hash_update(st, "\n", 1);
+    *size += 1;
+}
+
+/* The BLAKE2b-256 and length of the canonical text of @g (model_mgr.h,
+ * struct node_model_shards), hashed as it is produced. */
+static void cbn_text_digest(const struct cbn_graph *g,
+                            uint8_t digest[HASH_SIZE],
+                            uint64_t *size)
+{
+    struct hash st;
+    hash_init(&st);
+    *size = 0;
+    for (size_t i = 0; i < cbn_graph_node_count(g); i++) {
+        const struct cbn_graph_node *nd = cbn_graph_node(g, i);
+        text_piece(&st, size, "node", nd->name, NULL);
+        for (size_t k = 0; k < nd->n_members; k++) {
+            text_piece(&st, size, "member", nd->members[k], NULL);
+        }
+        for (size_t k = 0; k < nd->n_parents; k++) {
+            text_piece(&st, size, "parent",
+                       cbn_graph_node(g, nd->parents[k])->name, NULL);
+        }
+        for (size_t k = 0; k < nd->n_links; k++) {
+            const struct cbn_graph_link *l = cbn_graph_link(g, nd->links[k]);
+            text_piece(&st, size, "link", l->caller, l->callee);
         }
     }
+    hash_final(&st, digest);
+}
+
+/* Checks @j's windows against its spec and builds the round's CBN from
+ * them, in order, into *@graph, with the windows in *@wins (both owned by
+ * the caller). Fills the job's CBN version, digest and size. */
+static int round_prepare(struct coord_job *j,
+                         struct cbn_graph **graph,
+                         const struct cbn_window ***wins)
+{
+    const struct node_model_round_spec *s = &j->spec;
+    uint8_t digest[HASH_SIZE];
+    round_digest(j->win, j->n, digest);
+    if (j->n != s->n_windows || memcmp(digest, s->digest, HASH_SIZE) != 0) {
+        sm_errmsg_printf(j->errmsg,
+                         "round %" PRIu64
+                         ": this peer has %zu windows in (%" PRIu64 ", %" PRIu64
+                         "], the leader %zu%s",
+                         s->round, j->n, s->from_ns, s->to_ns, s->n_windows,
+                         j->n == s->n_windows ? " with another digest" : "");
+        return SM_ENOTFOUND;
+    }
+    *wins = sm_calloc(j->n, sizeof **wins);
+    int rc = *wins != NULL ? cbn_graph_new(NULL, graph) : SM_ENOMEM;
+    for (size_t i = 0; rc == SM_OK && i < j->n; i++) {
+        int changed = 0;
+        (*wins)[i] = j->win[i]->w;
+        rc = cbn_graph_observe(*graph, j->win[i]->w, &changed);
+    }
+    if (rc != SM_OK) {
+        sm_errmsg_printf(j->errmsg, "round %" PRIu64 ": %s building the CBN",
+                         s->round, sm_strerror(rc));
+        return rc;
+    }
+    j->cbn_version = cbn_graph_version(*graph);
+    cbn_text_digest(*graph, j->cbn_digest, &j->cbn_size);
+    return SM_OK;
+}
+
+/* Whether @model has exactly @g's nodes (names, in order): then a round
+ * continues it incrementally, else partially. Both inputs are the same on
+ * every peer of a round, so the choice is too. */
+static int same_nodes(const struct gvae_model *model, const struct cbn_graph *g)
+{
+    size_t n = cbn_graph_node_count(g);
+    if (gvae_model_node_count(model) != n) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(gvae_model_node_name(model, i),
+                   cbn_graph_node(g, i)->name)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static double seconds_since(uint64_t t0)
+{
+    return (double)(uv_hrtime() - t0) / 1e9;
+}
+
+/* Trains and exports @j's nodes, continuing from @prev (the current model,
+ * may be NULL) as the spec says. */
+static void run_shards(struct node_model_mgr *m,
+                       struct coord_job *j,
+                       const struct model_ref *prev)
+{
+    uint64_t t0 = uv_hrtime();
+    const struct node_model_round_spec *s = &j->spec;
+    struct cbn_graph *g = NULL;
+    const struct cbn_window **wins = NULL;
+    struct gvae_model *model = NULL;
+    bool *own = NULL;
+    size_t *idx = NULL;
+    int rc = round_prepare(j, &g, &wins);
+    size_t nn = g != NULL ? cbn_graph_node_count(g) : 0;
+    if (rc == SM_OK) {
+        own = sm_calloc(nn + 1, sizeof *own);
+        idx = sm_calloc(s->n_nodes, sizeof *idx);
+        j->blobs = sm_calloc(s->n_nodes, sizeof *j->blobs);
+        j->lens = sm_calloc(s->n_nodes, sizeof *j->lens);
+        rc = own && idx && j->blobs && j->lens ? SM_OK : SM_ENOMEM;
+        if (rc != SM_OK) {
+            sm_errmsg_printf(j->errmsg, "round %" PRIu64 ": out of memory",
+                             s->round);
+        }
+    }
+    for (size_t k = 0; rc == SM_OK && k < s->n_nodes; k++) {
+        idx[k] = SIZE_MAX;
+        for (size_t i = 0; i < nn; i++) {
+            if (strcmp(cbn_graph_node(g, i)->name, s->nodes[k]) == 0) {
+                idx[k] = i;
+            }
+        }
+        if (idx[k] == SIZE_MAX) {
+            rc = SM_EINVAL;
+            sm_errmsg_printf(j->errmsg,
+                             "round %" PRIu64 ": node %.64s is not in its CBN",
+                             s->round, s->nodes[k]);
+        } else {
+            own[idx[k]] = true;
+        }
+    }
+    /* What to continue from: see "Why the shards of different peers fit
+     * together" at the top of this file. */
+    const struct gvae_model *pm = NULL;
+    size_t n_new = 0;
+    j->mode = GVAE_RETRAIN_FULL;
+    if (rc == SM_OK && s->prev_version != 0) {
+        if (prev == NULL || prev->version != s->prev_version) {
+            rc = SM_ECONFLICT;
+            sm_errmsg_printf(j->errmsg,
+                             "round %" PRIu64 " continues model %" PRIu64
+                             "; this peer has model %" PRIu64,
+                             s->round, s->prev_version,
+                             prev != NULL ? prev->version : 0);
+        } else {
+            pm = prev->model;
+            j->mode = same_nodes(pm, g) ? GVAE_RETRAIN_INCREMENTAL
+                                        : GVAE_RETRAIN_PARTIAL;
+            for (size_t i = 0; i < j->n; i++) {
+                n_new += wins[i]->end_ns > prev->trained_until_ns;
+            }
+        }
+    }
+    struct gvae_config train = m->cfg.train;
+    train.should_stop = stopping;
+    train.stop_arg = m;
+    if (rc == SM_OK) {
+        rc = gvae_train_nodes(&train, g, wins, j->n, n_new, pm, j->mode, own,
+                              &model, NULL, j->errmsg);
+        if (rc != SM_OK) {
+            sm_errmsg_wrapf(j->errmsg, "round %" PRIu64, s->round);
+        }
+    }
+    for (size_t k = 0; rc == SM_OK && k < s->n_nodes; k++) {
+        rc = gvae_shard_export(model, idx[k], &j->blobs[k], &j->lens[k]);
+        if (rc != SM_OK) {
+            sm_errmsg_printf(j->errmsg,
+                             "round %" PRIu64 ": exporting %.64s: %s", s->round,
+                             s->nodes[k], sm_strerror(rc));
+        } else {
+            j->n_blobs = k + 1;
+        }
+    }
+    gvae_model_free(model);
+    cbn_graph_free(g);
+    sm_free(wins);
+    sm_free(own);
+    sm_free(idx);
+    j->status = rc;
+    j->seconds = seconds_since(t0);
+}
+
+/* Assembles and installs @j's model; @prev is the current model (may be
+ * NULL). */
+static void run_install(struct node_model_mgr *m,
+                        struct coord_job *j,
+                        const struct model_ref *prev)
+{
+    uint64_t t0 = uv_hrtime();
+    const struct node_model_round_spec *s = &j->spec;
+    j->ckpt_status = SM_OK;
+    if (prev != NULL && s->round <= prev->version) {
+        j->status = SM_EEXIST;
+        sm_errmsg_printf(j->errmsg,
+                         "install %" PRIu64 ": model %" PRIu64
+                         " is installed already",
+                         s->round, prev->version);
+        return;
+    }
+    struct cbn_graph *g = NULL;
+    const struct cbn_window **wins = NULL;
+    struct gvae_shard **shards = NULL;
+    struct gvae_model *model = NULL;
+    struct cbn_normals *normals = NULL;
+    struct model_ref *ref = NULL;
+    int rc = round_prepare(j, &g, &wins);
+    if (rc == SM_OK) {
+        shards = sm_calloc(j->n_blobs, sizeof *shards);
+        rc = shards != NULL ? SM_OK : SM_ENOMEM;
+    }
+    for (size_t k = 0; rc == SM_OK && k < j->n_blobs; k++) {
+        rc = gvae_shard_import(j->blobs[k], j->lens[k], g, &shards[k],
+                               j->errmsg);
+        if (rc != SM_OK) {
+            sm_errmsg_wrapf(j->errmsg, "install %" PRIu64 ": shard %zu",
+                            s->round, k);
+        }
+    }
+    /* One config for every peer's model: the thread count only changes how
+     * fast a model trains, and 0 makes every peer save the same bytes. */
+    struct gvae_config cfg = m->cfg.train;
+    cfg.threads = 0;
+    cfg.should_stop = NULL;
+    cfg.stop_arg = NULL;
+    if (rc == SM_OK) {
+        rc = gvae_model_assemble(g, &cfg,
+                                 (const struct gvae_shard *const *)shards,
+                                 j->n_blobs, &model, j->errmsg);
+        if (rc != SM_OK) {
+            sm_errmsg_wrapf(j->errmsg, "install %" PRIu64, s->round);
+        }
+    }
+    if (rc == SM_OK) {
+        rc = cbn_normals_new(&normals);
+    }
+    for (size_t i = 0; rc == SM_OK && i < j->n; i++) {
+        rc = cbn_normals_observe(normals, wins[i]);
+    }
+    if (rc == SM_OK) {
+        ref = sm_calloc(1, sizeof *ref);
+        rc = ref != NULL ? SM_OK : SM_ENOMEM;
+    }
+    if (rc == SM_ENOMEM && j->errmsg[0] == '\0') {
+        sm_errmsg_printf(j->errmsg, "install %" PRIu64 ": out of memory",
+                         s->round);
+    }
+    for (size_t k = 0; shards != NULL && k < j->n_blobs; k++) {
+        gvae_shard_free(shards[k]);
+    }
+    sm_free(shards);
+    cbn_graph_free(g);
+    sm_free(wins);
+    j->status = rc;
+    if (rc != SM_OK) {
+        gvae_model_free(model);
+        cbn_normals_free(normals);
+        j->seconds = seconds_since(t0);
+        return;
+    }
+    ref->model = model;
+    ref->normals = normals;
+    ref->version = s->round;
+    ref->trained_until_ns = s->to_ns;
+    ref->refs = 1;
+    j->params = gvae_model_params(model);
+    m->model_graph_version = 0; /* not a version of the running CBN */
+    j->ckpt_status = make_current(m, ref);
+    j->seconds = seconds_since(t0);
 }
 
 static void train_main(void *arg)
@@ -604,24 +1056,53 @@ static void train_main(void *arg)
     gvae_blas_set_threads(1);
     for (;;) {
         uv_mutex_lock(&m->mu);
-        while (!m->stop && m->rq == NULL) {
+        while (!m->stop && m->rq == NULL && m->install_q == NULL &&
+               m->shards_q == NULL) {
             uv_cond_wait(&m->train_cv, &m->mu);
         }
         if (m->stop) {
             uv_mutex_unlock(&m->mu);
             break;
         }
-        struct round_job *j = m->rq;
-        m->rq = NULL;
+        /* Installs first: a shard job usually continues the model being
+         * installed. */
+        struct coord_job *cj = NULL;
+        struct round_job *j = NULL;
+        if (m->install_q != NULL) {
+            cj = m->install_q;
+            m->install_q = NULL;
+        } else if (m->shards_q != NULL) {
+            cj = m->shards_q;
+            m->shards_q = NULL;
+        } else {
+            j = m->rq;
+            m->rq = NULL;
+        }
         struct model_ref *prev = model_ref_acquire_locked(m);
         uv_mutex_unlock(&m->mu);
 
-        run_round(m, j, prev);
+        if (cj != NULL && cj->kind == COORD_SHARDS) {
+            run_shards(m, cj, prev);
+        } else if (cj != NULL) {
+            run_install(m, cj, prev);
+        } else {
+            run_round(m, j, prev);
+        }
         model_ref_release(m, prev);
 
         uv_mutex_lock(&m->mu);
-        SM_ASSERT(m->round_done == NULL);
-        m->round_done = j;
+        if (cj != NULL) {
+            cj->next = NULL;
+            if (m->cdone_tail != NULL) {
+                m->cdone_tail->next = cj;
+            } else {
+                m->cdone_head = cj;
+            }
+            m->cdone_tail = cj;
+        } else {
+            SM_ASSERT(m->round_done == NULL);
+            m->round_done = j;
+        }
         uv_mutex_unlock(&m->mu);
         uv_async_send(&m->async);
     }
@@ -637,6 +1118,9 @@ static int round_due(const struct node_model_mgr *m)
     }
     if (m->requested) {
         return m->count >= 8;
+    }
+    if (m->cfg.coordinated) {
+        return 0; /* the mesh starts rounds */
     }
     if (!m->has_model) {
         if (m->count < m->cfg.min_windows) {
@@ -722,6 +1206,75 @@ static void deliver_round(struct node_model_mgr *m, struct round_job *j)
     }
 }
 
+static void deliver_coord(struct node_model_mgr *m, struct coord_job *j)
+{
+    SM_ASSERT(m->coord_pending > 0);
+    m->coord_pending--;
+    const struct node_model_round_spec *s = &j->spec;
+    if (j->kind == COORD_SHARDS) {
+        if (j->status == SM_OK) {
+            m->st.shard_rounds++;
+            sm_log(SM_LOG_INFO, MOD, "round shards trained",
+                   "round=%" PRIu64 " prev=%" PRIu64
+                   " mode=%d windows=%zu nodes=%zu cbn_version=%" PRIu64
+                   " seconds=%.2f",
+                   s->round, s->prev_version, (int)j->mode, j->n, s->n_nodes,
+                   j->cbn_version, j->seconds);
+        } else {
+            m->st.shard_failures++;
+            sm_log(SM_LOG_WARN, MOD, "round shards not trained",
+                   "round=%" PRIu64 " cause=\"%s\"", s->round, j->errmsg);
+        }
+        struct node_model_shard *sh =
+            sm_calloc(j->n_blobs + 1, sizeof *sh); /* +1: never 0 bytes */
+        struct node_model_shards r = {
+            .round = s->round,
+            .status = j->status,
+            .errmsg = j->errmsg,
+            .cbn_version = j->cbn_version,
+            .cbn_size = j->cbn_size,
+            .n = j->status == SM_OK ? j->n_blobs : 0,
+            .shards = sh,
+            .seconds = j->seconds,
+        };
+        memcpy(r.cbn_digest, j->cbn_digest, HASH_SIZE);
+        if (sh == NULL && j->status == SM_OK) {
+            r.status = SM_ENOMEM;
+            r.errmsg = "shards: out of memory";
+            r.n = 0;
+        }
+        for (size_t k = 0; sh != NULL && k < j->n_blobs; k++) {
+            sh[k] =
+                (struct node_model_shard){s->nodes[k], j->blobs[k], j->lens[k]};
+        }
+        j->shards_cb(j->arg, &r);
+        sm_free(sh);
+        return;
+    }
+    if (j->status == SM_OK) {
+        m->has_model = 1;
+        m->model_loaded = 0;
+        m->model_version = s->round;
+        m->model_params = j->params;
+        m->trained_until_ns = s->to_ns;
+        m->since_round = m->count - hist_rank(m, s->to_ns);
+        m->st.installs++;
+        if (j->ckpt_status != SM_OK) {
+            m->st.checkpoint_failures++;
+        }
+        sm_log(SM_LOG_INFO, MOD, "model installed",
+               "version=%" PRIu64
+               " windows=%zu shards=%zu params=%zu "
+               "seconds=%.2f",
+               s->round, j->n, j->n_blobs, j->params, j->seconds);
+    } else {
+        m->st.install_failures++;
+        sm_log(SM_LOG_WARN, MOD, "model not installed",
+               "version=%" PRIu64 " cause=\"%s\"", s->round, j->errmsg);
+    }
+    j->installed_cb(j->arg, s->round, j->status, j->errmsg);
+}
+
 static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
 {
     SM_ASSERT(m->st.diagnoses_pending > 0);
@@ -752,7 +1305,7 @@ static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
 static void mgr_free(struct node_model_mgr *m)
 {
     for (size_t i = 0; m->hist != NULL && i < m->count; i++) {
-        hwin_release(m->hist[(m->head + i) % m->cfg.max_windows]);
+        hwin_release(*hist_slot(m, i));
     }
     sm_free(m->hist);
     model_ref_free(m->current);
@@ -792,6 +1345,16 @@ static void drain_all(struct node_model_mgr *m)
     round_job_free(m->rq);
     round_job_free(m->round_done);
     m->rq = m->round_done = NULL;
+    coord_job_free(m->shards_q);
+    coord_job_free(m->install_q);
+    m->shards_q = m->install_q = NULL;
+    while (m->cdone_head != NULL) {
+        struct coord_job *next = m->cdone_head->next;
+        coord_job_free(m->cdone_head);
+        m->cdone_head = next;
+    }
+    m->cdone_tail = NULL;
+    m->coord_pending = 0;
     m->st.diagnoses_pending = 0;
     m->ondemand_pending = 0;
 }
@@ -805,8 +1368,10 @@ static void on_async(uv_async_t *a)
     uv_mutex_lock(&m->mu);
     struct diag_job *done = m->done_head;
     struct round_job *round = m->round_done;
+    struct coord_job *coord = m->cdone_head;
     m->done_head = m->done_tail = NULL;
     m->round_done = NULL;
+    m->cdone_head = m->cdone_tail = NULL;
     uv_mutex_unlock(&m->mu);
 
     while (done != NULL) {
@@ -822,6 +1387,14 @@ static void on_async(uv_async_t *a)
             deliver_round(m, round);
         }
         round_job_free(round);
+    }
+    while (coord != NULL) {
+        struct coord_job *next = coord->next;
+        if (!m->closing) {
+            deliver_coord(m, coord);
+        }
+        coord_job_free(coord);
+        coord = next;
     }
     if (!m->closing && round_due(m)) {
         start_round(m);
@@ -853,6 +1426,13 @@ static struct hwin *hwin_copy(const struct cbn_window *w)
     if (rc == SM_OK) {
         /* decode can only fail for lack of memory on its own encoding */
         rc = cbn_window_decode(buf, len, &h->w);
+        uint8_t n[8];
+        put_u64(n, (uint64_t)len);
+        struct hash st;
+        hash_init(&st);
+        hash_update(&st, n, sizeof n);
+        hash_update(&st, buf, len);
+        hash_final(&st, h->leaf);
         sm_free(buf);
     }
     if (rc != SM_OK) {
@@ -963,6 +1543,10 @@ int node_model_mgr_new(uv_loop_t *loop,
     if (rc != SM_OK) {
         return rc;
     }
+    if (tp_init() != SM_OK) { /* libsodium, for the round digests */
+        sm_errmsg_printf(errmsg, "model: libsodium cannot be initialised");
+        return SM_ECRYPTO;
+    }
     if (c.data_dir != NULL && mkdir(c.data_dir, 0700) != 0 && errno != EEXIST) {
         int e = errno;
         sm_errmsg_printf(errmsg, "model: cannot create %s: %s", c.data_dir,
@@ -998,7 +1582,6 @@ int node_model_mgr_new(uv_loop_t *loop,
     m->sweep.qos_percentile = c.qos_percentile;
     m->sweep.qos_target_ms = c.qos_target_ms;
     m->sweep.samples = c.samples;
-    m->next_seq = 1;
 
     if (uv_mutex_init(&m->mu) != 0) {
         sm_free(m->qos_service);
@@ -1068,9 +1651,15 @@ int node_model_mgr_window(struct node_model_mgr *m,
     if (m->closing) {
         return SM_ECLOSED;
     }
+    size_t pos = hist_rank(m, w->end_ns);
+    if (pos > 0 && (*hist_slot(m, pos - 1))->w->end_ns == w->end_ns) {
+        m->st.windows_duplicate++;
+        return SM_OK;
+    }
     int replayed = (flags & NODE_MODEL_REPLAYED) != 0;
     int diagnose = (!replayed || (flags & NODE_MODEL_DIAGNOSE)) &&
-                   w->qos_violated && m->has_model;
+                   !(flags & NODE_MODEL_REMOTE) && w->qos_violated &&
+                   m->has_model;
     int drop = diagnose && m->st.diagnoses_pending - m->ondemand_pending >=
                                m->cfg.max_pending;
     diagnose = diagnose && !drop;
@@ -1082,14 +1671,26 @@ int node_model_mgr_window(struct node_model_mgr *m,
         sm_free(j);
         return SM_ENOMEM;
     }
-    h->seq = m->next_seq++;
+    /* Insert in end order; when full, the oldest goes, which is @w itself
+     * when it is older than every window held. */
+    int keep = 1;
     if (m->count == m->cfg.max_windows) {
-        hwin_release(m->hist[m->head]);
-        m->head = (m->head + 1) % m->cfg.max_windows;
-        m->count--;
+        if (pos == 0) {
+            keep = 0;
+        } else {
+            hwin_release(m->hist[m->head]);
+            m->head = (m->head + 1) % m->cfg.max_windows;
+            m->count--;
+            pos--;
+        }
     }
-    m->hist[(m->head + m->count) % m->cfg.max_windows] = h;
-    m->count++;
+    if (keep) {
+        for (size_t k = m->count; k > pos; k--) {
+            *hist_slot(m, k) = *hist_slot(m, k - 1);
+        }
+        *hist_slot(m, pos) = h;
+        m->count++;
+    }
     m->st.windows_total++;
     if (!m->model_loaded || w->end_ns > m->trained_until_ns) {
         m->since_round++;
@@ -1104,6 +1705,9 @@ int node_model_mgr_window(struct node_model_mgr *m,
     if (diagnose) {
         h->refs++;
         queue_diagnosis(m, j, h, 0);
+    }
+    if (!keep) {
+        hwin_release(h);
     }
     if (!replayed && round_due(m)) {
         start_round(m); /* on failure, retried with the next window */
@@ -1129,11 +1733,9 @@ int node_model_mgr_diagnose_range(struct node_model_mgr *m,
     if (m->ondemand_pending > 0) {
         return SM_EAGAIN; /* one request at a time */
     }
-    size_t n = 0;
-    for (size_t i = 0; i < m->count; i++) {
-        const struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
-        n += h->w->end_ns > from_ns && h->w->end_ns <= to_ns;
-    }
+    size_t lo = hist_rank(m, from_ns);
+    size_t hi = to_ns > from_ns ? hist_rank(m, to_ns) : lo;
+    size_t n = hi - lo;
     if (n == 0) {
         return SM_ENOTFOUND;
     }
@@ -1153,13 +1755,10 @@ int node_model_mgr_diagnose_range(struct node_model_mgr *m,
         sm_free(jobs);
         return SM_ENOMEM;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < m->count; i++) {
-        struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
-        if (h->w->end_ns > from_ns && h->w->end_ns <= to_ns) {
-            h->refs++; /* shared with the history, read-only */
-            queue_diagnosis(m, jobs[k++], h, tag);
-        }
+    for (size_t k = 0; k < n; k++) {
+        struct hwin *h = *hist_slot(m, lo + k);
+        h->refs++; /* shared with the history, read-only */
+        queue_diagnosis(m, jobs[k], h, tag);
     }
     sm_free(jobs);
     *queued = n;
@@ -1198,13 +1797,213 @@ void node_model_mgr_stats(const struct node_model_mgr *m,
     out->model_params = m->model_params;
     out->model_loaded = m->model_loaded;
     out->windows = m->count;
-    out->training = m->running;
-    uint64_t fresh = 0;
-    for (size_t i = 0; i < m->count; i++) {
-        const struct hwin *h = m->hist[(m->head + i) % m->cfg.max_windows];
-        fresh += !m->has_model || h->w->end_ns > m->trained_until_ns;
+    out->training = m->running || m->coord_pending > 0;
+    out->windows_new =
+        m->has_model ? m->count - hist_rank(m, m->trained_until_ns) : m->count;
+}
+
+/* ---- Coordinated rounds --------------------------------------------------
+ */
+
+int node_model_mgr_round_windows(const struct node_model_mgr *m,
+                                 uint64_t *from_ns,
+                                 uint64_t *to_ns,
+                                 size_t *n,
+                                 uint8_t digest[32])
+{
+    if (m->count < NODE_MODEL_ROUND_MIN_WINDOWS) {
+        return SM_EAGAIN;
     }
-    out->windows_new = fresh;
+    /* round_digest() over the ring, which may wrap. */
+    struct hash h;
+    hash_init(&h);
+    for (size_t i = 0; i < m->count; i++) {
+        hash_update(&h, (*hist_slot(m, i))->leaf, HASH_SIZE);
+    }
+    hash_final(&h, digest);
+    *from_ns = (*hist_slot(m, 0))->w->end_ns - 1;
+    *to_ns = (*hist_slot(m, m->count - 1))->w->end_ns;
+    *n = m->count;
+    return SM_OK;
+}
+
+int node_model_mgr_round_due(const struct node_model_mgr *m,
+                             uint64_t last_round_to_ns)
+{
+    if (m->count < m->cfg.min_windows) {
+        return 0;
+    }
+    if (!m->has_model) {
+        return 1;
+    }
+    size_t after = m->count - hist_rank(m, last_round_to_ns);
+    return m->cfg.retrain_every > 0 && after >= m->cfg.retrain_every;
+}
+
+static int spec_check(const struct node_model_round_spec *s, int need_nodes)
+{
+    if (s == NULL || s->round == 0 || s->to_ns <= s->from_ns ||
+        s->n_windows < NODE_MODEL_ROUND_MIN_WINDOWS ||
+        s->prev_version >= s->round) {
+        return SM_EINVAL;
+    }
+    if (!need_nodes) {
+        return SM_OK;
+    }
+    if (s->n_nodes == 0 || s->nodes == NULL) {
+        return SM_EINVAL;
+    }
+    for (size_t k = 0; k < s->n_nodes; k++) {
+        if (s->nodes[k] == NULL || s->nodes[k][0] == '\0') {
+            return SM_EINVAL;
+        }
+        for (size_t q = 0; q < k; q++) {
+            if (strcmp(s->nodes[q], s->nodes[k]) == 0) {
+                return SM_EINVAL;
+            }
+        }
+    }
+    return SM_OK;
+}
+
+/* A job for @spec with its node names copied and the history windows of
+ * its range referenced, or NULL (out of memory). */
+static struct coord_job *coord_job_new(struct node_model_mgr *m,
+                                       enum coord_kind kind,
+                                       const struct node_model_round_spec *s)
+{
+    struct coord_job *j = sm_calloc(1, sizeof *j);
+    if (j == NULL) {
+        return NULL;
+    }
+    j->kind = kind;
+    j->spec = *s;
+    j->spec.nodes = NULL;
+    j->spec.n_nodes = 0;
+    size_t nn = kind == COORD_SHARDS ? s->n_nodes : 0;
+    j->nodes = sm_calloc(nn + 1, sizeof *j->nodes);
+    if (j->nodes == NULL) {
+        sm_free(j);
+        return NULL;
+    }
+    j->spec.nodes = (const char *const *)j->nodes;
+    for (size_t k = 0; k < nn; k++) {
+        j->spec.n_nodes = k + 1; /* freed up to here on failure */
+        if ((j->nodes[k] = sm_strdup(s->nodes[k])) == NULL) {
+            coord_job_free(j);
+            return NULL;
+        }
+    }
+    size_t lo = hist_rank(m, s->from_ns), hi = hist_rank(m, s->to_ns);
+    j->win = sm_calloc(hi - lo + 1, sizeof *j->win);
+    if (j->win == NULL) {
+        coord_job_free(j);
+        return NULL;
+    }
+    for (size_t i = lo; i < hi; i++) {
+        j->win[j->n] = *hist_slot(m, i);
+        j->win[j->n++]->refs++;
+    }
+    return j;
+}
+
+/* Puts @j in its slot for the training thread; a job waiting there is
+ * replaced and reported as SM_EAGAIN. */
+static void coord_queue(struct node_model_mgr *m, struct coord_job *j)
+{
+    struct coord_job **slot =
+        j->kind == COORD_SHARDS ? &m->shards_q : &m->install_q;
+    m->coord_pending++;
+    uv_mutex_lock(&m->mu);
+    struct coord_job *old = *slot;
+    *slot = j;
+    if (old != NULL) {
+        old->status = SM_EAGAIN;
+        sm_errmsg_printf(old->errmsg,
+                         "round %" PRIu64 ": replaced by round %" PRIu64
+                         " before it ran",
+                         old->spec.round, j->spec.round);
+        old->next = NULL;
+        if (m->cdone_tail != NULL) {
+            m->cdone_tail->next = old;
+        } else {
+            m->cdone_head = old;
+        }
+        m->cdone_tail = old;
+    }
+    uv_cond_signal(&m->train_cv);
+    uv_mutex_unlock(&m->mu);
+    if (old != NULL) {
+        uv_async_send(&m->async);
+    }
+}
+
+int node_model_mgr_train_shards(struct node_model_mgr *m,
+                                const struct node_model_round_spec *spec,
+                                node_model_shards_cb cb,
+                                void *arg)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    if (cb == NULL || spec_check(spec, 1) != SM_OK) {
+        return SM_EINVAL;
+    }
+    struct coord_job *j = coord_job_new(m, COORD_SHARDS, spec);
+    if (j == NULL) {
+        return SM_ENOMEM;
+    }
+    j->shards_cb = cb;
+    j->arg = arg;
+    coord_queue(m, j);
+    return SM_OK;
+}
+
+int node_model_mgr_install_shards(struct node_model_mgr *m,
+                                  const struct node_model_round_spec *spec,
+                                  const uint8_t *const *blobs,
+                                  const size_t *lens,
+                                  size_t n,
+                                  node_model_installed_cb cb,
+                                  void *arg)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    if (cb == NULL || spec_check(spec, 0) != SM_OK || n == 0 || blobs == NULL ||
+        lens == NULL) {
+        return SM_EINVAL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (blobs[k] == NULL || lens[k] == 0) {
+            return SM_EINVAL;
+        }
+    }
+    if (spec->round <= m->model_version) {
+        return SM_EEXIST;
+    }
+    struct coord_job *j = coord_job_new(m, COORD_INSTALL, spec);
+    if (j == NULL) {
+        return SM_ENOMEM;
+    }
+    j->blobs = sm_calloc(n, sizeof *j->blobs);
+    j->lens = sm_calloc(n, sizeof *j->lens);
+    for (size_t k = 0; j->blobs != NULL && j->lens != NULL && k < n; k++) {
+        if ((j->blobs[k] = sm_malloc(lens[k])) == NULL) {
+            break;
+        }
+        memcpy(j->blobs[k], blobs[k], lens[k]);
+        j->lens[k] = lens[k];
+        j->n_blobs = k + 1;
+    }
+    if (j->n_blobs < n) {
+        coord_job_free(j);
+        return SM_ENOMEM;
+    }
+    j->installed_cb = cb;
+    j->arg = arg;
+    coord_queue(m, j);
+    return SM_OK;
 }
 
 void node_model_mgr_close(struct node_model_mgr *m,

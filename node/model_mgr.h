@@ -28,6 +28,22 @@
  * "<data_dir>/model.ckpt" atomically (temporary file, fsync, rename), and a
  * new manager on the same directory starts with it.
  *
+ * Coordinated rounds (the mesh). Windows closed on other peers are
+ * replicated to every peer and join the history with NODE_MODEL_REMOTE. The
+ * history is kept sorted by window end (an arriving window is inserted in
+ * place; ends are unique, a second window with an end already held is
+ * ignored), so every peer that holds the same windows sees the same ordered
+ * range. The leader picks a round with node_model_mgr_round_windows() (a
+ * window range and its digest); each owner trains its CBN nodes with
+ * node_model_mgr_train_shards() and returns the shards; once the leader has
+ * committed the version, every peer builds the whole model with
+ * node_model_mgr_install_shards(). Both rebuild the CBN from exactly the
+ * round's windows, so every peer trains and assembles for the same graph,
+ * and the assembled model is the one gvae_train() would give on those
+ * windows. With config->coordinated the manager starts no round by itself;
+ * then its models should come only from installs (a round on demand makes a
+ * local model whose version the mesh does not know).
+ *
  * Not thread-safe: call every function on the loop thread. */
 #ifndef SM_NODE_MODEL_MGR_H
 #define SM_NODE_MODEL_MGR_H
@@ -62,8 +78,16 @@ struct node_model_mgr_config
     const char *data_dir;     /* checkpoint directory (created, one level,
                                  mode 0700, if missing), copied; NULL: no
                                  checkpoint is read or written */
-    struct gvae_config train; /* training; see gvae_config_default */
+    struct gvae_config train; /* training; see gvae_config_default. For
+                                 coordinated rounds every peer must use the
+                                 same one (the thread count aside), or the
+                                 shards do not assemble */
     unsigned samples;         /* sweep samples per candidate; 0 -> 64 */
+    int coordinated;          /* non-zero: never start a round by itself
+                                 (the mesh runs rounds through
+                                 node_model_mgr_train_shards and
+                                 node_model_mgr_install_shards);
+                                 node_model_mgr_train_now still works */
 };
 
 /* Fills @config with the defaults: no QoS service or target, percentile
@@ -136,7 +160,8 @@ struct node_model_mgr;
  *
  * Returns SM_OK with the manager in @out (close it with
  * node_model_mgr_close). Errors: SM_EINVAL (bad config), SM_EPERM or
- * SM_EIO (data_dir cannot be created), SM_ENOMEM, SM_EINTERNAL (a thread or
+ * SM_EIO (data_dir cannot be created), SM_ENOMEM, SM_ECRYPTO (libsodium,
+ * used for round digests, cannot start), SM_EINTERNAL (a thread or
  * the async handle could not be created); @errmsg says why and @out is
  * untouched. */
 int node_model_mgr_new(uv_loop_t *loop,
@@ -156,15 +181,23 @@ enum {
     /* With NODE_MODEL_REPLAYED: still queue the diagnosis of a violated
      * window (one whose diagnosis was lost to a crash or a stop). */
     NODE_MODEL_DIAGNOSE = 1u << 1,
+    /* The window was closed by another peer and replicated here: it joins
+     * the history (and counts for rounds) but is never diagnosed here (its
+     * own peer does that). */
+    NODE_MODEL_REMOTE = 1u << 2,
 };
 
 /* Takes a closed window @w (borrowed; the manager keeps its own copy) into
- * the history, dropping the oldest beyond max_windows. If @w violated QoS
- * and a model exists, queues its diagnosis (the callback reports it);
- * beyond max_pending diagnoses it is dropped and counted instead. If a
- * round is due and none is running, starts one. Never blocks on model
- * math. Returns SM_OK; SM_ENOMEM (nothing changed) or SM_ECLOSED after
- * node_model_mgr_close(). */
+ * the history, in order of window end (windows may arrive out of order),
+ * dropping the oldest beyond max_windows (a window older than every window
+ * of a full history is not kept). A window whose end_ns equals that of one
+ * already in the history is ignored, local or remote: nothing happens but
+ * the windows_duplicate count, and SM_OK is returned. If @w violated QoS, is
+ * not NODE_MODEL_REMOTE and a model exists, queues its diagnosis (the
+ * callback reports it); beyond max_pending diagnoses it is dropped and
+ * counted instead. If a round is due and none is running, starts one (never
+ * with config->coordinated). Never blocks on model math. Returns SM_OK;
+ * SM_ENOMEM (nothing changed) or SM_ECLOSED after node_model_mgr_close(). */
 int node_model_mgr_window(struct node_model_mgr *m,
                           const struct cbn_window *w,
                           unsigned flags);
@@ -191,6 +224,162 @@ int node_model_mgr_diagnose_range(struct node_model_mgr *m,
  * holds fewer than 8 windows; SM_ENOMEM; SM_ECLOSED after close. */
 int node_model_mgr_train_now(struct node_model_mgr *m);
 
+/* ---- Coordinated rounds ------------------------------------------------
+ *
+ * The round digest. Each window's encoding is hashed once, when it joins
+ * the history:
+ *
+ *   leaf(w) = BLAKE2b-256(u64le(len) || cbn_window_encode(w))
+ *
+ * (len: the encoding's length in bytes, 8 bytes little-endian; unkeyed
+ * libsodium crypto_generichash with a 32-byte output), and a range of
+ * windows w_1 .. w_n in increasing end_ns is
+ *
+ *   digest = BLAKE2b-256(leaf(w_1) || leaf(w_2) || ... || leaf(w_n))
+ *
+ * (unkeyed, 32 bytes; the n 32-byte leaves concatenated). Encoding every
+ * window again for each round cost about 290 ms for 4000 windows of the
+ * social topology (12 KB each) on the loop thread; combining the cached
+ * leaves takes well under a millisecond. */
+
+/* Fewest windows a round may cover (gvae_train's minimum). */
+#define NODE_MODEL_ROUND_MIN_WINDOWS 8
+
+/* Describes the round of the whole current history for the leader: its
+ * windows end in (*@from_ns, *@to_ns], where *@from_ns is the oldest window's
+ * end minus 1 and *@to_ns the newest one's; *@n is their number and @digest
+ * gets the round digest above. Loop thread; cheap (no encoding). Returns
+ * SM_OK, or SM_EAGAIN with the outputs untouched when the history holds
+ * fewer than NODE_MODEL_ROUND_MIN_WINDOWS windows. */
+int node_model_mgr_round_windows(const struct node_model_mgr *m,
+                                 uint64_t *from_ns,
+                                 uint64_t *to_ns,
+                                 size_t *n,
+                                 uint8_t digest[32]);
+
+/* Whether the leader should start a round: 1 when the history holds at
+ * least min_windows windows and either no model exists or retrain_every is
+ * non-zero and at least retrain_every windows of the history end after
+ * @last_round_to_ns (the to_ns of the last committed round); else 0. Loop
+ * thread. */
+int node_model_mgr_round_due(const struct node_model_mgr *m,
+                             uint64_t last_round_to_ns);
+
+/* A round as the leader describes it to the peers. */
+struct node_model_round_spec
+{
+    uint64_t round;           /* the model version the round will commit, > 0 */
+    uint64_t from_ns, to_ns;  /* windows ending in (from_ns, to_ns] */
+    size_t n_windows;         /* how many the leader has there (>= 8) */
+    uint8_t digest[32];       /* node_model_mgr_round_windows() digest */
+    uint64_t prev_version;    /* model to continue from (0: from scratch);
+                                 < round */
+    const char *const *nodes; /* CBN node names this peer trains (borrowed,
+                                 copied); train_shards only */
+    size_t n_nodes;
+};
+
+/* One trained node, borrowed for the duration of the shards callback. */
+struct node_model_shard
+{
+    const char *node;    /* CBN node name, as in the spec */
+    const uint8_t *blob; /* gvae_shard_export() bytes */
+    size_t len;
+};
+
+/* The outcome of node_model_mgr_train_shards(), borrowed for the duration
+ * of the callback (copy the blobs to keep them). */
+struct node_model_shards
+{
+    uint64_t round;         /* spec->round */
+    int status;             /* SM_OK or why no shards were made, below */
+    const char *errmsg;     /* "" on success */
+    uint64_t cbn_version;   /* of the CBN rebuilt from the round's windows */
+    uint8_t cbn_digest[32]; /* BLAKE2b-256 of its canonical text: for each
+                               node in CBN order, "node NAME\n", then
+                               "member SERVICE\n" per member, "parent
+                               NAME\n" per parent node, "link CALLER
+                               CALLEE\n" per network link into it */
+    uint64_t cbn_size;      /* length of that text in bytes */
+    size_t n;               /* shards, one per spec node, in spec order */
+    const struct node_model_shard *shards;
+    double seconds; /* on the training thread, for this job */
+};
+
+/* Receives the shards of a round on the loop thread, exactly once per
+ * accepted request unless the manager is closed first. It may call any
+ * node_model_mgr_* function. Statuses: SM_OK; SM_ENOTFOUND (this peer's
+ * windows in the range differ from the leader's in number or digest; the
+ * errmsg says how many it has: retry once replication caught up);
+ * SM_ECONFLICT (prev_version is not this peer's current model: training
+ * from anything else would make shards that do not fit the others');
+ * SM_EINVAL (a node the round's CBN does not have, or training refused the
+ * data); SM_EAGAIN (replaced by a newer request before it ran);
+ * SM_ENOMEM. */
+typedef void (*node_model_shards_cb)(void *arg,
+                                     const struct node_model_shards *r);
+
+/* Trains the CVAEs of spec->nodes for a round and exports them as shards,
+ * on the training thread: the history windows in (from_ns, to_ns] (taken
+ * now, in end order) must match spec->n_windows and spec->digest; the CBN
+ * is built afresh from exactly those windows; training continues from the
+ * current model when its version is spec->prev_version (incremental when
+ * the model's nodes are the CBN's nodes, by name and order, else partial),
+ * else from scratch when prev_version is 0, else fails with SM_ECONFLICT.
+ * With the same config and windows on every peer the shards assemble into
+ * the model one gvae_train() would make.
+ *
+ * Jobs run one at a time on the training thread with the other rounds;
+ * an install waiting runs first. While a train_shards request waits, a new
+ * one replaces it (the old one's callback gets SM_EAGAIN); a running one
+ * finishes. @spec is borrowed (copied); @cb (required) reports the outcome
+ * with @arg. Returns SM_OK (the callback will run); SM_EINVAL (bad spec: no
+ * round, an empty range, fewer than 8 windows, prev_version >= round, no
+ * nodes, an empty or repeated node name), SM_ENOMEM or SM_ECLOSED, and then
+ * the callback never runs. */
+int node_model_mgr_train_shards(struct node_model_mgr *m,
+                                const struct node_model_round_spec *spec,
+                                node_model_shards_cb cb,
+                                void *arg);
+
+/* Receives the outcome of an install on the loop thread, exactly once per
+ * accepted request unless the manager is closed first; @version is the
+ * spec's round. It may call any node_model_mgr_* function. Statuses: SM_OK
+ * (the model is current); SM_EEXIST (the current model's version is already
+ * spec->round or later); SM_ENOTFOUND (windows differ from the spec, as
+ * for shards); SM_EINVAL, SM_EMALFORMED, SM_ECORRUPT, SM_EUNSUPPORTED (a
+ * shard is refused: gvae_shard_import or gvae_model_assemble say why);
+ * SM_ENOTFOUND also when a CBN node has no shard; SM_EAGAIN (replaced by a
+ * newer install before it ran); SM_ENOMEM. */
+typedef void (*node_model_installed_cb)(void *arg,
+                                        uint64_t version,
+                                        int status,
+                                        const char *errmsg);
+
+/* Installs the model the leader committed for @spec (spec->nodes is not
+ * used) from its @n shards (@blobs[k] of @lens[k] bytes, borrowed and
+ * copied; one per CBN node, any order), on the training thread: checks the
+ * windows as node_model_mgr_train_shards() does, rebuilds the round's CBN,
+ * imports every shard, assembles the model with the training config (thread
+ * count 0, so every peer's model saves to the same bytes), computes the
+ * normal values from the round's windows, and makes it the current model
+ * with version spec->round and trained_until to_ns; then writes the
+ * checkpoint as a training round does. Diagnoses use the previous model
+ * until the swap. A waiting install is replaced by a newer one (its
+ * callback gets SM_EAGAIN); installs run before waiting shard jobs and
+ * automatic rounds. @cb (required) reports the outcome with @arg. Returns
+ * SM_OK (the callback will run); SM_EEXIST when spec->round is not above
+ * the current version (a replayed install never goes backwards); SM_EINVAL
+ * (bad spec or no shards, an empty blob); SM_ENOMEM; SM_ECLOSED; then the
+ * callback never runs. */
+int node_model_mgr_install_shards(struct node_model_mgr *m,
+                                  const struct node_model_round_spec *spec,
+                                  const uint8_t *const *blobs,
+                                  const size_t *lens,
+                                  size_t n,
+                                  node_model_installed_cb cb,
+                                  void *arg);
+
 struct node_model_mgr_stats
 {
     uint64_t model_version; /* 0: no model yet */
@@ -199,7 +388,8 @@ struct node_model_mgr_stats
     size_t windows;         /* in the history */
     uint64_t windows_total; /* taken in since start (replayed included) */
     uint64_t windows_new;   /* not yet trained on */
-    int training;           /* a round is running */
+    int training;           /* a round, shard or install job is queued or
+                               running */
     uint64_t trainings;     /* successful rounds */
     uint64_t training_failures;
     double last_train_s;          /* wall time of the last successful round */
@@ -210,6 +400,11 @@ struct node_model_mgr_stats
     uint64_t diagnoses_dropped;   /* not queued: max_pending reached */
     size_t diagnoses_pending;     /* queued or running */
     uint64_t checkpoint_failures; /* writes that failed, bad loads */
+    uint64_t windows_duplicate;   /* ignored: end already in the history */
+    uint64_t shard_rounds;        /* successful node_model_mgr_train_shards */
+    uint64_t shard_failures;      /* train_shards callbacks with an error */
+    uint64_t installs;            /* successful node_model_mgr_install_shards */
+    uint64_t install_failures;    /* install callbacks with an error */
 };
 
 /* The current model's version (0: none yet); cheaper than the stats. */
