@@ -43,7 +43,7 @@ struct action_item
 #define ACTIONS_MAX  256
 #define SERVICES_MAX 256  /* CONS_LIST_MAX: services placed */
 #define PLACE_EVERY  5000 /* ms between telemetry reports and placements */
-#define TRAIN_EVERY  1000 /* ms between ticks of the training rounds */
+#define TRAIN_EVERY  250 /* ms between ticks of the training rounds */
 #define REPORTS_MAX  MEMBERS_MAX
 
 /* Where telemetry arrives: the services one peer reported, with the

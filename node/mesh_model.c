@@ -10,6 +10,9 @@
 
 #define MOD "train"
 
+_Static_assert(CBN_NODE_NAME_CAP == CONS_NAME_MAX + 1,
+               "node names: the model manager's and the log's room differ");
+
 /* Trainings in flight at once: the manager runs one and keeps one waiting
  * (a newer request replaces the waiting one, which still reports). */
 #define SLOTS 16
@@ -26,6 +29,9 @@ struct node_mesh_model
     struct cbn_log *log;
     struct node_mesh *mesh;
     struct slot slots[SLOTS];
+    void (*on_install)(void *arg, uint64_t version, int status,
+                       const char *errmsg);
+    void *on_install_arg;
     uint64_t remote_stored, remote_store_errors;
 };
 
@@ -49,6 +55,17 @@ int node_mesh_model_new(struct node_model_mgr *mgr,
 void node_mesh_model_attach(struct node_mesh_model *mm, struct node_mesh *mesh)
 {
     mm->mesh = mesh;
+}
+
+void node_mesh_model_on_install(struct node_mesh_model *mm,
+                                void (*cb)(void *arg,
+                                           uint64_t version,
+                                           int status,
+                                           const char *errmsg),
+                                void *arg)
+{
+    mm->on_install = cb;
+    mm->on_install_arg = arg;
 }
 
 void node_mesh_model_free(struct node_mesh_model *mm)
@@ -167,6 +184,9 @@ static void on_installed(void *arg,
                          const char *errmsg)
 {
     struct node_mesh_model *mm = arg;
+    if (mm->on_install != NULL) {
+        mm->on_install(mm->on_install_arg, version, status, errmsg);
+    }
     struct node_train *t = rounds(mm);
     if (t != NULL) {
         node_train_installed(t, version, status, errmsg);
@@ -202,7 +222,10 @@ static void e_each_window(void *arg,
     node_model_mgr_each_window(mm->mgr, from_ns, to_ns, cb, cb_arg);
 }
 
-static void e_add_window(void *arg, const uint8_t *data, size_t len)
+static int e_add_window(void *arg,
+                        const uint8_t *data,
+                        size_t len,
+                        uint64_t *end_ns)
 {
     struct node_mesh_model *mm = arg;
     struct cbn_window *w;
@@ -210,8 +233,9 @@ static void e_add_window(void *arg, const uint8_t *data, size_t len)
     if (rv != SM_OK) {
         sm_log(SM_LOG_WARN, MOD, "a replicated window is unreadable: dropped",
                "error=%s bytes=%zu", sm_errname(rv), len);
-        return;
+        return rv;
     }
+    *end_ns = w->end_ns;
     struct node_model_mgr_stats before, after;
     node_model_mgr_stats(mm->mgr, &before);
     rv = node_model_mgr_window(mm->mgr, w, NODE_MODEL_REMOTE);
@@ -228,6 +252,7 @@ static void e_add_window(void *arg, const uint8_t *data, size_t len)
         }
     }
     cbn_window_free(w);
+    return rv;
 }
 
 void node_mesh_model_env(struct node_mesh_model *mm,

@@ -23,12 +23,15 @@ enum msg_kind {
     MSG_MODEL,     /* leader -> member: spec, a shard of a committed model */
     MSG_FETCH,     /* member -> leader: send me model version V */
     MSG_REQUEST,   /* member -> leader: start a round now (`train`) */
+    MSG_WACK,      /* member -> window maker: windows received, by end */
 };
 
 #define NAMES_MAX    CONS_LIST_MAX
 #define JOBS_MAX     8
 #define WINDOW_BATCH ((size_t)4 << 20) /* bytes of windows per message */
 #define FAILS_MAX    3                 /* FAILs before a node moves on */
+#define UNACKED_MAX  4096              /* windows waiting for an ack */
+#define RESEND_MAX   64                /* windows resent per peer per tick */
 
 /* ---- Bytes in and out ---------------------------------------------------- */
 
@@ -236,6 +239,14 @@ struct model_set
     size_t *lens;
 };
 
+/* A window sent to a member and not acknowledged yet. */
+struct unacked
+{
+    peer_id peer;
+    uint64_t end_ns;
+    uint64_t sent_ms;
+};
+
 struct node_train
 {
     struct node_train_config cfg;
@@ -262,6 +273,9 @@ struct node_train
     uint64_t install_version;
     uint64_t failed_install; /* version whose install failed (no retry
                                 until new shards arrive) */
+
+    struct unacked *unacked; /* UNACKED_MAX, oldest first */
+    size_t n_unacked;
 
     struct node_train_stats st;
 };
@@ -381,6 +395,11 @@ int node_train_new(const struct node_train_config *config,
         t->cfg.catchup_max ? t->cfg.catchup_max : (size_t)64 << 20;
     t->env = *env;
     t->next_job = 1;
+    t->unacked = sm_calloc(UNACKED_MAX, sizeof *t->unacked);
+    if (t->unacked == NULL) {
+        sm_free(t);
+        return SM_ENOMEM;
+    }
     *out = t;
     return SM_OK;
 }
@@ -394,12 +413,14 @@ void node_train_free(struct node_train *t)
     model_set_clear(&t->cache);
     model_set_clear(&t->pending);
     sm_free(t->members);
+    sm_free(t->unacked);
     sm_free(t);
 }
 
 void node_train_stats(const struct node_train *t, struct node_train_stats *out)
 {
     *out = t->st;
+    out->windows_unacked = t->n_unacked;
     out->round_version = t->round.active ? t->round.spec.round : 0;
     size_t pending = 0;
     for (size_t i = 0; t->round.active && i < t->round.n; i++) {
@@ -425,7 +446,30 @@ static void send_msg(struct node_train *t,
 
 /* TP_MSG_WINDOW bodies: u32 count, then count x (u32 length, encoding). */
 
-void node_train_window(struct node_train *t, const uint8_t *w, size_t len)
+static void unacked_add(struct node_train *t, const char *peer, uint64_t end)
+{
+    if (t->n_unacked == UNACKED_MAX) {
+        t->st.windows_given_up++;
+        if (t->st.windows_given_up % 1000 == 1) {
+            sm_log(SM_LOG_WARN, MOD,
+                   "too many windows unacknowledged: giving up the oldest",
+                   "peer=%s given_up=%" PRIu64, t->unacked[0].peer,
+                   t->st.windows_given_up);
+        }
+        memmove(&t->unacked[0], &t->unacked[1],
+                (UNACKED_MAX - 1) * sizeof t->unacked[0]);
+        t->n_unacked--;
+    }
+    struct unacked *u = &t->unacked[t->n_unacked++];
+    snprintf(u->peer, sizeof u->peer, "%s", peer);
+    u->end_ns = end;
+    u->sent_ms = t->now_ms ? t->now_ms : 1;
+}
+
+void node_train_window(struct node_train *t,
+                       const uint8_t *w,
+                       size_t len,
+                       uint64_t end_ns)
 {
     struct wbuf b = {0};
     w_u32(&b, 1);
@@ -433,13 +477,90 @@ void node_train_window(struct node_train *t, const uint8_t *w, size_t len)
     for (size_t i = 0; i < t->n_members; i++) {
         if (strcmp(t->members[i], t->self) != 0) {
             send_msg(t, t->members[i], TP_MSG_WINDOW, &b);
+            unacked_add(t, t->members[i], end_ns);
             t->st.windows_sent++;
         }
     }
     sm_free(b.p);
 }
 
-static void recv_windows(struct node_train *t, const void *data, size_t len)
+static void recv_wack(struct node_train *t, const char *peer, struct rbuf *b)
+{
+    uint32_t n = r_u32(b);
+    for (uint32_t i = 0; i < n && !b->bad; i++) {
+        uint64_t end = r_u64(b);
+        for (size_t k = 0; k < t->n_unacked; k++) {
+            struct unacked *u = &t->unacked[k];
+            if (u->end_ns == end && strcmp(u->peer, peer) == 0) {
+                memmove(u, u + 1, (t->n_unacked - k - 1) * sizeof *u);
+                t->n_unacked--;
+                break;
+            }
+        }
+    }
+}
+
+struct resend
+{
+    struct node_train *t;
+    const char *peer;
+};
+
+static int resend_one(void *arg, const uint8_t *w, size_t len)
+{
+    struct resend *r = arg;
+    struct wbuf b = {0};
+    w_u32(&b, 1);
+    w_bytes(&b, w, len);
+    send_msg(r->t, r->peer, TP_MSG_WINDOW, &b);
+    r->t->st.windows_resent++;
+    sm_free(b.p);
+    return 0;
+}
+
+static int is_member(const struct node_train *t, const char *peer)
+{
+    for (size_t i = 0; i < t->n_members; i++) {
+        if (strcmp(t->members[i], peer) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Sends again what was not acknowledged within the retry period (a few
+ * windows per peer per tick), and forgets what was sent to non-members. */
+static void resend_windows(struct node_train *t, uint64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n_unacked; i++) {
+        if (is_member(t, t->unacked[i].peer)) {
+            t->unacked[k++] = t->unacked[i];
+        }
+    }
+    t->n_unacked = k;
+    for (size_t m = 0; m < t->n_members; m++) {
+        const char *peer = t->members[m];
+        size_t sent = 0;
+        for (size_t i = 0; i < t->n_unacked && sent < RESEND_MAX; i++) {
+            struct unacked *u = &t->unacked[i];
+            if (strcmp(u->peer, peer) != 0 ||
+                now < u->sent_ms + t->cfg.retry_ms) {
+                continue;
+            }
+            struct resend r = {t, peer};
+            t->env.each_window(t->env.arg, u->end_ns - 1, u->end_ns,
+                               resend_one, &r);
+            u->sent_ms = now ? now : 1;
+            sent++;
+        }
+    }
+}
+
+static void recv_windows(struct node_train *t,
+                         const char *peer,
+                         const void *data,
+                         size_t len)
 {
     struct rbuf b = {.p = data, .len = len};
     uint32_t n = r_u32(&b);
@@ -455,12 +576,28 @@ static void recv_windows(struct node_train *t, const void *data, size_t len)
         return;
     }
     b.off = start;
+    struct wbuf ack = {0};
+    w_u8(&ack, MSG_VERSION);
+    w_u8(&ack, MSG_WACK);
+    w_u32(&ack, 0); /* patched below */
+    uint32_t acked = 0;
     for (uint32_t i = 0; i < n; i++) {
         size_t wl;
         const uint8_t *w = r_bytes(&b, &wl);
-        t->env.add_window(t->env.arg, w, wl);
+        uint64_t end = 0;
+        if (t->env.add_window(t->env.arg, w, wl, &end) == SM_OK) {
+            w_u64(&ack, end);
+            acked++;
+        }
         t->st.windows_received++;
     }
+    if (acked > 0 && !ack.failed) {
+        for (int i = 0; i < 4; i++) {
+            ack.p[2 + i] = (uint8_t)(acked >> (8 * i));
+        }
+        send_msg(t, peer, TP_MSG_TRAIN, &ack);
+    }
+    sm_free(ack.p);
 }
 
 struct catchup
@@ -940,7 +1077,10 @@ static void lead(struct node_train *t,
     }
     if (!r->active) {
         uint64_t have = t->env.model_version(t->env.arg);
-        if (!t->installing && have == v->versions.model_version &&
+        /* With other members, wait for the first placement: the round
+         * is then spread over the owners instead of the leader alone. */
+        int placed = v->n_place > 0 || v->n_members <= 1;
+        if (!t->installing && have == v->versions.model_version && placed &&
             (t->requested || t->env.round_due(t->env.arg))) {
             t->requested = 0;
             start_round(t, v, now);
@@ -1224,6 +1364,7 @@ void node_train_tick(struct node_train *t,
         lead(t, v, now_ms);
     }
     follow(t, v, now_ms);
+    resend_windows(t, now_ms);
 }
 
 void node_train_recv(struct node_train *t,
@@ -1234,7 +1375,7 @@ void node_train_recv(struct node_train *t,
 {
     t->st.bytes_received += len;
     if (type == TP_MSG_WINDOW) {
-        recv_windows(t, data, len);
+        recv_windows(t, peer, data, len);
         return;
     }
     if (type != TP_MSG_TRAIN || node_train_check_message(data, len) != SM_OK) {
@@ -1261,6 +1402,9 @@ void node_train_recv(struct node_train *t,
             break;
         case MSG_REQUEST:
             t->requested = t->is_leader;
+            break;
+        case MSG_WACK:
+            recv_wack(t, peer, &b);
             break;
         default:
             break;
@@ -1332,6 +1476,16 @@ int node_train_check_message(const void *data, size_t len)
             break;
         case MSG_REQUEST:
             break;
+        case MSG_WACK: {
+            uint32_t k = r_u32(&b);
+            if (k > (len - b.off) / 8) {
+                return SM_EMALFORMED;
+            }
+            for (uint32_t i = 0; i < k; i++) {
+                r_u64(&b);
+            }
+            break;
+        }
         default:
             return SM_EMALFORMED;
     }

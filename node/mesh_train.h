@@ -126,8 +126,14 @@ struct node_train_env
                         uint64_t to_ns,
                         int (*cb)(void *cb_arg, const uint8_t *w, size_t len),
                         void *cb_arg);
-    /* Adds a window encoding received from a peer to the history. */
-    void (*add_window)(void *arg, const uint8_t *w, size_t len);
+    /* Adds a window encoding received from a peer to the history and
+     * stores its end in @end_ns: SM_OK (also when it was held already),
+     * or why it cannot be read or kept (it is then not acknowledged, and
+     * the sender sends it again). */
+    int (*add_window)(void *arg,
+                      const uint8_t *w,
+                      size_t len,
+                      uint64_t *end_ns);
 };
 
 /* The mesh as the leader sees it at a tick (all borrowed for the call). */
@@ -165,6 +171,8 @@ struct node_train_stats
     uint64_t shards_trained, shards_received, shards_reassigned;
     uint64_t installs, install_failures;
     uint64_t windows_sent, windows_received, windows_caught_up;
+    uint64_t windows_resent, windows_given_up;
+    size_t windows_unacked; /* sent, not yet acknowledged */
     uint64_t bytes_sent, bytes_received; /* TRAIN and WINDOW bodies */
     uint64_t round_ms;                   /* last committed round, leader */
     uint64_t round_version;              /* active round (0: none) */
@@ -197,9 +205,16 @@ void node_train_recv(struct node_train *t,
                      const void *data,
                      size_t len);
 
-/* Sends a window this peer closed (@w, encoded, borrowed) to every other
- * member of the last view. */
-void node_train_window(struct node_train *t, const uint8_t *w, size_t len);
+/* Sends a window this peer closed (@w, encoded, borrowed; it ends at
+ * @end_ns) to every other member of the last view. Each receiver
+ * acknowledges it; until then it is sent again every retry period (read
+ * back through env->each_window), to at most 4096 windows waiting in all:
+ * beyond, the oldest are given up (counted in windows_given_up; a round's
+ * catch-up still brings them to an owner that needs them). */
+void node_train_window(struct node_train *t,
+                       const uint8_t *w,
+                       size_t len,
+                       uint64_t end_ns);
 
 /* Reports the outcome of env->train(@job). */
 void node_train_trained(struct node_train *t,

@@ -68,7 +68,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -93,27 +92,26 @@
 
 #define HASH_SIZE 32 /* BLAKE2b-256 */
 
-/* BLAKE2b-256 as libsodium's unkeyed crypto_generichash with a 32-byte
- * output: the round digests' hash. These three wrappers are the manager's
- * only use of libsodium (initialised by tp_init()). */
+/* BLAKE2b-256, unkeyed, 32-byte output (transport's digest): the round
+ * digests' hash. */
 struct hash
 {
-    crypto_generichash_state st;
+    struct tp_digest_state st;
 };
 
 static void hash_init(struct hash *h)
 {
-    crypto_generichash_init(&h->st, NULL, 0, HASH_SIZE);
+    tp_digest_init(&h->st);
 }
 
 static void hash_update(struct hash *h, const void *p, size_t len)
 {
-    crypto_generichash_update(&h->st, p, len);
+    tp_digest_update(&h->st, p, len);
 }
 
 static void hash_final(struct hash *h, uint8_t out[HASH_SIZE])
 {
-    crypto_generichash_final(&h->st, out, HASH_SIZE);
+    tp_digest_final(&h->st, out);
 }
 
 /* One window of the history. */
@@ -1800,6 +1798,7 @@ void node_model_mgr_stats(const struct node_model_mgr *m,
     out->training = m->running || m->coord_pending > 0;
     out->windows_new =
         m->has_model ? m->count - hist_rank(m, m->trained_until_ns) : m->count;
+    out->trained_until_ns = m->has_model ? m->trained_until_ns : 0;
 }
 
 /* ---- Coordinated rounds --------------------------------------------------
@@ -1838,6 +1837,66 @@ int node_model_mgr_round_due(const struct node_model_mgr *m,
     }
     size_t after = m->count - hist_rank(m, last_round_to_ns);
     return m->cfg.retrain_every > 0 && after >= m->cfg.retrain_every;
+}
+
+int node_model_mgr_round_nodes(const struct node_model_mgr *m,
+                               const struct node_model_round_spec *spec,
+                               char (*names)[CBN_NODE_NAME_CAP],
+                               size_t cap,
+                               size_t *n)
+{
+    size_t lo = hist_rank(m, spec->from_ns), hi = hist_rank(m, spec->to_ns);
+    struct hash h;
+    uint8_t digest[HASH_SIZE];
+    hash_init(&h);
+    for (size_t i = lo; i < hi; i++) {
+        hash_update(&h, (*hist_slot(m, i))->leaf, HASH_SIZE);
+    }
+    hash_final(&h, digest);
+    if (hi - lo != spec->n_windows ||
+        memcmp(digest, spec->digest, HASH_SIZE) != 0) {
+        return SM_ENOTFOUND;
+    }
+    struct cbn_graph *g = NULL;
+    int rc = cbn_graph_new(NULL, &g);
+    for (size_t i = lo; rc == SM_OK && i < hi; i++) {
+        int changed = 0;
+        rc = cbn_graph_observe(g, (*hist_slot(m, i))->w, &changed);
+    }
+    if (rc == SM_OK) {
+        size_t k = cbn_graph_node_count(g);
+        *n = k < cap ? k : cap;
+        for (size_t i = 0; i < *n; i++) {
+            snprintf(names[i], CBN_NODE_NAME_CAP, "%s",
+                     cbn_graph_node(g, i)->name);
+        }
+        rc = k <= cap ? SM_OK : SM_ETOOBIG;
+    }
+    cbn_graph_free(g);
+    return rc;
+}
+
+void node_model_mgr_each_window(const struct node_model_mgr *m,
+                                uint64_t from_ns,
+                                uint64_t to_ns,
+                                int (*cb)(void *arg,
+                                          const uint8_t *w,
+                                          size_t len),
+                                void *arg)
+{
+    size_t lo = hist_rank(m, from_ns), hi = hist_rank(m, to_ns);
+    for (size_t i = lo; i < hi; i++) {
+        uint8_t *buf;
+        size_t len;
+        if (cbn_window_encode((*hist_slot(m, i))->w, &buf, &len) != SM_OK) {
+            return;
+        }
+        int stop = cb(arg, buf, len);
+        sm_free(buf);
+        if (stop) {
+            return;
+        }
+    }
 }
 
 static int spec_check(const struct node_model_round_spec *s, int need_nodes)

@@ -265,6 +265,37 @@ int node_model_mgr_round_windows(const struct node_model_mgr *m,
 int node_model_mgr_round_due(const struct node_model_mgr *m,
                              uint64_t last_round_to_ns);
 
+struct node_model_round_spec; /* below */
+
+/* Room for a CBN node name in node_model_mgr_round_nodes() (the mesh's
+ * CONS_NAME_MAX + 1). */
+#define CBN_NODE_NAME_CAP 129
+
+/* Lists the nodes of the CBN built from the history windows of @spec's
+ * range (in CBN order, the order training uses), up to @cap names copied
+ * into @names, their number in *@n: what the leader places at the start
+ * of a round. Loop thread; builds the graph here (about a millisecond per
+ * thousand windows). Returns SM_OK; SM_ENOTFOUND when the windows there
+ * differ from @spec in number or digest; SM_ETOOBIG when the CBN has more
+ * than @cap nodes (the first @cap are listed); SM_ENOMEM. */
+int node_model_mgr_round_nodes(const struct node_model_mgr *m,
+                               const struct node_model_round_spec *spec,
+                               char (*names)[CBN_NODE_NAME_CAP],
+                               size_t cap,
+                               size_t *n);
+
+/* Calls @cb with the encoding (cbn_window_encode, borrowed for the call) of
+ * every history window ending in (@from_ns, @to_ns], oldest first, until
+ * @cb returns non-zero or encoding runs out of memory: the windows a
+ * lagging peer is sent. Loop thread. */
+void node_model_mgr_each_window(const struct node_model_mgr *m,
+                                uint64_t from_ns,
+                                uint64_t to_ns,
+                                int (*cb)(void *arg,
+                                          const uint8_t *w,
+                                          size_t len),
+                                void *arg);
+
 /* A round as the leader describes it to the peers. */
 struct node_model_round_spec
 {
@@ -400,6 +431,8 @@ struct node_model_mgr_stats
     uint64_t diagnoses_dropped;   /* not queued: max_pending reached */
     size_t diagnoses_pending;     /* queued or running */
     uint64_t checkpoint_failures; /* writes that failed, bad loads */
+    uint64_t trained_until_ns;    /* newest window end of the current
+                                     model (0: none) */
     uint64_t windows_duplicate;   /* ignored: end already in the history */
     uint64_t shard_rounds;        /* successful node_model_mgr_train_shards */
     uint64_t shard_failures;      /* train_shards callbacks with an error */

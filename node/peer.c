@@ -45,6 +45,7 @@
 #include "node/ingest.h"
 #include "node/json.h"
 #include "node/mesh.h"
+#include "node/mesh_model.h"
 #include "node/model_mgr.h"
 #include "node/node.h"
 #include "node/peer.h"
@@ -83,6 +84,7 @@ static const int counted_codes[] = {200, 202, 400, 401, 404, 405, 408,
 struct peer_round
 {
     int valid, status;
+    int installed; /* a model the mesh's round committed, installed here */
     char errmsg[SM_ERRMSG_SIZE];
     enum gvae_retrain mode;
     double seconds, val_loss;
@@ -118,6 +120,9 @@ struct node_peer
     struct node_http_server *http;
     struct cbn_agg *agg;
     struct cbn_log *log;
+    struct cbn_log *mesh_log;     /* windows other peers replicated here */
+    struct node_mesh_model *mm;   /* the model behind training rounds */
+    uint64_t mesh_windows_replayed;
     struct cbn_graph *graph;
     struct cbn_normals *normals;
     uv_timer_t tick;
@@ -277,6 +282,13 @@ static void window_closed(void *arg, struct cbn_window *w)
     int rv = cbn_window_encode(w, &buf, &len);
     if (rv == SM_OK) {
         rv = cbn_log_append(p->log, w->end_ns, buf, len, err);
+        /* Every peer trains on the same windows: send it to the others. */
+        struct node_train *rounds =
+            p->mesh != NULL && p->model != NULL ? node_mesh_train(p->mesh)
+                                                : NULL;
+        if (rounds != NULL) {
+            node_train_window(rounds, buf, len, w->end_ns);
+        }
         sm_free(buf);
     }
     if (rv == SM_OK) {
@@ -293,7 +305,9 @@ static void window_closed(void *arg, struct cbn_window *w)
     cbn_window_free(w);
     /* Retention by age is measured in event time, against the newest
      * window, so that replayed history is not trimmed by the wall clock. */
-    if (cbn_log_trim(p->log, p->newest_window_end_ns, err) != SM_OK) {
+    if (cbn_log_trim(p->log, p->newest_window_end_ns, err) != SM_OK ||
+        (p->mesh_log != NULL &&
+         cbn_log_trim(p->mesh_log, p->newest_window_end_ns, err) != SM_OK)) {
         sm_log(SM_LOG_WARN, MOD, "window log retention failed", "cause=\"%s\"",
                err);
     }
@@ -500,6 +514,28 @@ static const char *retrain_name(enum gvae_retrain mode)
             return "incremental";
         default:
             return "full";
+    }
+}
+
+/* The mesh installed a committed model: that is this peer's last round. */
+static void on_install(void *arg,
+                       uint64_t version,
+                       int status,
+                       const char *errmsg)
+{
+    struct node_peer *p = arg;
+    struct peer_round *l = &p->last_round;
+    memset(l, 0, sizeof *l);
+    l->valid = 1;
+    l->installed = 1;
+    l->status = status;
+    snprintf(l->errmsg, sizeof l->errmsg, "%s", errmsg ? errmsg : "");
+    l->val_loss = NAN;
+    l->model_version = version;
+    struct node_model_mgr_stats ms;
+    if (p->model != NULL) {
+        node_model_mgr_stats(p->model, &ms);
+        l->windows = ms.windows;
     }
 }
 
@@ -1202,6 +1238,13 @@ static void put_actions_status(const struct node_peer *p, struct node_text *b)
     node_text_puts(b, "}}");
 }
 
+/* Rounds that ended here: trained alone, or installed from the mesh. */
+static uint64_t rounds_finished(const struct node_model_mgr_stats *ms)
+{
+    return ms->trainings + ms->training_failures + ms->installs +
+           ms->install_failures;
+}
+
 static void put_model_status(const struct node_peer *p,
                              const struct node_model_mgr_stats *ms,
                              struct node_text *b)
@@ -1221,7 +1264,7 @@ static void put_model_status(const struct node_peer *p,
         ms->model_version, ms->model_params,
         ms->model_loaded ? "true" : "false", ms->training ? "true" : "false",
         ms->trainings, ms->training_failures,
-        ms->trainings + ms->training_failures, ms->windows, ms->windows_new,
+        rounds_finished(ms), ms->windows, ms->windows_new,
         p->cfg->train_after, p->cfg->retrain_every);
     const struct peer_round *l = &p->last_round;
     if (!l->valid) {
@@ -1238,7 +1281,8 @@ static void put_model_status(const struct node_peer *p,
     node_text_printf(b,
                      ",\"mode\":\"%s\",\"seconds\":%.3f,\"windows\":%zu,"
                      "\"val_loss\":",
-                     retrain_name(l->mode), l->seconds, l->windows);
+                     l->installed ? "mesh" : retrain_name(l->mode), l->seconds,
+                     l->windows);
     node_text_json_num(b, "%.6g", l->val_loss);
     node_text_printf(b, ",\"model_version\":%" PRIu64 "}}", l->model_version);
 }
@@ -1486,6 +1530,31 @@ static int have_model_mgr(struct node_peer *p, struct node_http_response *res)
     return 1;
 }
 
+/* `sagemesh train` in the mesh: the leader runs the round (a follower
+ * forwards the request); it is over here once the committed model is
+ * installed. */
+static void train_in_mesh(struct node_train *rounds,
+                          const struct node_model_mgr_stats *ms,
+                          struct node_http_response *res)
+{
+    int rv = node_train_request(rounds);
+    if (rv != SM_OK) {
+        res->retry_after_s = 5;
+        reply_error(res, 503,
+                    rv == SM_ENOTLEADER
+                        ? "the mesh has no leader to run the round; retry later"
+                        : "cannot reach the leader; retry later");
+        return;
+    }
+    sm_log(SM_LOG_INFO, MOD, "training round requested from the mesh",
+           "windows=%zu", ms->windows);
+    /* A round already running commits first; the requested one after it. */
+    reply(res, 202, "application/json",
+          "{\"model_version\":%" PRIu64 ",\"wait_for_rounds\":%" PRIu64 "}\n",
+          ms->model_version,
+          rounds_finished(ms) + (ms->training ? 2 : 1));
+}
+
 static void handle_train(struct node_peer *p,
                          const struct node_http_request *req,
                          struct node_http_response *res)
@@ -1495,6 +1564,14 @@ static void handle_train(struct node_peer *p,
     }
     struct node_model_mgr_stats ms;
     node_model_mgr_stats(p->model, &ms);
+    struct node_train *rounds =
+        p->mesh != NULL ? node_mesh_train(p->mesh) : NULL;
+    if (rounds != NULL && ms.windows >= 8) {
+        /* (with fewer, the windows are replicated to every peer, so the
+         * leader has too few as well: refused below) */
+        train_in_mesh(rounds, &ms, res);
+        return;
+    }
     /* A running round finishes first; the requested one follows it. */
     uint64_t wait_for =
         ms.trainings + ms.training_failures + (ms.training ? 2 : 1);
@@ -2009,7 +2086,9 @@ void node_peer_free(struct node_peer *p)
     }
     SM_ASSERT(p->open_handles == 0);
     cbn_agg_free(p->agg);
+    node_mesh_model_free(p->mm);
     cbn_log_close(p->log);
+    cbn_log_close(p->mesh_log);
     node_diag_store_close(p->diags);
     node_actions_close(p->actions);
     node_agent_close(p->agent);
@@ -2082,6 +2161,13 @@ static int open_store(struct node_peer *p, char *errmsg)
     if (rv != SM_OK) {
         return in_use(p, rv, errmsg);
     }
+    if (p->has_secret) {
+        snprintf(dir, sizeof dir, "%s/mesh-windows", p->cfg->data_dir);
+        rv = cbn_log_open(&lc, &p->mesh_log, errmsg);
+        if (rv != SM_OK) {
+            return in_use(p, rv, errmsg);
+        }
+    }
     struct cbn_log_stats ls;
     cbn_log_stats(p->log, &ls);
     /* At most the newest max_pending (64) windows are diagnosed again. */
@@ -2107,6 +2193,9 @@ static int replay_store(struct node_peer *p, char *errmsg)
     }
     if (p->newest_window_end_ns > 0) {
         cbn_agg_resume(p->agg, p->newest_window_end_ns);
+    }
+    if (p->mesh_log != NULL && p->model != NULL) {
+        p->mesh_windows_replayed = node_mesh_model_replay(p->mesh_log, p->model);
     }
     return SM_OK;
 }
@@ -2247,6 +2336,8 @@ static int start_model(struct node_peer *p, char *errmsg)
         mc.max_windows = mc.min_windows;
     }
     mc.data_dir = p->cfg->data_dir;
+    /* In the mesh the leader runs the rounds (node/mesh_train.h). */
+    mc.coordinated = p->has_secret;
     struct node_model_mgr_callbacks cb = {
         .diagnosis = on_diagnosis,
         .round = on_round,
@@ -2342,9 +2433,22 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .voters = (unsigned)p->cfg->voters,
         .log_keep = (uint64_t)p->cfg->log_keep,
     };
+    struct node_train_env env = {0};
+    if (p->model != NULL) {
+        if (node_mesh_model_new(p->model, p->mesh_log, &p->mm) != SM_OK) {
+            sm_errmsg_printf(errmsg, "out of memory");
+            return SM_ENOMEM;
+        }
+        node_mesh_model_env(p->mm, &env);
+        node_mesh_model_on_install(p->mm, on_install, p);
+        mc.train = &env;
+    }
     /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
      * closes it. */
     int rv = node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
+    if (rv == SM_OK && p->mm != NULL) {
+        node_mesh_model_attach(p->mm, p->mesh);
+    }
     if (rv == SM_OK) {
         /* A diagnosis stored just before a crash may never have reached
          * the log: offer the newest again; those already there are

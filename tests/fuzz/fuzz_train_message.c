@@ -77,9 +77,11 @@ static void f_each(void *arg, uint64_t from, uint64_t to,
     cb(cb_arg, w, sizeof w);
 }
 
-static void f_add(void *arg, const uint8_t *w, size_t len)
+static int f_add(void *arg, const uint8_t *w, size_t len, uint64_t *end)
 {
-    (void)arg, (void)w, (void)len;
+    (void)arg, (void)w;
+    *end = len;
+    return len % 2 ? SM_EMALFORMED : SM_OK;
 }
 
 static void quiet(void *arg, enum sm_log_level level, const char *line,

@@ -62,6 +62,8 @@ static struct cons_fsm *fsm;
 static uint64_t now;
 static int leader = 0;
 static uint64_t model_commits;
+static int lose_to = -1;    /* messages to this peer are lost ... */
+static int lose_count;      /* ... this many more times */
 
 static int index_of(const char *id)
 {
@@ -236,7 +238,8 @@ static void env_each_window(void *arg, uint64_t from, uint64_t to,
     }
 }
 
-static void env_add_window(void *arg, const uint8_t *w, size_t len)
+static int env_add_window(void *arg, const uint8_t *w, size_t len,
+                          uint64_t *end)
 {
     struct peer *p = arg;
     uint64_t id;
@@ -244,6 +247,8 @@ static void env_add_window(void *arg, const uint8_t *w, size_t len)
     memcpy(&id, w, sizeof id);
     REQUIRE(id >= 1 && id <= WIN_MAX);
     p->have[id] = 1;
+    *end = id;
+    return SM_OK;
 }
 
 /* Finishes the fake trainings and installs that are due. */
@@ -338,6 +343,8 @@ static void setup(void)
     now = 1000;
     leader = 0;
     model_commits = 0;
+    lose_to = -1;
+    lose_count = 0;
 }
 
 static void teardown(void)
@@ -399,7 +406,9 @@ static void deliver(void)
     q_len = 0;
     for (size_t i = 0; i < n; i++) {
         struct peer *p = &peers[batch[i].to];
-        if (p->alive) {
+        int lost = batch[i].to == lose_to && lose_count > 0;
+        lose_count -= lost;
+        if (p->alive && !lost) {
             node_train_recv(p->t, peers[batch[i].from].id, batch[i].type,
                             batch[i].data, batch[i].len);
         }
@@ -588,6 +597,43 @@ static void test_requested_round(void)
     CHECK_EQ(model_commits, 2u);
 }
 
+static int c_has_all(void)
+{
+    for (uint64_t w = 1; w <= 12; w++) {
+        if (!peers[0].have[w] || !peers[2].have[w]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void test_windows_replicated_despite_loss(void)
+{
+    tick_all(); /* every peer learns the members */
+    lose_to = 2;
+    lose_count = 8; /* c misses the first 8 windows b sends */
+    for (uint64_t w = 1; w <= 12; w++) {
+        peers[1].have[w] = 1;
+        node_train_window(peers[1].t, (const uint8_t *)&w, sizeof w, w);
+    }
+    deliver();
+    CHECK(!c_has_all());
+    struct node_train_stats st;
+    node_train_stats(peers[1].t, &st);
+    CHECK_EQ(st.windows_sent, 24u);
+    REQUIRE(run(c_has_all));
+    /* b keeps resending until c acknowledges: nothing waits any more */
+    for (int s = 0; s < 4; s++) {
+        tick_all();
+        deliver();
+        now += 500;
+    }
+    node_train_stats(peers[1].t, &st);
+    CHECK_EQ(st.windows_resent, 8u);
+    CHECK_EQ(st.windows_unacked, (size_t)0);
+    CHECK_EQ(st.windows_given_up, 0u);
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -635,6 +681,8 @@ static const struct check_test tests[] = {
     {"a silent owner's shard moves on", test_silent_owner},
     {"leader killed mid-round: one commit", test_leader_killed_mid_round},
     {"a follower's train request starts a round", test_requested_round},
+    {"lost windows are sent again until acknowledged",
+     test_windows_replicated_despite_loss},
     {"malformed messages are refused", test_malformed_messages},
 };
 
