@@ -43,7 +43,7 @@ struct action_item
 #define ACTIONS_MAX  256
 #define SERVICES_MAX 256  /* CONS_LIST_MAX: services placed */
 #define PLACE_EVERY  5000 /* ms between telemetry reports and placements */
-#define TRAIN_EVERY  250 /* ms between ticks of the training rounds */
+#define TRAIN_EVERY  250  /* ms between ticks of the training rounds */
 #define REPORTS_MAX  MEMBERS_MAX
 
 /* Where telemetry arrives: the services one peer reported, with the
@@ -777,8 +777,8 @@ static void train_tick(struct node_mesh *m, uint64_t now)
         uint64_t last = strcmp(ids[k], m->self) == 0
                             ? now
                             : node_mesh_link_last_seen(m->link, ids[k]);
-        health[k] = last != 0 && now - last < 3000 ? CONS_HEALTH_UP
-                                                   : CONS_HEALTH_DOWN;
+        health[k] =
+            last != 0 && now - last < 3000 ? CONS_HEALTH_UP : CONS_HEALTH_DOWN;
         ids_p[k] = ids[k];
         k++;
     }
@@ -1257,19 +1257,21 @@ static void put_training(const struct node_mesh *m, struct node_text *b)
     node_train_stats(m->train, &t);
     node_text_printf(
         b,
-        ",\"training\":{\"round\":%" PRIu64 ",\"round_pending\":%zu"
+        ",\"training\":{\"round\":%" PRIu64
+        ",\"round_pending\":%zu"
         ",\"rounds_started\":%" PRIu64 ",\"rounds_committed\":%" PRIu64
         ",\"last_round_ms\":%" PRIu64 ",\"shards_trained\":%" PRIu64
         ",\"shards_received\":%" PRIu64 ",\"shards_reassigned\":%" PRIu64
         ",\"installs\":%" PRIu64 ",\"install_failures\":%" PRIu64
         ",\"windows_sent\":%" PRIu64 ",\"windows_received\":%" PRIu64
-        ",\"windows_caught_up\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
-        ",\"bytes_received\":%" PRIu64 "}",
-        t.round_version, t.round_pending, t.rounds_started,
-        t.rounds_committed, t.round_ms, t.shards_trained, t.shards_received,
-        t.shards_reassigned, t.installs, t.install_failures, t.windows_sent,
-        t.windows_received, t.windows_caught_up, t.bytes_sent,
-        t.bytes_received);
+        ",\"windows_caught_up\":%" PRIu64 ",\"windows_resent\":%" PRIu64
+        ",\"windows_unacked\":%zu,\"windows_given_up\":%" PRIu64
+        ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64 "}",
+        t.round_version, t.round_pending, t.rounds_started, t.rounds_committed,
+        t.round_ms, t.shards_trained, t.shards_received, t.shards_reassigned,
+        t.installs, t.install_failures, t.windows_sent, t.windows_received,
+        t.windows_caught_up, t.windows_resent, t.windows_unacked,
+        t.windows_given_up, t.bytes_sent, t.bytes_received);
 }
 
 void node_mesh_status_json(const struct node_mesh *m, struct node_text *b)

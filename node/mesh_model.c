@@ -29,7 +29,9 @@ struct node_mesh_model
     struct cbn_log *log;
     struct node_mesh *mesh;
     struct slot slots[SLOTS];
-    void (*on_install)(void *arg, uint64_t version, int status,
+    void (*on_install)(void *arg,
+                       uint64_t version,
+                       int status,
                        const char *errmsg);
     void *on_install_arg;
     uint64_t remote_stored, remote_store_errors;
@@ -57,12 +59,10 @@ void node_mesh_model_attach(struct node_mesh_model *mm, struct node_mesh *mesh)
     mm->mesh = mesh;
 }
 
-void node_mesh_model_on_install(struct node_mesh_model *mm,
-                                void (*cb)(void *arg,
-                                           uint64_t version,
-                                           int status,
-                                           const char *errmsg),
-                                void *arg)
+void node_mesh_model_on_install(
+    struct node_mesh_model *mm,
+    void (*cb)(void *arg, uint64_t version, int status, const char *errmsg),
+    void *arg)
 {
     mm->on_install = cb;
     mm->on_install_arg = arg;
@@ -95,8 +95,8 @@ static int e_round_windows(void *arg, struct node_train_spec *spec)
     struct node_mesh_model *mm = arg;
     memset(spec, 0, sizeof *spec);
     size_t n = 0;
-    int rv = node_model_mgr_round_windows(mm->mgr, &spec->from_ns,
-                                          &spec->to_ns, &n, spec->digest);
+    int rv = node_model_mgr_round_windows(mm->mgr, &spec->from_ns, &spec->to_ns,
+                                          &n, spec->digest);
     spec->n_windows = n;
     return rv;
 }
@@ -240,7 +240,8 @@ static int e_add_window(void *arg,
     node_model_mgr_stats(mm->mgr, &before);
     rv = node_model_mgr_window(mm->mgr, w, NODE_MODEL_REMOTE);
     node_model_mgr_stats(mm->mgr, &after);
-    int fresh = rv == SM_OK && after.windows_duplicate == before.windows_duplicate;
+    int fresh =
+        rv == SM_OK && after.windows_duplicate == before.windows_duplicate;
     if (fresh && mm->log != NULL) {
         char err[SM_ERRMSG_SIZE] = "";
         if (cbn_log_append(mm->log, w->end_ns, data, len, err) == SM_OK) {
@@ -255,8 +256,7 @@ static int e_add_window(void *arg,
     return rv;
 }
 
-void node_mesh_model_env(struct node_mesh_model *mm,
-                         struct node_train_env *env)
+void node_mesh_model_env(struct node_mesh_model *mm, struct node_train_env *env)
 {
     env->arg = mm;
     env->round_windows = e_round_windows;
@@ -286,9 +286,8 @@ static int replay_one(void *arg,
     if (cbn_window_decode(payload, len, &w) != SM_OK) {
         return 0; /* counted by the log's own checks; skip */
     }
-    if (node_model_mgr_window(r->mgr, w,
-                              NODE_MODEL_REPLAYED | NODE_MODEL_REMOTE) ==
-        SM_OK) {
+    if (node_model_mgr_window(
+            r->mgr, w, NODE_MODEL_REPLAYED | NODE_MODEL_REMOTE) == SM_OK) {
         r->n++;
     }
     cbn_window_free(w);

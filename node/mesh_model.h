@@ -32,12 +32,10 @@ void node_mesh_model_attach(struct node_mesh_model *mm, struct node_mesh *mesh);
 
 /* Calls @cb(@arg, version, status, errmsg) after every install the
  * rounds asked for, before the rounds hear of it (NULL: none). */
-void node_mesh_model_on_install(struct node_mesh_model *mm,
-                                void (*cb)(void *arg,
-                                           uint64_t version,
-                                           int status,
-                                           const char *errmsg),
-                                void *arg);
+void node_mesh_model_on_install(
+    struct node_mesh_model *mm,
+    void (*cb)(void *arg, uint64_t version, int status, const char *errmsg),
+    void *arg);
 
 /* Frees @mm; NULL is a no-op. Close the model manager first: an outcome
  * still to come would reach freed memory. */

@@ -258,8 +258,11 @@ struct node_train
     peer_id *members;
 
     struct round round;
-    uint64_t now_ms; /* of the last tick */
-    int requested;   /* a round was asked for, due or not */
+    uint64_t now_ms;     /* of the last tick */
+    uint64_t committed;  /* model version in the log at the last tick */
+    uint64_t want;       /* a model version asked for (`train`), due or
+                            not: pursued until the log has it */
+    uint64_t request_ms; /* the want last sent to the leader */
 
     struct job jobs[JOBS_MAX];
     size_t n_jobs;
@@ -549,8 +552,8 @@ static void resend_windows(struct node_train *t, uint64_t now)
                 continue;
             }
             struct resend r = {t, peer};
-            t->env.each_window(t->env.arg, u->end_ns - 1, u->end_ns,
-                               resend_one, &r);
+            t->env.each_window(t->env.arg, u->end_ns - 1, u->end_ns, resend_one,
+                               &r);
             u->sent_ms = now ? now : 1;
             sent++;
         }
@@ -571,8 +574,8 @@ static void recv_windows(struct node_train *t,
         r_bytes(&b, &wl);
     }
     if (b.bad || b.off != b.len) {
-        sm_log(SM_LOG_WARN, MOD, "malformed window batch dropped",
-               "bytes=%zu", len);
+        sm_log(SM_LOG_WARN, MOD, "malformed window batch dropped", "bytes=%zu",
+               len);
         return;
     }
     b.off = start;
@@ -909,7 +912,9 @@ static void reassign(struct node_train *t,
         if (down || silent || n->fails >= FAILS_MAX) {
             sm_log(SM_LOG_WARN, MOD, "shard moves to another peer",
                    "node=%s from=%s cause=%s", n->name, n->peer,
-                   down ? "down" : silent ? "no answer" : "failed");
+                   down     ? "down"
+                   : silent ? "no answer"
+                            : "failed");
             n->stage++;
             assign(t, v, n);
             t->st.shards_reassigned++;
@@ -1043,8 +1048,10 @@ static void round_committed(struct node_train *t,
     if (!matches_commit(&t->cache, v)) {
         /* Another leader committed this version with other shards: ours
          * are not the model; members fetch it from whoever has it. */
-        sm_log(SM_LOG_WARN, MOD, "the round's version was committed by "
-               "another leader", "round=%" PRIu64, r->spec.round);
+        sm_log(SM_LOG_WARN, MOD,
+               "the round's version was committed by "
+               "another leader",
+               "round=%" PRIu64, r->spec.round);
         model_set_clear(&t->cache);
         round_clear(r);
         return;
@@ -1081,8 +1088,8 @@ static void lead(struct node_train *t,
          * is then spread over the owners instead of the leader alone. */
         int placed = v->n_place > 0 || v->n_members <= 1;
         if (!t->installing && have == v->versions.model_version && placed &&
-            (t->requested || t->env.round_due(t->env.arg))) {
-            t->requested = 0;
+            (t->want > v->versions.model_version ||
+             t->env.round_due(t->env.arg))) {
             start_round(t, v, now);
         }
         return;
@@ -1329,6 +1336,28 @@ void node_train_trained(struct node_train *t,
     }
 }
 
+/* A follower that wants a version sends it to the leader every retry
+ * period until the log has it: a leader that dies before it commits does
+ * not lose the request. */
+static void pursue_want(struct node_train *t, uint64_t now)
+{
+    if (t->want <= t->committed) {
+        t->want = 0;
+        return;
+    }
+    if (t->is_leader || t->leader[0] == '\0' ||
+        (t->request_ms != 0 && now < t->request_ms + t->cfg.retry_ms)) {
+        return;
+    }
+    t->request_ms = now ? now : 1;
+    struct wbuf b = {0};
+    w_u8(&b, MSG_VERSION);
+    w_u8(&b, MSG_REQUEST);
+    w_u64(&b, t->want);
+    send_msg(t, t->leader, TP_MSG_TRAIN, &b);
+    sm_free(b.p);
+}
+
 /* ---- Ticks and messages -------------------------------------------------- */
 
 static void take_view(struct node_train *t, const struct node_train_view *v)
@@ -1354,6 +1383,7 @@ void node_train_tick(struct node_train *t,
                      uint64_t now_ms)
 {
     t->now_ms = now_ms;
+    t->committed = v->versions.model_version;
     take_view(t, v);
     if (!v->is_leader && t->round.active) {
         sm_log(SM_LOG_INFO, MOD, "no longer the leader: round dropped",
@@ -1364,6 +1394,7 @@ void node_train_tick(struct node_train *t,
         lead(t, v, now_ms);
     }
     follow(t, v, now_ms);
+    pursue_want(t, now_ms);
     resend_windows(t, now_ms);
 }
 
@@ -1400,9 +1431,13 @@ void node_train_recv(struct node_train *t,
         case MSG_FETCH:
             recv_fetch(t, peer, &b);
             break;
-        case MSG_REQUEST:
-            t->requested = t->is_leader;
+        case MSG_REQUEST: {
+            uint64_t want = r_u64(&b);
+            if (!b.bad && b.off == b.len && want > t->want) {
+                t->want = want; /* pursued if this peer leads, now or later */
+            }
             break;
+        }
         case MSG_WACK:
             recv_wack(t, peer, &b);
             break;
@@ -1413,21 +1448,15 @@ void node_train_recv(struct node_train *t,
 
 int node_train_request(struct node_train *t)
 {
-    if (t->is_leader) {
-        t->requested = 1;
-        return SM_OK;
-    }
-    if (t->leader[0] == '\0') {
+    if (!t->is_leader && t->leader[0] == '\0') {
         return SM_ENOTLEADER;
     }
-    struct wbuf b = {0};
-    w_u8(&b, MSG_VERSION);
-    w_u8(&b, MSG_REQUEST);
-    int rv = b.failed ? SM_ENOMEM
-                      : t->env.send(t->env.net_arg, t->leader, TP_MSG_TRAIN,
-                                    b.p, b.len);
-    sm_free(b.p);
-    return rv;
+    if (t->want < t->committed + 1) {
+        t->want = t->committed + 1;
+    }
+    t->request_ms = 0;
+    pursue_want(t, t->now_ms);
+    return SM_OK;
 }
 
 int node_train_check_message(const void *data, size_t len)
@@ -1475,6 +1504,7 @@ int node_train_check_message(const void *data, size_t len)
             r_u64(&b);
             break;
         case MSG_REQUEST:
+            r_u64(&b);
             break;
         case MSG_WACK: {
             uint32_t k = r_u32(&b);

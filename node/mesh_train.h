@@ -157,11 +157,11 @@ struct node_train_view
 /* Timeouts (ms of the clock given to node_train_tick). */
 struct node_train_config
 {
-    uint64_t answer_ms;  /* an owner's training must answer; 0 -> 600000 */
-    uint64_t retry_ms;   /* re-ask after a FAIL, re-propose; 0 -> 2000 */
-    uint64_t fetch_ms;   /* a missing committed model is asked for; 0 ->
-                            5000 */
-    size_t catchup_max;  /* bytes of windows per catch-up; 0 -> 64 MiB */
+    uint64_t answer_ms; /* an owner's training must answer; 0 -> 600000 */
+    uint64_t retry_ms;  /* re-ask after a FAIL, re-propose; 0 -> 2000 */
+    uint64_t fetch_ms;  /* a missing committed model is asked for; 0 ->
+                           5000 */
+    size_t catchup_max; /* bytes of windows per catch-up; 0 -> 64 MiB */
 };
 
 /* Counters for /metrics and the benchmarks. */
@@ -172,7 +172,7 @@ struct node_train_stats
     uint64_t installs, install_failures;
     uint64_t windows_sent, windows_received, windows_caught_up;
     uint64_t windows_resent, windows_given_up;
-    size_t windows_unacked; /* sent, not yet acknowledged */
+    size_t windows_unacked;              /* sent, not yet acknowledged */
     uint64_t bytes_sent, bytes_received; /* TRAIN and WINDOW bodies */
     uint64_t round_ms;                   /* last committed round, leader */
     uint64_t round_version;              /* active round (0: none) */
@@ -228,10 +228,13 @@ void node_train_installed(struct node_train *t,
                           int status,
                           const char *errmsg);
 
-/* Asks for a round now (`sagemesh train`): the leader starts one at its
- * next tick, when no round runs and its model is the committed one, even
- * if none is due; a follower forwards the request to the leader. Returns
- * SM_OK, SM_ENOTLEADER (no leader known) or the send's error. */
+/* Asks for the next model version now (`sagemesh train`): the leader
+ * starts a round for it at its next tick, when no round runs and its model
+ * is the committed one, even if none is due; a round already running
+ * counts. A follower sends the request to the leader, and again every
+ * retry period to whoever leads, until the log has that version, so a
+ * leader failover does not lose it. Returns SM_OK, or SM_ENOTLEADER (no
+ * leader known yet). */
 int node_train_request(struct node_train *t);
 
 /* Fills @out. */

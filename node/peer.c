@@ -120,8 +120,8 @@ struct node_peer
     struct node_http_server *http;
     struct cbn_agg *agg;
     struct cbn_log *log;
-    struct cbn_log *mesh_log;     /* windows other peers replicated here */
-    struct node_mesh_model *mm;   /* the model behind training rounds */
+    struct cbn_log *mesh_log;   /* windows other peers replicated here */
+    struct node_mesh_model *mm; /* the model behind training rounds */
     uint64_t mesh_windows_replayed;
     struct cbn_graph *graph;
     struct cbn_normals *normals;
@@ -283,9 +283,9 @@ static void window_closed(void *arg, struct cbn_window *w)
     if (rv == SM_OK) {
         rv = cbn_log_append(p->log, w->end_ns, buf, len, err);
         /* Every peer trains on the same windows: send it to the others. */
-        struct node_train *rounds =
-            p->mesh != NULL && p->model != NULL ? node_mesh_train(p->mesh)
-                                                : NULL;
+        struct node_train *rounds = p->mesh != NULL && p->model != NULL
+                                        ? node_mesh_train(p->mesh)
+                                        : NULL;
         if (rounds != NULL) {
             node_train_window(rounds, buf, len, w->end_ns);
         }
@@ -997,6 +997,25 @@ static size_t put_mesh_metrics(const struct node_peer *p,
         b, cap, at, "sagemesh_mesh_bad_frames_total", "counter",
         "Link frames or envelopes that did not parse.",
         (double)(ms.link.bad_frames + ms.link.bad_envelopes));
+    const struct node_train_stats *t = &ms.train;
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_rounds_committed_total", "counter",
+        "Training rounds this peer led to a committed model version.",
+        (double)t->rounds_committed);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_shards_trained_total", "counter",
+        "Model shards trained here for rounds.", (double)t->shards_trained);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_model_installs_total", "counter",
+        "Committed model versions installed here.", (double)t->installs);
+    at += (size_t)prom_family(b, cap, at, "sagemesh_mesh_windows_unacked",
+                              "gauge",
+                              "Windows sent to peers and not acknowledged yet.",
+                              (double)t->windows_unacked);
+    at += (size_t)prom_family(
+        b, cap, at, "sagemesh_mesh_train_bytes_total", "counter",
+        "Bytes of training and window messages, both ways.",
+        (double)(t->bytes_sent + t->bytes_received));
     return at < cap ? at : cap - 1;
 }
 
@@ -1263,9 +1282,8 @@ static void put_model_status(const struct node_peer *p,
         ",\"train_after\":%.0f,\"retrain_every\":%.0f,\"last_round\":",
         ms->model_version, ms->model_params,
         ms->model_loaded ? "true" : "false", ms->training ? "true" : "false",
-        ms->trainings, ms->training_failures,
-        rounds_finished(ms), ms->windows, ms->windows_new,
-        p->cfg->train_after, p->cfg->retrain_every);
+        ms->trainings, ms->training_failures, rounds_finished(ms), ms->windows,
+        ms->windows_new, p->cfg->train_after, p->cfg->retrain_every);
     const struct peer_round *l = &p->last_round;
     if (!l->valid) {
         node_text_puts(b, "null}");
@@ -1537,22 +1555,18 @@ static void train_in_mesh(struct node_train *rounds,
                           const struct node_model_mgr_stats *ms,
                           struct node_http_response *res)
 {
-    int rv = node_train_request(rounds);
-    if (rv != SM_OK) {
+    if (node_train_request(rounds) != SM_OK) {
         res->retry_after_s = 5;
         reply_error(res, 503,
-                    rv == SM_ENOTLEADER
-                        ? "the mesh has no leader to run the round; retry later"
-                        : "cannot reach the leader; retry later");
+                    "the mesh has no leader to run the round; retry later");
         return;
     }
     sm_log(SM_LOG_INFO, MOD, "training round requested from the mesh",
            "windows=%zu", ms->windows);
-    /* A round already running commits first; the requested one after it. */
+    /* The next model version the log commits, whichever round makes it. */
     reply(res, 202, "application/json",
           "{\"model_version\":%" PRIu64 ",\"wait_for_rounds\":%" PRIu64 "}\n",
-          ms->model_version,
-          rounds_finished(ms) + (ms->training ? 2 : 1));
+          ms->model_version, rounds_finished(ms) + 1);
 }
 
 static void handle_train(struct node_peer *p,
@@ -2195,7 +2209,8 @@ static int replay_store(struct node_peer *p, char *errmsg)
         cbn_agg_resume(p->agg, p->newest_window_end_ns);
     }
     if (p->mesh_log != NULL && p->model != NULL) {
-        p->mesh_windows_replayed = node_mesh_model_replay(p->mesh_log, p->model);
+        p->mesh_windows_replayed =
+            node_mesh_model_replay(p->mesh_log, p->model);
     }
     return SM_OK;
 }

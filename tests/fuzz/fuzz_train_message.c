@@ -11,7 +11,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int f_send(void *arg, const char *peer, int type, const void *d,
+static int f_send(void *arg,
+                  const char *peer,
+                  int type,
+                  const void *d,
                   size_t len)
 {
     (void)arg, (void)peer, (void)type, (void)d, (void)len;
@@ -39,8 +42,11 @@ static int f_due(void *arg)
     return 1;
 }
 
-static int f_nodes(void *arg, const struct node_train_spec *spec,
-                   char (*names)[CONS_NAME_MAX + 1], size_t cap, size_t *n)
+static int f_nodes(void *arg,
+                   const struct node_train_spec *spec,
+                   char (*names)[CONS_NAME_MAX + 1],
+                   size_t cap,
+                   size_t *n)
 {
     (void)arg, (void)spec, (void)cap;
     snprintf(names[0], sizeof names[0], "api");
@@ -49,15 +55,21 @@ static int f_nodes(void *arg, const struct node_train_spec *spec,
     return SM_OK;
 }
 
-static int f_train(void *arg, uint64_t job, const struct node_train_spec *spec,
-                   const char *const *nodes, size_t n)
+static int f_train(void *arg,
+                   uint64_t job,
+                   const struct node_train_spec *spec,
+                   const char *const *nodes,
+                   size_t n)
 {
     (void)arg, (void)job, (void)spec, (void)nodes, (void)n;
     return SM_OK;
 }
 
-static int f_install(void *arg, const struct node_train_spec *spec,
-                     const uint8_t *const *blobs, const size_t *lens, size_t n)
+static int f_install(void *arg,
+                     const struct node_train_spec *spec,
+                     const uint8_t *const *blobs,
+                     const size_t *lens,
+                     size_t n)
 {
     (void)arg, (void)spec, (void)blobs, (void)lens, (void)n;
     return SM_OK;
@@ -69,8 +81,11 @@ static uint64_t f_version(void *arg)
     return 0;
 }
 
-static void f_each(void *arg, uint64_t from, uint64_t to,
-                   int (*cb)(void *, const uint8_t *, size_t), void *cb_arg)
+static void f_each(void *arg,
+                   uint64_t from,
+                   uint64_t to,
+                   int (*cb)(void *, const uint8_t *, size_t),
+                   void *cb_arg)
 {
     (void)arg, (void)from, (void)to;
     static const uint8_t w[16] = {1, 2, 3};
@@ -84,7 +99,9 @@ static int f_add(void *arg, const uint8_t *w, size_t len, uint64_t *end)
     return len % 2 ? SM_EMALFORMED : SM_OK;
 }
 
-static void quiet(void *arg, enum sm_log_level level, const char *line,
+static void quiet(void *arg,
+                  enum sm_log_level level,
+                  const char *line,
                   size_t len)
 {
     (void)arg, (void)level, (void)line, (void)len;
@@ -113,8 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     static const char *members[2] = {"a", "b"};
-    static const enum cons_health health[2] = {CONS_HEALTH_UP,
-                                               CONS_HEALTH_UP};
+    static const enum cons_health health[2] = {CONS_HEALTH_UP, CONS_HEALTH_UP};
     static const struct cons_place_entry place[2] = {{"api", 2, 1},
                                                      {"db", 1, 2}};
     static const char *owner[2] = {"b", "a"}, *replica[2] = {"a", "b"};

@@ -62,8 +62,8 @@ static struct cons_fsm *fsm;
 static uint64_t now;
 static int leader = 0;
 static uint64_t model_commits;
-static int lose_to = -1;    /* messages to this peer are lost ... */
-static int lose_count;      /* ... this many more times */
+static int lose_to = -1; /* messages to this peer are lost ... */
+static int lose_count;   /* ... this many more times */
 
 static int index_of(const char *id)
 {
@@ -95,7 +95,10 @@ static void windows_digest(const struct peer *p,
     tp_digest_final(&st, d);
 }
 
-static int env_send(void *arg, const char *to, int type, const void *d,
+static int env_send(void *arg,
+                    const char *to,
+                    int type,
+                    const void *d,
                     size_t len)
 {
     struct peer *p = arg;
@@ -173,8 +176,10 @@ static int in_list(const char *const *l, size_t n, const char *s)
     return 0;
 }
 
-static int env_round_nodes(void *arg, const struct node_train_spec *spec,
-                           char (*names)[CONS_NAME_MAX + 1], size_t cap,
+static int env_round_nodes(void *arg,
+                           const struct node_train_spec *spec,
+                           char (*names)[CONS_NAME_MAX + 1],
+                           size_t cap,
                            size_t *n)
 {
     (void)arg, (void)spec;
@@ -186,8 +191,11 @@ static int env_round_nodes(void *arg, const struct node_train_spec *spec,
     return SM_OK;
 }
 
-static int env_train(void *arg, uint64_t job, const struct node_train_spec *spec,
-                     const char *const *nodes, size_t n)
+static int env_train(void *arg,
+                     uint64_t job,
+                     const struct node_train_spec *spec,
+                     const char *const *nodes,
+                     size_t n)
 {
     struct peer *p = arg;
     REQUIRE(p->n_jobs < 8);
@@ -204,8 +212,10 @@ static int env_train(void *arg, uint64_t job, const struct node_train_spec *spec
     return SM_OK;
 }
 
-static int env_install(void *arg, const struct node_train_spec *spec,
-                       const uint8_t *const *blobs, const size_t *lens,
+static int env_install(void *arg,
+                       const struct node_train_spec *spec,
+                       const uint8_t *const *blobs,
+                       const size_t *lens,
                        size_t n)
 {
     struct peer *p = arg;
@@ -215,8 +225,8 @@ static int env_install(void *arg, const struct node_train_spec *spec,
     for (size_t i = 0; i < n; i++) {
         char want[32];
         snprintf(want, sizeof want, "shard:%" PRIu64 ":", spec->round);
-        p->install_ok &= lens[i] > strlen(want) &&
-                         memcmp(blobs[i], want, strlen(want)) == 0;
+        p->install_ok &=
+            lens[i] > strlen(want) && memcmp(blobs[i], want, strlen(want)) == 0;
     }
     return SM_OK;
 }
@@ -226,7 +236,9 @@ static uint64_t env_model_version(void *arg)
     return ((struct peer *)arg)->version;
 }
 
-static void env_each_window(void *arg, uint64_t from, uint64_t to,
+static void env_each_window(void *arg,
+                            uint64_t from,
+                            uint64_t to,
                             int (*cb)(void *, const uint8_t *, size_t),
                             void *cb_arg)
 {
@@ -238,7 +250,9 @@ static void env_each_window(void *arg, uint64_t from, uint64_t to,
     }
 }
 
-static int env_add_window(void *arg, const uint8_t *w, size_t len,
+static int env_add_window(void *arg,
+                          const uint8_t *w,
+                          size_t len,
                           uint64_t *end)
 {
     struct peer *p = arg;
@@ -268,8 +282,7 @@ static void run_model(struct peer *p)
         struct node_train_result r = {.status = SM_OK, .errmsg = ""};
         char blobs[N_GRAPH][64];
         struct node_train_shard sh[N_GRAPH];
-        if (n != job.spec.n_windows ||
-            memcmp(d, job.spec.digest, 32) != 0) {
+        if (n != job.spec.n_windows || memcmp(d, job.spec.digest, 32) != 0) {
             r.status = SM_ENOTFOUND;
             r.errmsg = "windows missing";
         } else {
@@ -322,8 +335,8 @@ static void peer_start(int i)
         .each_window = env_each_window,
         .add_window = env_add_window,
     };
-    struct node_train_config cfg = {.answer_ms = 30000, .retry_ms = 2000,
-                                    .fetch_ms = 3000};
+    struct node_train_config cfg = {
+        .answer_ms = 30000, .retry_ms = 2000, .fetch_ms = 3000};
     REQUIRE_OK(node_train_new(&cfg, &env, &p->t));
     p->alive = 1;
 }
@@ -634,6 +647,37 @@ static void test_windows_replicated_despite_loss(void)
     CHECK_EQ(st.windows_given_up, 0u);
 }
 
+static int alive_have_v2(void)
+{
+    return peers[1].version >= 2 && peers[2].version >= 2;
+}
+
+static void test_request_survives_failover(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(all_alive_have_v1));
+    give_all(11, 12);                         /* no round is due */
+    CHECK_OK(node_train_request(peers[2].t)); /* c asks a */
+    deliver();
+    tick_all(); /* a starts round 2 */
+    struct node_train_stats st;
+    node_train_stats(peers[0].t, &st);
+    CHECK_EQ(st.round_version, 2u);
+    /* a dies before committing; b leads and has never been asked */
+    peers[0].alive = 0;
+    node_train_free(peers[0].t);
+    peers[0].t = NULL;
+    peers[0].n_jobs = 0;
+    leader = 1;
+    for (size_t i = 0; i < q_len; i++) {
+        sm_free(queue[i].data);
+    }
+    q_len = 0;
+    REQUIRE(run(alive_have_v2)); /* c's request reached b */
+    CHECK_EQ(model_commits, 2u);
+    peer_start(0); /* for teardown */
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -681,6 +725,8 @@ static const struct check_test tests[] = {
     {"a silent owner's shard moves on", test_silent_owner},
     {"leader killed mid-round: one commit", test_leader_killed_mid_round},
     {"a follower's train request starts a round", test_requested_round},
+    {"a train request survives a leader failover",
+     test_request_survives_failover},
     {"lost windows are sent again until acknowledged",
      test_windows_replicated_despite_loss},
     {"malformed messages are refused", test_malformed_messages},
