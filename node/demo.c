@@ -5,7 +5,9 @@
  * it, and the demo waits until the three are voters with one leader and
  * shows `sagemesh members list`. It then streams an hour of the
  * simulator's `social` application to one follower over OTLP/HTTP (event
- * time, so the hour takes seconds), lets that peer train its model,
+ * time, so the hour takes seconds), whose windows reach the other peers;
+ * the leader runs a training round over the shard owners and every peer
+ * installs the committed model;
  * injects a CPU hog into one service, and shows the diagnoses the way an
  * operator sees them, as served by a different peer: diagnoses are
  * committed through the mesh's raft log and every peer serves the same
@@ -605,17 +607,19 @@ static int run(struct demo *d, FILE *quiet)
     fprintf(out, "      %" PRIu64 " windows stored (%.0f s so far).\n",
             f.windows_stored, now_s() - t0);
     fprintf(out,
-            "[3/6] Training %s's model (one conditional VAE per service, "
-            "automatically\n      once %d windows are held)...\n",
-            tp->id, TRAIN_AFTER);
+            "[3/6] Training the model (one conditional VAE per service): "
+            "once %d windows\n      are held, the leader runs a round, "
+            "each peer trains the shards it owns,\n      and every peer "
+            "installs the model version the leader commits...\n",
+            TRAIN_AFTER);
     fflush(out);
     if (wait_model(d, &f) != 0) {
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "      model v%" PRIu64 " trained on %" PRIu64
-            " windows in %.1f s.\n",
-            f.model_version, f.last_round_windows, f.last_round_s);
+            "      model v%" PRIu64 " on %s, trained on %" PRIu64
+            " windows.\n",
+            f.model_version, tp->id, f.last_round_windows);
     char faults[320];
     snprintf(faults, sizeof faults, "%s/faults.txt", d->dir);
     FILE *ff = fopen(faults, "w");
