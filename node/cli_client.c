@@ -750,6 +750,17 @@ static int change_action(const struct node_client_flags *f,
     int code = NODE_EXIT_OK;
     if (resp.status == 404 || resp.status == 409) {
         code = refused(f, verb, &resp, err);
+    } else if (resp.status == 202) {
+        /* Another peer decided it: the call went there. */
+        if (f->json) {
+            print_body(&resp, out);
+        } else {
+            fprintf(out,
+                    "%s of %s forwarded to the peer that decided it; its "
+                    "state shows in 'sagemesh status' (mesh.log_actions) and "
+                    "in that peer's 'sagemesh actions list'\n",
+                    verb, id);
+        }
     } else if (resp.status != 200) {
         code = http_error(f, what, 1, &resp, err);
     } else if (f->json) {

@@ -12,6 +12,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "consensus/consensus.h"
+#include "node/json.h"
 #include "node/mesh_link_impl.h"
 
 #define MOD          "mesh"
@@ -88,6 +89,8 @@ struct node_mesh
     uint64_t placements_committed;
     uint64_t log_keep;
     uint64_t retains_proposed;
+    void (*on_action)(void *arg, int rollback, const char *id);
+    void *on_action_arg;
     /* Training rounds (NULL: none). */
     struct node_train *train;
     uint64_t train_ms;
@@ -318,6 +321,24 @@ static void handle_seen(struct node_mesh *m, const char *peer, char *text)
     }
 }
 
+/* "act\napprove ID" or "act\nrollback ID": an operator's call another
+ * peer forwarded to this one, the action's decider. */
+static void handle_action(struct node_mesh *m, const char *peer, char *text)
+{
+    char *sp = strchr(text, ' ');
+    if (sp == NULL || m->on_action == NULL || strlen(sp + 1) > CONS_ID_MAX) {
+        return;
+    }
+    *sp = '\0';
+    int rollback = strcmp(text, "rollback") == 0;
+    if (!rollback && strcmp(text, "approve") != 0) {
+        return;
+    }
+    sm_log(SM_LOG_INFO, MOD, "an operator's call forwarded by a peer",
+           "peer=%s call=%s action=%s", peer, text, sp + 1);
+    m->on_action(m->on_action_arg, rollback, sp + 1);
+}
+
 static void handle_request(struct node_mesh *m,
                            const char *peer,
                            uint64_t req,
@@ -344,6 +365,8 @@ static void handle_request(struct node_mesh *m,
         handle_diag(m, body + 5);
     } else if (strncmp(body, "seen\n", 5) == 0) {
         handle_seen(m, peer, body + 5);
+    } else if (strncmp(body, "act\n", 4) == 0) {
+        handle_action(m, peer, body + 4);
     }
     sm_free(body);
 }
@@ -1007,6 +1030,8 @@ int node_mesh_start(uv_loop_t *loop,
     }
     m->joining = cfg->n_join > 0;
     m->log_keep = cfg->log_keep ? cfg->log_keep : 10000;
+    m->on_action = cfg->on_action;
+    m->on_action_arg = cfg->on_action_arg;
     int rv = start_net(m, cfg, errmsg);
     if (rv == SM_OK) {
         rv = start_raft(m, cfg, errmsg);
@@ -1414,6 +1439,50 @@ void node_mesh_set_services(struct node_mesh *m,
         m->own.count[m->own.n] = counts[i];
         m->own.n++;
     }
+}
+
+int node_mesh_action_owner(const struct node_mesh *m,
+                           const char *id,
+                           char peer[TP_PEER_ID_MAX + 1])
+{
+    const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    struct cons_action act;
+    struct cons_diagnosis diag;
+    if (cons_fsm_action_get(fsm, id, &act) != SM_OK ||
+        cons_fsm_diagnosis_get(fsm, act.diagnosis_id, &diag) != SM_OK) {
+        return SM_ENOTFOUND;
+    }
+    struct sm_arena arena;
+    sm_arena_init(&arena, 4 * strlen(diag.json) + 4096);
+    const struct node_json *root;
+    char err[SM_ERRMSG_SIZE];
+    const char *who = NULL;
+    if (node_json_parse((const uint8_t *)diag.json, strlen(diag.json), &arena,
+                        &root, err) == SM_OK) {
+        who = node_json_str(node_json_get(root, "decided_by"));
+    }
+    int rv = who != NULL && tp_peer_id_valid(who, strlen(who)) ? SM_OK
+                                                               : SM_ENOTFOUND;
+    if (rv == SM_OK) {
+        snprintf(peer, TP_PEER_ID_MAX + 1, "%s", who);
+    }
+    sm_arena_free(&arena);
+    return rv;
+}
+
+int node_mesh_forward_action(struct node_mesh *m,
+                             const char *peer,
+                             int rollback,
+                             const char *id)
+{
+    if (strlen(id) > CONS_ID_MAX || strchr(id, '\n') != NULL) {
+        return SM_EINVAL;
+    }
+    char text[CONS_ID_MAX + 16];
+    int n = snprintf(text, sizeof text, "act\n%s %s",
+                     rollback ? "rollback" : "approve", id);
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    return ops->send(ops->arg, peer, TP_MSG_FWD_REQ, 0, text, (size_t)n);
 }
 
 struct node_train *node_mesh_train(struct node_mesh *m)

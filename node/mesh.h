@@ -54,6 +54,11 @@ struct node_mesh_config
      * round_windows: this peer takes no part in training rounds. */
     const struct node_train_env *train;
     struct node_train_config train_config;
+    /* Runs an operator's approve (@rollback 0) or rollback of action @id
+     * that another peer forwarded here (node_mesh_forward_action); NULL:
+     * forwarded requests are dropped. */
+    void (*on_action)(void *arg, int rollback, const char *id);
+    void *on_action_arg;
 };
 
 /* Diagnoses that may wait for the log at once. */
@@ -101,6 +106,23 @@ struct node_mesh_stats
     struct node_mesh_link_stats link; /* channel and net counters inside */
     struct cons_bridge_stats raft;    /* raft's streams over the link */
 };
+
+/* The peer that decided the logged action @id (the "decided_by" of its
+ * diagnosis in the log), copied into @peer. Returns SM_OK, or
+ * SM_ENOTFOUND when the log has no such action or its diagnosis (dropped
+ * by retention) or names no peer. */
+int node_mesh_action_owner(const struct node_mesh *m,
+                           const char *id,
+                           char peer[TP_PEER_ID_MAX + 1]);
+
+/* Asks @peer, over the secure link, to approve (@rollback 0) or roll back
+ * action @id: approve and rollback act on the deciding peer's agent, so a
+ * peer that did not decide forwards them. Best effort; returns SM_OK
+ * (sent), SM_EINVAL (a bad id) or the link's error. */
+int node_mesh_forward_action(struct node_mesh *m,
+                             const char *peer,
+                             int rollback,
+                             const char *id);
 
 /* The training rounds' state machine, for the peer to report trainings,
  * installs and closed windows to (NULL when the mesh runs no rounds). */

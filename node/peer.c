@@ -1497,6 +1497,52 @@ static void handle_actions(struct node_peer *p,
     reply_out(p, res, 200);
 }
 
+/* An action another peer decided: the call goes to that peer, whose agent
+ * acts (202). Returns 0 when it is not a logged action of another peer. */
+static int forward_action(struct node_peer *p,
+                          struct node_http_response *res,
+                          int rollback,
+                          const char *id)
+{
+    char owner[TP_PEER_ID_MAX + 1];
+    if (p->mesh == NULL ||
+        node_mesh_action_owner(p->mesh, id, owner) != SM_OK ||
+        strcmp(owner, p->cfg->id) == 0) {
+        return 0;
+    }
+    if (node_mesh_forward_action(p->mesh, owner, rollback, id) != SM_OK) {
+        res->retry_after_s = 5;
+        reply_error(res, 503, "cannot reach the peer that decided the action");
+        return 1;
+    }
+    sm_log(SM_LOG_INFO, MOD,
+           "an operator's call forwarded to the action's peer",
+           "peer=%s call=%s action=%s", owner,
+           rollback ? "rollback" : "approve", id);
+    reply(res, 202, "application/json",
+          "{\"id\":\"%s\",\"forwarded_to\":\"%s\"}\n", id, owner);
+    return 1;
+}
+
+/* A forwarded approve or rollback, run here: the outcome reaches the log
+ * (and every peer) through the action's states. */
+static void on_forwarded_action(void *arg, int rollback, const char *id)
+{
+    struct node_peer *p = arg;
+    char err[SM_ERRMSG_SIZE] = "";
+    if (p->actions == NULL || strlen(id) != NODE_ACTION_ID_LEN) {
+        return;
+    }
+    uint64_t now = sm_clock_wall_ns(p->clock);
+    int rv = rollback ? node_actions_rollback(p->actions, id, now, err)
+                      : node_actions_approve(p->actions, id, now, err);
+    if (rv != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "a forwarded call was refused",
+               "call=%s action=%s error=%s cause=\"%s\"",
+               rollback ? "rollback" : "approve", id, sm_errname(rv), err);
+    }
+}
+
 /* POST /v1/actions/approve and /v1/actions/rollback, body {"id":"..."}:
  * the id is in the body so the credential's MAC covers it. */
 static void handle_action_change(struct node_peer *p,
@@ -1521,6 +1567,10 @@ static void handle_action_change(struct node_peer *p,
     snprintf(copy, sizeof copy, "%s", id);
     sm_arena_free(&arena);
     uint64_t now = sm_clock_wall_ns(p->clock);
+    if (node_actions_get(p->actions, copy) == NULL &&
+        forward_action(p, res, rollback, copy)) {
+        return;
+    }
     int rv = rollback ? node_actions_rollback(p->actions, copy, now, err)
                       : node_actions_approve(p->actions, copy, now, err);
     if (rv != SM_OK) {
@@ -2447,6 +2497,8 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
         .log_keep = (uint64_t)p->cfg->log_keep,
+        .on_action = on_forwarded_action,
+        .on_action_arg = p,
     };
     struct node_train_env env = {0};
     if (p->model != NULL) {

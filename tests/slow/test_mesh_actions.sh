@@ -4,7 +4,8 @@
 # trains, diagnoses a CPU fault and decides an action (--actuate approve, on
 # a fake cgroup v1 tree), and the decision reaches the replicated log. The
 # leader is killed between the decision and the agent's acknowledgement;
-# the action is then approved and applied: the quota changes once, and the
+# the action is then approved through another peer (forwarded to p2) and
+# applied: the quota changes once, and the
 # log of every survivor, and of the old leader once restarted, holds that
 # one action as applied. Bounded waits; every process started is killed.
 set -u
@@ -122,7 +123,11 @@ done
 [ "$l2" = "$l3" ] && [ "$l2" != p1 ] || fail "no new leader: p2 sees $l2, p3 $l3"
 ok "p1 killed; $l2 leads after $((($(date +%s%N) - t0) / 1000000)) ms"
 
-"$bin" actions approve "$id" > /dev/null || fail "approve"
+# approved through p3, which did not decide it: forwarded to p2
+"$bin" actions approve "$id" --peer "127.0.0.1:${http[p3]}" > "$dir/approve.out" ||
+    fail "approve on p3: $(cat "$dir/approve.out")"
+grep -q "forwarded to the peer that decided it" "$dir/approve.out" ||
+    fail "approve on p3 was not forwarded: $(cat "$dir/approve.out")"
 for _ in $(seq 1 100); do
     [ "$(cat "$cg/cpu.cfs_quota_us")" = 100000 ] && break
     sleep 0.05
@@ -133,7 +138,7 @@ for p in p2 p3; do
         "(s['mesh']['log_actions']['applied'], sum(s['mesh']['log_actions'].values()))" \
         "(1, 1)"
 done
-ok "approved after the failover: applied once (quota 50000 -> 100000), one action in the log"
+ok "approved on p3 after the failover, forwarded to p2: applied once (quota 50000 -> 100000), one action in the log"
 
 start p1
 wait_for "p1 back" p1 "s['mesh']['log_actions']['applied']" 1
