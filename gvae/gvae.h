@@ -391,7 +391,8 @@ struct gvae_diagnosis
  * it copies every string, so it outlives the model) and returns SM_OK.
  * Errors: SM_EINVAL (bad config), SM_ENOTFOUND (the QoS service is not in
  * the model, or the window has no latency for it), SM_ENOMEM; @errmsg says
- * which. Deterministic for a given model, window and config. */
+ * which. Deterministic for a given model, window and config. It is
+ * gvae_diagnose_remote() with no remote: every node computed here. */
 int gvae_diagnose(const struct gvae_model *model,
                   const struct cbn_window *w,
                   const struct cbn_normals *normals,
@@ -400,6 +401,184 @@ int gvae_diagnose(const struct gvae_model *model,
                   char errmsg[SM_ERRMSG_SIZE]);
 
 void gvae_diagnosis_free(struct gvae_diagnosis *diagnosis);
+
+/* ---- Counterfactual passes across peers ----------------------------------
+ *
+ * In a mesh every peer holds the whole model, the violated window and the
+ * same normals. The leader runs the diagnosis; each CBN node's decoder rows
+ * can be computed by the peer that owns the node instead. A sweep is a
+ * series of passes (K interventions x S samples); within a pass, nodes are
+ * computed one topological level after the other (a node's level is 1 +
+ * the largest of its parents'), and the rows a node needs from its parents
+ * travel with its request: per pass, per level, one request per remote
+ * owner, holding all of that owner's nodes of the level with every
+ * intervention and sample batched. gvae/ knows nothing of the network: the
+ * caller's struct gvae_remote moves the bytes.
+ *
+ * Every peer computes a node's rows the same way from the same inputs, so
+ * the result is bit for bit gvae_diagnose()'s, whatever the owners, as long
+ * as the peers' OpenBLAS computes the same products (same library, kernel
+ * and thread cap). A reply that is missing or malformed is not an error:
+ * the coordinator computes those nodes itself (it has the whole model).
+ *
+ * Wire format (integers little-endian; floats are IEEE-754 binary32 bit
+ * patterns, little-endian, so they travel exactly). A request:
+ *
+ *   offset size
+ *    0     4   "SMPQ"
+ *    4     2   format version, GVAE_PASS_FORMAT
+ *    6     1   abduction (enum gvae_abduction) of the sweep config
+ *    7     1   0
+ *    8     8   the model's graph version
+ *   16     4   the model's node count
+ *   20     4   the sweep config's samples
+ *   24     8   the window's start_ns
+ *   32     8   the sweep config's seed
+ *   40     4   pass number within the diagnosis (from 0)
+ *   44     4   topological level of the requested nodes
+ *   48     4   S: samples of this pass (1 or the config's samples)
+ *   52     4   K: interventions, 1 .. max(node count, CBN_RES_COUNT)
+ *   56     4   N: requested nodes, 1 .. node count
+ *   60         K interventions, each: u8 n (1..8), u8 own (0 or 1), then n
+ *              times u32 node (distinct, < node count) and u16 mask of
+ *              restored resource classes (bit per enum cbn_resource, not 0)
+ *              N requested nodes, ascending, each:
+ *                u32 node
+ *                per CBN parent (the node's order): ceil(K/8) bytes, bit
+ *                  k % 8 of byte k / 8 set when intervention k affects the
+ *                  parent (unused bits 0)
+ *                per Y_parent group (the node's order), per intervention k
+ *                  that affects the group's parent (ascending): the parent's
+ *                  counterfactual rows of that group, S x width floats
+ *                  (sample-major): only the outputs the node reads
+ *
+ * A reply:
+ *
+ *    0     4   "SMPR"
+ *    4     2   GVAE_PASS_FORMAT
+ *    6     2   0
+ *    8     8   graph version, as requested
+ *   16     4   pass number, as requested
+ *   20     4   level, as requested
+ *   24     4   S, 28: K, 32: N, as requested
+ *   36         per requested node, in request order: u32 node, ceil(K/8)
+ *              bytes of its affected flags (as above), then its
+ *              counterfactual rows, n_affected x S x ny floats
+ *              (intervention-major, then sample-major; ny = the node's
+ *              outputs in model units)
+ *
+ * Both sides decode strictly: exact lengths, no trailing bytes, zero
+ * padding bits, node indices and shapes checked against the model. */
+
+#define GVAE_PASS_FORMAT 1
+
+/* The coordinator's view of the mesh. Both functions run on the diagnosing
+ * thread, synchronously. */
+struct gvae_remote
+{
+    void *arg;
+    /* Which peer computes node @node: 0 = here, else an owner number > 0. */
+    unsigned (*owner)(void *arg, size_t node);
+    /* Sends @n requests (reqs[k] of lens[k] bytes, borrowed, to owners[k])
+     * and waits for all replies: stores each reply in reps[k]/rep_lens[k]
+     * (allocated with sm_malloc by the callee, freed by gvae) or leaves
+     * reps[k] NULL when that owner failed (timeout, down, refused). Called
+     * from the diagnosing thread; may block (the node layer bounds it with
+     * a timeout). The owners are distinct within one call, so the requests
+     * can be sent in parallel. */
+    void (*exchange)(void *arg,
+                     size_t n,
+                     const unsigned *owners,
+                     const uint8_t *const *reqs,
+                     const size_t *lens,
+                     uint8_t **reps,
+                     size_t *rep_lens);
+};
+
+struct gvae_remote_stats
+{
+    uint64_t passes;    /* sweep passes run */
+    uint64_t levels;    /* exchange calls: levels with remote nodes */
+    uint64_t requests;  /* requests sent (one per owner and level) */
+    uint64_t fallbacks; /* remote nodes computed here after a missing or
+                           malformed reply */
+    uint64_t bytes_out; /* request bytes */
+    uint64_t bytes_in;  /* reply bytes received (failed ones excluded) */
+};
+
+/* As gvae_diagnose(), with the nodes whose @remote (borrowed; NULL: none)
+ * owner is not 0 computed by their owners. The diagnosis is bit for bit
+ * gvae_diagnose()'s (its rows count every decoder row, wherever it ran).
+ * @stats (may be NULL) is zeroed, then counts the exchanges. Errors: as
+ * gvae_diagnose(); an owner's failure is not one. */
+int gvae_diagnose_remote(const struct gvae_model *model,
+                         const struct cbn_window *w,
+                         const struct cbn_normals *normals,
+                         const struct gvae_sweep_config *config,
+                         const struct gvae_remote *remote,
+                         struct gvae_remote_stats *stats,
+                         struct gvae_diagnosis **out,
+                         char errmsg[SM_ERRMSG_SIZE]);
+
+/* An owner's side of a diagnosis: the window abducted once, serving any
+ * number of pass requests for it. Not thread-safe: one request at a time. */
+struct gvae_pass_server;
+
+/* Abducts @w with @model/@normals/@config exactly as the coordinator does
+ * (same RNG stream), so any node's rows can be computed here. @model is
+ * borrowed and must outlive the server; @w, @normals and @config are read
+ * during the call only. On success stores a server owned by the caller
+ * (gvae_pass_server_free) in @out. Errors: as gvae_diagnose() (SM_EINVAL,
+ * SM_ENOTFOUND, SM_ENOMEM) with @errmsg set; @out untouched. */
+int gvae_pass_server_new(const struct gvae_model *model,
+                         const struct cbn_window *w,
+                         const struct cbn_normals *normals,
+                         const struct gvae_sweep_config *config,
+                         struct gvae_pass_server **out,
+                         char errmsg[SM_ERRMSG_SIZE]);
+
+/* Decodes request @req (@len bytes, borrowed) strictly, computes the
+ * requested nodes' counterfactual rows and stores the encoded reply in
+ * @rep (sm_malloc'ed, owned by the caller) and @rep_len. Errors, with
+ * @rep untouched: SM_EMALFORMED (bad magic, truncated, trailing bytes,
+ * counts out of range, node indices out of range or not ascending, padding
+ * bits set), SM_EUNSUPPORTED (another format version), SM_EINVAL (a
+ * well-formed request for another model, window, seed, sample count or
+ * abduction), SM_ENOMEM. Allocation is bounded by the model and the
+ * config (K, N and S are capped as in the format above), never by counts
+ * the input merely claims: sections are checked against the input's
+ * length before anything is allocated for them. */
+int gvae_pass_serve(struct gvae_pass_server *srv,
+                    const uint8_t *req,
+                    size_t len,
+                    uint8_t **rep,
+                    size_t *rep_len);
+
+void gvae_pass_server_free(struct gvae_pass_server *srv);
+
+/* The request's identity for the node layer's cache/routing: a
+ * digest-free peek at the fixed header. */
+struct gvae_pass_header
+{
+    unsigned format; /* GVAE_PASS_FORMAT */
+    enum gvae_abduction abduction;
+    uint64_t graph_version;   /* of the coordinator's model */
+    uint32_t n_nodes;         /* in the model */
+    uint32_t config_samples;  /* the sweep config's */
+    uint64_t window_start_ns; /* the diagnosed window */
+    uint64_t seed;            /* the sweep config's */
+    uint32_t pass, level;     /* where in the diagnosis */
+    uint32_t samples;         /* S of this pass */
+    uint32_t interventions;   /* K */
+    uint32_t nodes;           /* N requested */
+};
+
+/* Reads the header of request @req (@len bytes, borrowed) into @out.
+ * Checks only the header: SM_EMALFORMED (shorter than the header, not a
+ * request), SM_EUNSUPPORTED (another format version; @out->format set). */
+int gvae_pass_peek(const uint8_t *req,
+                   size_t len,
+                   struct gvae_pass_header *out);
 
 /* ---- Checkpoints -------------------------------------------------------
  *

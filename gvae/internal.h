@@ -229,6 +229,136 @@ void gvae__cvae_copy(struct gvae_cvae *dst, const struct gvae_cvae *src);
 /* Checks a training config; SM_OK or SM_EINVAL with @errmsg set. */
 int gvae__config_check(const struct gvae_config *c, char *errmsg);
 
+/* ---- sweep.c, remote.c: counterfactual passes ------------------------------
+ * A pass runs K interventions, S samples each, through the decoders. Node i's
+ * rows for a pass depend only on its own abducted state, the interventions,
+ * and the rows of its affected parents: gvae__node_pass() computes them from
+ * exactly that, so the coordinator (sweep.c) and an owner's pass server
+ * (remote.c) share it. */
+
+/* Nodes restored together by one intervention, at most. */
+#define GVAE_SET_MAX 8
+
+struct gvae_intervention
+{
+    size_t n;
+    size_t node[GVAE_SET_MAX];
+    unsigned classes[GVAE_SET_MAX]; /* bit per enum cbn_resource */
+    int own; /* also restore the intervened nodes' own noise (posterior) */
+};
+
+/* One node's abducted state and its rows of the current pass. */
+struct gvae_nstate
+{
+    int live;      /* has a model */
+    float *x, *xn; /* observed and normal X (standardised; xn NaN: none) */
+    float *xin;    /* x as the model takes it (clamped to its range) */
+    float *pin;    /* Y_parents as the MLP takes them (clamped) */
+    size_t n_u;    /* samples whose residuals are computed here */
+    size_t n_uc;   /* samples whose residual rows were counted in rows
+                      (by the coordinator, whoever computed them) */
+    float *y, *ym; /* factual Y (observed, else predicted) and its mask */
+    float *p;      /* observed Y_parents */
+    float *z;      /* S x nz abducted latents (posterior) */
+    float *u;      /* S x ny residuals (posterior) */
+    float *eps;    /* S x nz noise for prior draws */
+    /* per pass */
+    float *cf;    /* n_aff S x ny */
+    size_t *pos;  /* per intervention: affected index or SIZE_MAX */
+    size_t n_aff; /* interventions that affect the node */
+};
+
+struct gvae_sweep
+{
+    const struct gvae_model *m;
+    const struct gvae_sweep_config *cfg;
+    size_t S, nn;
+    struct gvae_nstate *ns;
+    size_t front; /* frontend node */
+    size_t qf;    /* its QoS feature in Y */
+    size_t qpct;  /* and that feature's percentile index */
+    double latency, target, excess;
+    float *scratch, *xr, *din, *out, *head, *pr;
+    size_t scratch_rows; /* capacity of the row buffers */
+    size_t widest;
+    uint64_t rows; /* decoder rows evaluated */
+    /* Topological levels: a node's is 1 + the largest of its parents'. */
+    size_t *order;       /* nodes by level, then by index */
+    size_t *level_start; /* n_levels + 1 offsets into order */
+    size_t n_levels;
+    size_t max_parents, max_pg; /* over the model's nodes */
+    uint64_t start_ns;          /* of the abducted window */
+    /* coordinator only */
+    const struct gvae_remote *remote;
+    struct gvae_remote_stats *stats;
+    uint32_t pass; /* passes run so far */
+};
+
+/* A view of the rows of one Y_parent group under one intervention: sample s
+ * reads base + s * stride (group width floats); base NULL: the parent is
+ * not affected, the observed value stays. */
+struct gvae_pview
+{
+    const float *base;
+    size_t stride;
+};
+
+/* Checks @cfg, finds the QoS feature and abducts @w (borrowed) into @sw
+ * (zeroed by the caller) with @normals (may be NULL): every node, one RNG
+ * stream seeded by cfg->seed and the window's start. SM_OK, SM_EINVAL or
+ * SM_ENOTFOUND with @errmsg set, or SM_ENOMEM. Free @sw with
+ * gvae__sweep_free() in every case. */
+int gvae__sweep_init(struct gvae_sweep *sw,
+                     const struct gvae_model *m,
+                     const struct cbn_window *w,
+                     const struct cbn_normals *normals,
+                     const struct gvae_sweep_config *cfg,
+                     char *errmsg);
+void gvae__sweep_free(struct gvae_sweep *sw);
+
+/* The index in node->parents of the parent Y_parent group @g reads, or
+ * SIZE_MAX (never for a model built by layout.c or loaded). */
+size_t gvae__pg_parent(const struct gvae_node *node, size_t g);
+
+/* Which of @K interventions affect node @i: it is live and intervened, or
+ * one of its parents is affected (@paff: n_parents x K flags). Fills @pos
+ * (K: affected index or SIZE_MAX) and returns the count. */
+size_t gvae__node_affected(const struct gvae_sweep *sw,
+                           size_t i,
+                           const struct gvae_intervention *iv,
+                           size_t K,
+                           const uint8_t *paff,
+                           size_t *pos);
+
+/* Computes node @i's counterfactual rows for @K interventions of @S
+ * samples: sets ns[i].pos (K entries, allocated by the caller), ns[i].n_aff
+ * and ns[i].cf (n_aff S x ny, replaced). @paff as above; @pv: n_pg x K
+ * views of the parents' rows (group-major). Computes the node's residuals
+ * for S samples first when the abduction needs them. Counts no rows.
+ * SM_OK or SM_ENOMEM. */
+int gvae__node_pass(struct gvae_sweep *sw,
+                    size_t i,
+                    const struct gvae_intervention *iv,
+                    size_t K,
+                    size_t S,
+                    const uint8_t *paff,
+                    const struct gvae_pview *pv);
+
+/* Coordinator: computes the rows of the @n nodes of topological level
+ * @level (ascending, affected by the pass, ns[].pos set) at their remote
+ * @owners, one request per owner in one exchange. Sets done[j] when node
+ * nodes[j]'s rows arrived (ns[].cf set); the caller computes the others.
+ * SM_OK or SM_ENOMEM. */
+int gvae__remote_level(struct gvae_sweep *sw,
+                       const struct gvae_intervention *iv,
+                       size_t K,
+                       size_t S,
+                       size_t level,
+                       const size_t *nodes,
+                       const unsigned *owners,
+                       size_t n,
+                       uint8_t *done);
+
 /* ---- misc ---- */
 char *gvae__strdup(const char *s);
 

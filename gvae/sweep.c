@@ -65,53 +65,12 @@ const char *gvae_abduction_name(enum gvae_abduction a)
 
 /* ---- the observed window, abducted -------------------------------------- */
 
-struct nstate
-{
-    int live;      /* has a model */
-    float *x, *xn; /* observed and normal X (standardised; xn NaN: none) */
-    float *xin;    /* x as the model takes it (clamped to its range) */
-    float *pin;    /* Y_parents as the MLP takes them (clamped) */
-    size_t n_u;    /* samples whose residuals are computed */
-    float *y, *ym; /* factual Y (observed, else predicted) and its mask */
-    float *p;      /* observed Y_parents */
-    float *z;      /* S x nz abducted latents (posterior) */
-    float *u;      /* S x ny residuals (posterior) */
-    float *eps;    /* S x nz noise for prior draws */
-    /* per sweep */
-    float *cf;   /* rows x ny */
-    size_t *pos; /* per intervention: affected index or SIZE_MAX */
-};
-
-struct sweep
-{
-    const struct gvae_model *m;
-    const struct gvae_sweep_config *cfg;
-    size_t S, nn;
-    struct nstate *ns;
-    size_t front; /* frontend node */
-    size_t qf;    /* its QoS feature in Y */
-    size_t qpct;  /* and that feature's percentile index */
-    double latency, target, excess;
-    float *scratch, *xr, *din, *out, *head, *pr;
-    size_t scratch_rows; /* capacity of the row buffers */
-    size_t widest;
-    uint64_t rows; /* decoder rows evaluated */
-};
-
 #define ALL_CLASSES 0xFFFFu
 /* Candidates whose P(QoS met) is estimated with all samples. */
 #define SAMPLED_CANDIDATES 1
 /* Robust z (IQRs above the training median) at which a resource class's
  * inputs stand out. */
 #define CLASS_Z 3.0
-
-struct intervention
-{
-    size_t n;
-    size_t node[8];
-    unsigned classes[8]; /* bit per enum cbn_resource */
-    int own; /* also restore the intervened nodes' own noise (posterior) */
-};
 
 struct outcome
 {
@@ -124,7 +83,7 @@ static int restorable(const struct gvae_group *g, unsigned classes)
 }
 
 /* Grows the shared row buffers to @rows rows. */
-static int reserve_rows(struct sweep *sw, size_t rows)
+static int reserve_rows(struct gvae_sweep *sw, size_t rows)
 {
     if (rows <= sw->scratch_rows) {
         return SM_OK;
@@ -204,10 +163,10 @@ static void clamp_range(float *v, const struct gvae_stat *st, size_t n)
  * samples [n_u, n) and keeps the residuals u = Y - decoder(...). Sample 0
  * (the posterior mean) also fixes the facts where Y was not observed. Runs
  * lazily: samples beyond the mean only for nodes a sampled pass reaches. */
-static int residuals(struct sweep *sw, size_t i, size_t n)
+static int residuals(struct gvae_sweep *sw, size_t i, size_t n)
 {
     const struct gvae_node *node = &sw->m->nodes[i];
-    struct nstate *st = &sw->ns[i];
+    struct gvae_nstate *st = &sw->ns[i];
     const struct gvae_cvae *c = &node->cvae;
     size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
     size_t din = nx + nz + np, from = st->n_u;
@@ -241,19 +200,18 @@ static int residuals(struct sweep *sw, size_t i, size_t n)
             st->u[s * ny + j] = st->y[j] - sw->out[(s - from) * 2 * ny + j];
         }
     }
-    sw->rows += n - from;
     st->n_u = n;
     return SM_OK;
 }
 
-static int abduct_node(struct sweep *sw,
+static int abduct_node(struct gvae_sweep *sw,
                        size_t i,
                        const struct cbn_window *w,
                        const struct cbn_normals *normals,
                        struct sm_rng *rng)
 {
     const struct gvae_node *node = &sw->m->nodes[i];
-    struct nstate *st = &sw->ns[i];
+    struct gvae_nstate *st = &sw->ns[i];
     const struct gvae_cvae *c = &node->cvae;
     size_t S = sw->S, nx = node->nx, ny = node->ny, np = node->np;
     size_t nz = c->nz;
@@ -311,10 +269,15 @@ static int abduct_node(struct sweep *sw,
             st->z[s * nz + j] = mu + expf(0.5f * lv) * st->eps[s * nz + j];
         }
     }
-    return residuals(sw, i, 1);
+    rc = residuals(sw, i, 1);
+    if (rc == SM_OK) {
+        sw->rows += 1; /* the posterior mean's row */
+        st->n_uc = 1;
+    }
+    return rc;
 }
 
-static int is_intervened(const struct intervention *iv,
+static int is_intervened(const struct gvae_intervention *iv,
                          size_t i,
                          unsigned *classes)
 {
@@ -329,13 +292,13 @@ static int is_intervened(const struct intervention *iv,
 
 /* Whether affected row block @a of node @i belongs to an intervention that
  * restores node @i's own noise. */
-static int own_row(const struct sweep *sw,
-                   const struct intervention *iv,
+static int own_row(const struct gvae_sweep *sw,
+                   const struct gvae_intervention *iv,
                    size_t K,
                    size_t i,
                    size_t a)
 {
-    const struct nstate *st = &sw->ns[i];
+    const struct gvae_nstate *st = &sw->ns[i];
     for (size_t k = 0; k < K; k++) {
         if (st->pos[k] == a) {
             unsigned cls;
@@ -345,11 +308,205 @@ static int own_row(const struct sweep *sw,
     return 0;
 }
 
-/* Runs @K interventions (S rows each) through the decoders in topological
- * order; nodes not downstream of an intervention keep their observed
- * values. */
-static int sweep_run(struct sweep *sw,
-                     const struct intervention *iv,
+size_t gvae__pg_parent(const struct gvae_node *node, size_t g)
+{
+    for (size_t q = 0; q < node->n_parents; q++) {
+        if (node->parents[q] == node->pg[g].src_node) {
+            return q;
+        }
+    }
+    return SIZE_MAX;
+}
+
+size_t gvae__node_affected(const struct gvae_sweep *sw,
+                           size_t i,
+                           const struct gvae_intervention *iv,
+                           size_t K,
+                           const uint8_t *paff,
+                           size_t *pos)
+{
+    const struct gvae_node *node = &sw->m->nodes[i];
+    size_t n_aff = 0;
+    for (size_t k = 0; k < K; k++) {
+        unsigned cls;
+        int aff = 0;
+        if (sw->ns[i].live) {
+            aff = is_intervened(&iv[k], i, &cls);
+            for (size_t q = 0; !aff && q < node->n_parents; q++) {
+                aff = paff[q * K + k] != 0;
+            }
+        }
+        pos[k] = aff ? n_aff++ : SIZE_MAX;
+    }
+    return n_aff;
+}
+
+int gvae__node_pass(struct gvae_sweep *sw,
+                    size_t i,
+                    const struct gvae_intervention *iv,
+                    size_t K,
+                    size_t S,
+                    const uint8_t *paff,
+                    const struct gvae_pview *pv)
+{
+    const struct gvae_node *node = &sw->m->nodes[i];
+    struct gvae_nstate *st = &sw->ns[i];
+    sm_free(st->cf);
+    st->cf = NULL;
+    st->n_aff = gvae__node_affected(sw, i, iv, K, paff, st->pos);
+    size_t n_aff = st->n_aff;
+    if (n_aff == 0) {
+        return SM_OK;
+    }
+    const struct gvae_cvae *c = &node->cvae;
+    size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
+    size_t din = nx + nz + np, R = n_aff * S;
+    int rc;
+    if (sw->cfg->abduction != GVAE_ABDUCT_PRIOR &&
+        (rc = residuals(sw, i, S)) != SM_OK) {
+        return rc;
+    }
+    rc = reserve_rows(sw, R);
+    st->cf = sm_malloc(R * ny * sizeof(float));
+    if (rc != SM_OK || st->cf == NULL) {
+        return SM_ENOMEM;
+    }
+    for (size_t k = 0; k < K; k++) {
+        if (st->pos[k] == SIZE_MAX) {
+            continue;
+        }
+        unsigned cls = 0;
+        int here = is_intervened(&iv[k], i, &cls);
+        for (size_t s = 0; s < S; s++) {
+            size_t r = st->pos[k] * S + s;
+            float *x = sw->xr + r * nx;
+            memcpy(x, st->xin, nx * sizeof *x);
+            for (size_t g = 0; here && g < node->n_xg; g++) {
+                const struct gvae_group *gr = &node->xg[g];
+                if (!restorable(gr, cls)) {
+                    continue;
+                }
+                for (unsigned q = 0; q < gr->width; q++) {
+                    float v = st->xn[gr->offset + q];
+                    if (!isnan(v)) {
+                        x[gr->offset + q] = v;
+                    }
+                }
+            }
+            float *row = sw->din + r * din;
+            memcpy(row, x, nx * sizeof *row);
+            memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
+            float *p = sw->pr + r * np; /* raw, for the skip */
+            memcpy(p, st->p, np * sizeof *p);
+            for (size_t g = 0; g < node->n_pg; g++) {
+                const struct gvae_group *pg = &node->pg[g];
+                const struct gvae_pview *v = &pv[g * K + k];
+                if (v->base != NULL) {
+                    memcpy(p + pg->offset, v->base + s * v->stride,
+                           pg->width * sizeof *p);
+                }
+            }
+            memcpy(row + nx + nz, p, np * sizeof *row);
+            clamp_range(row + nx + nz, node->ps, np);
+        }
+    }
+    int prior_all = sw->cfg->abduction == GVAE_ABDUCT_PRIOR;
+    int own_any = 0;
+    for (size_t k = 0; k < K && !prior_all; k++) {
+        unsigned cls;
+        own_any |= iv[k].own && st->pos[k] != SIZE_MAX &&
+                   is_intervened(&iv[k], i, &cls);
+    }
+    if (prior_all || own_any) {
+        /* Z ~ p(Z | X') with the sample's noise: for every regenerated
+         * node in the literal sweep, else only where the intervention
+         * restores the node's own state. */
+        gvae__mlp_infer(&c->prior, R, sw->xr, sw->head, sw->scratch);
+        for (size_t r = 0; r < R; r++) {
+            size_t s = r % S;
+            if (!prior_all && !own_row(sw, iv, K, i, r / S)) {
+                continue;
+            }
+            for (size_t j = 0; j < nz; j++) {
+                float mu = sw->head[r * 2 * nz + j];
+                float lv = sw->head[r * 2 * nz + nz + j];
+                lv = lv < NN_LOGVAR_MIN   ? NN_LOGVAR_MIN
+                     : lv > NN_LOGVAR_MAX ? NN_LOGVAR_MAX
+                                          : lv;
+                sw->din[r * din + nx + j] =
+                    mu + expf(0.5f * lv) * st->eps[s * nz + j];
+            }
+        }
+    }
+    gvae__mlp_infer(&c->dec, R, sw->din, sw->out, sw->scratch);
+    gvae__dec_skip(c, R, sw->pr, sw->out, sw->head);
+    for (size_t r = 0; r < R; r++) {
+        size_t s = r % S;
+        /* the residual stays, except where the node was regenerated */
+        int keep_u = !prior_all && !(own_any && own_row(sw, iv, K, i, r / S));
+        for (size_t j = 0; j < ny; j++) {
+            float v = sw->out[r * 2 * ny + j];
+            st->cf[r * ny + j] = keep_u ? v + st->u[s * ny + j] : v;
+        }
+    }
+    return SM_OK;
+}
+
+/* The flags of node @i's parents (n_parents x K) from their rows of the
+ * current pass. */
+static void parent_flags(const struct gvae_sweep *sw,
+                         size_t i,
+                         size_t K,
+                         uint8_t *paff)
+{
+    const struct gvae_node *node = &sw->m->nodes[i];
+    for (size_t q = 0; q < node->n_parents; q++) {
+        const struct gvae_nstate *src = &sw->ns[node->parents[q]];
+        for (size_t k = 0; k < K; k++) {
+            paff[q * K + k] = src->pos[k] != SIZE_MAX;
+        }
+    }
+}
+
+/* Computes node @i here, reading its parents' rows where they are. */
+static int local_pass(struct gvae_sweep *sw,
+                      size_t i,
+                      const struct gvae_intervention *iv,
+                      size_t K,
+                      size_t S,
+                      uint8_t *paff,
+                      struct gvae_pview *pv)
+{
+    const struct gvae_model *m = sw->m;
+    const struct gvae_node *node = &m->nodes[i];
+    parent_flags(sw, i, K, paff);
+    for (size_t g = 0; g < node->n_pg; g++) {
+        const struct gvae_group *pg = &node->pg[g];
+        size_t q = gvae__pg_parent(node, g);
+        for (size_t k = 0; k < K; k++) {
+            struct gvae_pview *v = &pv[g * K + k];
+            *v = (struct gvae_pview){NULL, 0};
+            if (q == SIZE_MAX || !paff[q * K + k]) {
+                continue;
+            }
+            const struct gvae_nstate *src = &sw->ns[pg->src_node];
+            size_t sny = m->nodes[pg->src_node].ny;
+            v->base = src->cf + src->pos[k] * S * sny + pg->src_offset;
+            v->stride = sny;
+        }
+    }
+    return gvae__node_pass(sw, i, iv, K, S, paff, pv);
+}
+
+/* Runs @K interventions (S rows each) through the decoders, one
+ * topological level after the other; nodes not downstream of an
+ * intervention keep their observed values. Which nodes a pass regenerates
+ * follows from the interventions and the CBN alone, so it is known before
+ * any decoder runs: per level, the nodes of remote owners are sent in one
+ * exchange (one request per owner), the coordinator's own nodes and those
+ * whose owner failed are computed here. */
+static int sweep_run(struct gvae_sweep *sw,
+                     const struct gvae_intervention *iv,
                      size_t K,
                      size_t S,
                      struct outcome *res)
@@ -358,131 +515,88 @@ static int sweep_run(struct sweep *sw,
     size_t nn = sw->nn;
     int rc = SM_OK;
     for (size_t i = 0; i < nn; i++) {
-        sm_free(sw->ns[i].cf);
-        sm_free(sw->ns[i].pos);
-        sw->ns[i].cf = NULL;
-        sw->ns[i].pos = sm_malloc((K + 1) * sizeof(size_t));
-        if (sw->ns[i].pos == NULL) {
+        struct gvae_nstate *st = &sw->ns[i];
+        sm_free(st->cf);
+        sm_free(st->pos);
+        st->cf = NULL;
+        st->n_aff = 0;
+        st->pos = sm_malloc((K + 1) * sizeof(size_t));
+        if (st->pos == NULL) {
             return SM_ENOMEM;
         }
     }
-    for (size_t i = 0; i < nn && rc == SM_OK; i++) {
-        const struct gvae_node *node = &m->nodes[i];
-        struct nstate *st = &sw->ns[i];
-        size_t n_aff = 0;
-        for (size_t k = 0; k < K; k++) {
-            unsigned cls;
-            int aff = 0;
-            if (st->live) {
-                aff = is_intervened(&iv[k], i, &cls);
-                for (size_t q = 0; !aff && q < node->n_parents; q++) {
-                    aff = sw->ns[node->parents[q]].pos[k] != SIZE_MAX;
-                }
-            }
-            st->pos[k] = aff ? n_aff++ : SIZE_MAX;
-        }
-        if (n_aff == 0) {
-            continue;
-        }
-        const struct gvae_cvae *c = &node->cvae;
-        size_t nx = node->nx, ny = node->ny, np = node->np, nz = c->nz;
-        size_t din = nx + nz + np, R = n_aff * S;
-        if (sw->cfg->abduction != GVAE_ABDUCT_PRIOR &&
-            (rc = residuals(sw, i, S)) != SM_OK) {
-            return rc;
-        }
-        rc = reserve_rows(sw, R);
-        st->cf = sm_malloc(R * ny * sizeof(float));
-        if (rc != SM_OK || st->cf == NULL) {
-            return SM_ENOMEM;
-        }
-        for (size_t k = 0; k < K; k++) {
-            if (st->pos[k] == SIZE_MAX) {
+    uint8_t *paff = sm_malloc(sw->max_parents * K + 1);
+    struct gvae_pview *pv = sm_malloc((sw->max_pg * K + 1) * sizeof *pv);
+    size_t *here = sm_malloc((nn + 1) * sizeof *here);
+    size_t *far = sm_malloc((nn + 1) * sizeof *far);
+    unsigned *owners = sm_malloc((nn + 1) * sizeof *owners);
+    uint8_t *done = sm_malloc(nn + 1);
+    if (!paff || !pv || !here || !far || !owners || !done) {
+        rc = SM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        parent_flags(sw, i, K, paff);
+        sw->ns[i].n_aff =
+            gvae__node_affected(sw, i, iv, K, paff, sw->ns[i].pos);
+    }
+    int posterior = sw->cfg->abduction != GVAE_ABDUCT_PRIOR;
+    for (size_t l = 0; l < sw->n_levels && rc == SM_OK; l++) {
+        size_t n_here = 0, n_far = 0;
+        for (size_t o = sw->level_start[l]; o < sw->level_start[l + 1]; o++) {
+            size_t i = sw->order[o];
+            struct gvae_nstate *st = &sw->ns[i];
+            if (st->n_aff == 0) {
                 continue;
             }
-            unsigned cls = 0;
-            int here = is_intervened(&iv[k], i, &cls);
-            for (size_t s = 0; s < S; s++) {
-                size_t r = st->pos[k] * S + s;
-                float *x = sw->xr + r * nx;
-                memcpy(x, st->xin, nx * sizeof *x);
-                for (size_t g = 0; here && g < node->n_xg; g++) {
-                    const struct gvae_group *gr = &node->xg[g];
-                    if (!restorable(gr, cls)) {
-                        continue;
-                    }
-                    for (unsigned q = 0; q < gr->width; q++) {
-                        float v = st->xn[gr->offset + q];
-                        if (!isnan(v)) {
-                            x[gr->offset + q] = v;
-                        }
-                    }
-                }
-                float *row = sw->din + r * din;
-                memcpy(row, x, nx * sizeof *row);
-                memcpy(row + nx, st->z + s * nz, nz * sizeof *row);
-                float *p = sw->pr + r * np; /* raw, for the skip */
-                memcpy(p, st->p, np * sizeof *p);
-                for (size_t g = 0; g < node->n_pg; g++) {
-                    const struct gvae_group *pg = &node->pg[g];
-                    const struct nstate *src = &sw->ns[pg->src_node];
-                    if (src->pos[k] == SIZE_MAX) {
-                        continue;
-                    }
-                    size_t sny = m->nodes[pg->src_node].ny;
-                    const float *v =
-                        src->cf + (src->pos[k] * S + s) * sny + pg->src_offset;
-                    memcpy(p + pg->offset, v, pg->width * sizeof *p);
-                }
-                memcpy(row + nx + nz, p, np * sizeof *row);
-                clamp_range(row + nx + nz, node->ps, np);
+            /* rows as if computed here, wherever they are */
+            sw->rows += st->n_aff * S;
+            if (posterior && S > st->n_uc) {
+                sw->rows += S - st->n_uc;
+                st->n_uc = S;
+            }
+            unsigned who =
+                sw->remote != NULL ? sw->remote->owner(sw->remote->arg, i) : 0;
+            if (who == 0) {
+                here[n_here++] = i;
+            } else {
+                owners[n_far] = who;
+                far[n_far++] = i;
             }
         }
-        int prior_all = sw->cfg->abduction == GVAE_ABDUCT_PRIOR;
-        int own_any = 0;
-        for (size_t k = 0; k < K && !prior_all; k++) {
-            unsigned cls;
-            own_any |= iv[k].own && st->pos[k] != SIZE_MAX &&
-                       is_intervened(&iv[k], i, &cls);
-        }
-        if (prior_all || own_any) {
-            /* Z ~ p(Z | X') with the sample's noise: for every regenerated
-             * node in the literal sweep, else only where the intervention
-             * restores the node's own state. */
-            gvae__mlp_infer(&c->prior, R, sw->xr, sw->head, sw->scratch);
-            for (size_t r = 0; r < R; r++) {
-                size_t s = r % S;
-                if (!prior_all && !own_row(sw, iv, K, i, r / S)) {
-                    continue;
-                }
-                for (size_t j = 0; j < nz; j++) {
-                    float mu = sw->head[r * 2 * nz + j];
-                    float lv = sw->head[r * 2 * nz + nz + j];
-                    lv = lv < NN_LOGVAR_MIN   ? NN_LOGVAR_MIN
-                         : lv > NN_LOGVAR_MAX ? NN_LOGVAR_MAX
-                                              : lv;
-                    sw->din[r * din + nx + j] =
-                        mu + expf(0.5f * lv) * st->eps[s * nz + j];
+        if (n_far > 0) {
+            memset(done, 0, n_far);
+            rc = gvae__remote_level(sw, iv, K, S, l, far, owners, n_far, done);
+            for (size_t j = 0; rc == SM_OK && j < n_far; j++) {
+                if (!done[j]) {
+                    here[n_here++] = far[j];
+                    if (sw->stats != NULL) {
+                        sw->stats->fallbacks++;
+                    }
                 }
             }
         }
-        gvae__mlp_infer(&c->dec, R, sw->din, sw->out, sw->scratch);
-        gvae__dec_skip(c, R, sw->pr, sw->out, sw->head);
-        sw->rows += R;
-        for (size_t r = 0; r < R; r++) {
-            size_t s = r % S;
-            /* the residual stays, except where the node was regenerated */
-            int keep_u =
-                !prior_all && !(own_any && own_row(sw, iv, K, i, r / S));
-            for (size_t j = 0; j < ny; j++) {
-                float v = sw->out[r * 2 * ny + j];
-                st->cf[r * ny + j] = keep_u ? v + st->u[s * ny + j] : v;
-            }
+        for (size_t j = 0; rc == SM_OK && j < n_here; j++) {
+            rc = local_pass(sw, here[j], iv, K, S, paff, pv);
         }
+    }
+    sw->pass++;
+    if (sw->stats != NULL) {
+        sw->stats->passes++;
+    }
+out:
+    sm_free(paff);
+    sm_free(pv);
+    sm_free(here);
+    sm_free(far);
+    sm_free(owners);
+    sm_free(done);
+    if (rc != SM_OK) {
+        return rc;
     }
     /* The frontend's latency at the QoS percentile, per intervention. */
     const struct gvae_node *fn = &m->nodes[sw->front];
-    const struct nstate *fs = &sw->ns[sw->front];
+    const struct gvae_nstate *fs = &sw->ns[sw->front];
     const struct gvae_stat *qst = &fn->ys[sw->qf];
     double obs = gvae__untransform(GVAE_LATENCY, raw_of(qst, fs->y[sw->qf]));
     for (size_t k = 0; k < K; k++) {
@@ -506,7 +620,7 @@ static int sweep_run(struct sweep *sw,
 
 /* Robust z of the node's own latencies (upwards), the largest. */
 static double latency_evidence(const struct gvae_node *node,
-                               const struct nstate *st)
+                               const struct gvae_nstate *st)
 {
     double z = 0;
     for (size_t f = 0; f < node->ny; f++) {
@@ -521,7 +635,7 @@ static double latency_evidence(const struct gvae_node *node,
 /* Robust z: how far the node's inputs (either way) and its latencies
  * (upwards) are from their training medians, in IQRs; the largest. */
 static double evidence(const struct gvae_node *node,
-                       const struct nstate *st,
+                       const struct gvae_nstate *st,
                        unsigned classes,
                        int upward)
 {
@@ -542,7 +656,7 @@ static double evidence(const struct gvae_node *node,
 }
 
 static unsigned out_of_range(const struct gvae_node *node,
-                             const struct nstate *st,
+                             const struct gvae_nstate *st,
                              const struct gvae_group **first_bad)
 {
     unsigned n = 0;
@@ -587,7 +701,7 @@ static int cand_cmp(const void *a, const void *b)
     return (x->node > y->node) - (x->node < y->node);
 }
 
-static double score_of(const struct sweep *sw, const struct cand *c)
+static double score_of(const struct gvae_sweep *sw, const struct cand *c)
 {
     double eff = c->effect > 0 ? c->effect : 0;
     double norm = eff / sw->excess;
@@ -610,10 +724,10 @@ static double score_of(const struct sweep *sw, const struct cand *c)
     }
 }
 
-static void sweep_free(struct sweep *sw)
+void gvae__sweep_free(struct gvae_sweep *sw)
 {
     for (size_t i = 0; sw->ns != NULL && i < sw->nn; i++) {
-        struct nstate *st = &sw->ns[i];
+        struct gvae_nstate *st = &sw->ns[i];
         sm_free(st->x);
         sm_free(st->xn);
         sm_free(st->xin);
@@ -634,6 +748,9 @@ static void sweep_free(struct sweep *sw)
     sm_free(sw->out);
     sm_free(sw->head);
     sm_free(sw->pr);
+    sm_free(sw->order);
+    sm_free(sw->level_start);
+    memset(sw, 0, sizeof *sw);
 }
 
 /* Builds the diagnosis's one allocation: copies every string. */
@@ -651,7 +768,7 @@ struct dbuild
     size_t n_unseen;
 };
 
-static struct gvae_diagnosis *diagnosis_pack(const struct sweep *sw,
+static struct gvae_diagnosis *diagnosis_pack(const struct gvae_sweep *sw,
                                              const struct dbuild *b)
 {
     const struct gvae_model *m = sw->m;
@@ -778,10 +895,12 @@ static void find_path(const struct gvae_model *m,
 
 /* The resource class inside culprit @c whose restoration lowers the
  * frontend latency most; by evidence when none has an effect. */
-static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
+static int resource_sweep(struct gvae_sweep *sw,
+                          size_t c,
+                          struct gvae_culprit *out)
 {
     const struct gvae_node *node = &sw->m->nodes[c];
-    struct intervention iv[CBN_RES_COUNT];
+    struct gvae_intervention iv[CBN_RES_COUNT];
     enum cbn_resource cls[CBN_RES_COUNT];
     size_t K = 0;
     for (int r = 0; r < CBN_RES_UNKNOWN; r++) {
@@ -790,7 +909,7 @@ static int resource_sweep(struct sweep *sw, size_t c, struct gvae_culprit *out)
             has |= restorable(&node->xg[g], 1u << r);
         }
         if (has) {
-            iv[K] = (struct intervention){1, {c}, {1u << r}, 0};
+            iv[K] = (struct gvae_intervention){1, {c}, {1u << r}, 0};
             cls[K++] = (enum cbn_resource)r;
         }
     }
@@ -887,14 +1006,60 @@ static int find_qos(const struct gvae_model *m,
     return SM_ENOTFOUND;
 }
 
-int gvae_diagnose(const struct gvae_model *m,
-                  const struct cbn_window *w,
-                  const struct cbn_normals *normals,
-                  const struct gvae_sweep_config *cfg,
-                  struct gvae_diagnosis **out,
-                  char errmsg[SM_ERRMSG_SIZE])
+/* Topological levels: parents come before their children in the model,
+ * so one pass over the nodes finds them. */
+static int levels(struct gvae_sweep *sw)
 {
-    errmsg[0] = '\0';
+    const struct gvae_model *m = sw->m;
+    size_t nn = m->n_nodes;
+    size_t *level = sm_calloc(nn + 1, sizeof *level);
+    sw->order = sm_malloc((nn + 1) * sizeof *sw->order);
+    sw->level_start = sm_calloc(nn + 2, sizeof *sw->level_start);
+    if (level == NULL || sw->order == NULL || sw->level_start == NULL) {
+        sm_free(level);
+        return SM_ENOMEM;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        const struct gvae_node *node = &m->nodes[i];
+        for (size_t q = 0; q < node->n_parents; q++) {
+            size_t l = level[node->parents[q]] + 1;
+            level[i] = l > level[i] ? l : level[i];
+        }
+        sw->n_levels =
+            level[i] + 1 > sw->n_levels ? level[i] + 1 : sw->n_levels;
+        sw->max_parents = node->n_parents > sw->max_parents ? node->n_parents
+                                                            : sw->max_parents;
+        sw->max_pg = node->n_pg > sw->max_pg ? node->n_pg : sw->max_pg;
+    }
+    /* counting sort: by level, then by index */
+    for (size_t i = 0; i < nn; i++) {
+        sw->level_start[level[i] + 1]++;
+    }
+    for (size_t l = 0; l < sw->n_levels; l++) {
+        sw->level_start[l + 1] += sw->level_start[l];
+    }
+    size_t *at = sm_malloc((sw->n_levels + 1) * sizeof *at);
+    if (at == NULL) {
+        sm_free(level);
+        return SM_ENOMEM;
+    }
+    memcpy(at, sw->level_start, sw->n_levels * sizeof *at);
+    for (size_t i = 0; i < nn; i++) {
+        sw->order[at[level[i]]++] = i;
+    }
+    sm_free(at);
+    sm_free(level);
+    return SM_OK;
+}
+
+int gvae__sweep_init(struct gvae_sweep *sw,
+                     const struct gvae_model *m,
+                     const struct cbn_window *w,
+                     const struct cbn_normals *normals,
+                     const struct gvae_sweep_config *cfg,
+                     char *errmsg)
+{
+    memset(sw, 0, sizeof *sw);
     if (cfg->qos_service == NULL || cfg->qos_service[0] == '\0' ||
         !(cfg->qos_target_ms > 0) || cfg->samples < 1 || cfg->samples > 4096 ||
         !(cfg->qos_percentile > 0) || !(cfg->qos_percentile <= 100) ||
@@ -904,17 +1069,17 @@ int gvae_diagnose(const struct gvae_model *m,
                          "set, 1..4096 samples, percentile in (0, 100])");
         return SM_EINVAL;
     }
-    struct sweep sw = {.m = m, .cfg = cfg, .S = cfg->samples, .nn = m->n_nodes};
-    struct dbuild b = {0};
-    int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw.front,
-                      &sw.qf, &sw.qpct);
+    *sw = (struct gvae_sweep){
+        .m = m, .cfg = cfg, .S = cfg->samples, .nn = m->n_nodes};
+    int rc = find_qos(m, cfg->qos_service, cfg->qos_percentile, &sw->front,
+                      &sw->qf, &sw->qpct);
     if (rc != SM_OK) {
         sm_errmsg_printf(errmsg, "diagnose: the model has no latency for %s",
                          cfg->qos_service);
         return rc;
     }
-    sw.latency = w->qos_latency_ms;
-    if (isnan(sw.latency)) {
+    sw->latency = w->qos_latency_ms;
+    if (isnan(sw->latency)) {
         const struct cbn_window_service *sv =
             cbn_window_service(w, cfg->qos_service);
         if (sv == NULL) {
@@ -924,36 +1089,73 @@ int gvae_diagnose(const struct gvae_model *m,
                              cfg->qos_service);
             return SM_ENOTFOUND;
         }
-        sw.latency = sv->latency_ms[sw.qpct];
+        sw->latency = sv->latency_ms[sw->qpct];
     }
-    sw.target = cfg->qos_target_ms;
-    sw.excess = sw.latency - sw.target;
-    if (sw.excess < 0.05 * sw.target) {
-        sw.excess = 0.05 * sw.target;
+    sw->target = cfg->qos_target_ms;
+    sw->excess = sw->latency - sw->target;
+    if (sw->excess < 0.05 * sw->target) {
+        sw->excess = 0.05 * sw->target;
     }
+    sw->start_ns = w->start_ns;
     for (size_t i = 0; i < m->n_nodes; i++) {
         const struct gvae_cvae *c = &m->nodes[i].cvae;
         size_t cand[] = {gvae__mlp_widest(&c->enc), gvae__mlp_widest(&c->dec),
                          gvae__mlp_widest(&c->prior), 2 * m->nodes[i].ny + 1,
                          m->nodes[i].nx + 1};
         for (size_t k = 0; c->block != NULL && k < 5; k++) {
-            sw.widest = cand[k] > sw.widest ? cand[k] : sw.widest;
+            sw->widest = cand[k] > sw->widest ? cand[k] : sw->widest;
         }
     }
-    sw.ns = sm_calloc(m->n_nodes + 1, sizeof *sw.ns);
-    b.cands = sm_calloc(m->n_nodes + 1, sizeof *b.cands);
-    struct intervention *iv = sm_calloc(m->n_nodes + 1, sizeof *iv);
-    struct outcome *res = sm_calloc(m->n_nodes + 1, sizeof *res);
-    if (!sw.ns || !b.cands || !iv || !res) {
-        rc = SM_ENOMEM;
-        goto done;
+    sw->ns = sm_calloc(m->n_nodes + 1, sizeof *sw->ns);
+    if (sw->ns == NULL || (rc = levels(sw)) != SM_OK) {
+        return SM_ENOMEM;
     }
     struct sm_rng rng;
     sm_rng_seed(&rng, cfg->seed ^ w->start_ns);
     for (size_t i = 0; i < m->n_nodes && rc == SM_OK; i++) {
-        rc = abduct_node(&sw, i, w, normals, &rng);
+        rc = abduct_node(sw, i, w, normals, &rng);
     }
+    return rc;
+}
+
+int gvae_diagnose(const struct gvae_model *m,
+                  const struct cbn_window *w,
+                  const struct cbn_normals *normals,
+                  const struct gvae_sweep_config *cfg,
+                  struct gvae_diagnosis **out,
+                  char errmsg[SM_ERRMSG_SIZE])
+{
+    return gvae_diagnose_remote(m, w, normals, cfg, NULL, NULL, out, errmsg);
+}
+
+int gvae_diagnose_remote(const struct gvae_model *m,
+                         const struct cbn_window *w,
+                         const struct cbn_normals *normals,
+                         const struct gvae_sweep_config *cfg,
+                         const struct gvae_remote *remote,
+                         struct gvae_remote_stats *stats,
+                         struct gvae_diagnosis **out,
+                         char errmsg[SM_ERRMSG_SIZE])
+{
+    errmsg[0] = '\0';
+    if (stats != NULL) {
+        memset(stats, 0, sizeof *stats);
+    }
+    struct gvae_sweep sw = {0};
+    struct dbuild b = {0};
+    struct gvae_intervention *iv = NULL;
+    struct outcome *res = NULL;
+    int rc = gvae__sweep_init(&sw, m, w, normals, cfg, errmsg);
     if (rc != SM_OK) {
+        goto done;
+    }
+    sw.remote = remote;
+    sw.stats = stats;
+    b.cands = sm_calloc(m->n_nodes + 1, sizeof *b.cands);
+    iv = sm_calloc(m->n_nodes + 1, sizeof *iv);
+    res = sm_calloc(m->n_nodes + 1, sizeof *res);
+    if (!b.cands || !iv || !res) {
+        rc = SM_ENOMEM;
         goto done;
     }
 
@@ -964,7 +1166,7 @@ int gvae_diagnose(const struct gvae_model *m,
     int own = cfg->abduction == GVAE_ABDUCT_POSTERIOR;
     size_t K = 0;
     for (size_t i = 0; i < m->n_nodes; i++) {
-        iv[K++] = (struct intervention){1, {i}, {ALL_CLASSES}, own};
+        iv[K++] = (struct gvae_intervention){1, {i}, {ALL_CLASSES}, own};
     }
     rc = sweep_run(&sw, iv, K, 1, res);
     if (rc != SM_OK) {
@@ -989,7 +1191,8 @@ int gvae_diagnose(const struct gvae_model *m,
     size_t top_k =
         b.n_cands < SAMPLED_CANDIDATES ? b.n_cands : SAMPLED_CANDIDATES;
     for (size_t k = 0; k < top_k; k++) {
-        iv[k] = (struct intervention){1, {b.cands[k].node}, {ALL_CLASSES}, own};
+        iv[k] = (struct gvae_intervention){
+            1, {b.cands[k].node}, {ALL_CLASSES}, own};
     }
     rc = sweep_run(&sw, iv, top_k, sw.S, res);
     if (rc != SM_OK) {
@@ -1006,7 +1209,7 @@ int gvae_diagnose(const struct gvae_model *m,
         const struct cand *top = &b.cands[0];
         int named =
             top->effect >= cfg->gate * sw.excess || top->p >= cfg->p_threshold;
-        struct intervention set = {1, {top->node}, {ALL_CLASSES}, own};
+        struct gvae_intervention set = {1, {top->node}, {ALL_CLASSES}, own};
         double p = top->p, eff = top->effect;
         if (named) {
             b.cul_node[b.n_cul] = top->node;
@@ -1074,7 +1277,7 @@ done:
     if (rc == SM_ENOMEM) {
         sm_errmsg_printf(errmsg, "diagnose: out of memory");
     }
-    sweep_free(&sw);
+    gvae__sweep_free(&sw);
     sm_free(b.cands);
     sm_free(iv);
     sm_free(res);

@@ -15,6 +15,11 @@
  *   accuracy  AC@1, AC@3, Avg@5, resource accuracy and false positives on
  *             the violated held-out windows, for every abduction and
  *             ranking variant side by side.
+ *   remote    with BENCH_REMOTE_OWNERS=N set, only this: the default
+ *             diagnosis of the violated held-out windows with the nodes'
+ *             passes split over N in-process owners (gvae_diagnose_remote):
+ *             rows, requests, levels and bytes per diagnosis, and its time
+ *             against gvae_diagnose (the cost of splitting, no network).
  *
  * Usage: bench_model [--topology social] [--windows 2000] [--test 720]
  *                    [--sampling 0.1] [--seed 1] [--samples 64]
@@ -329,6 +334,139 @@ static void print_score(const char *a, const char *b, const struct score *s)
         s->det_n, s->det_total, s->ms);
 }
 
+/* ---- passes across peers (BENCH_REMOTE_OWNERS=N) ------------------------ */
+
+struct bench_mesh
+{
+    struct gvae_pass_server *srv[17]; /* by owner, 1..n */
+    unsigned n;
+};
+
+static unsigned bench_owner(void *arg, size_t node)
+{
+    const struct bench_mesh *ms = arg;
+    return 1 + (unsigned)(node % ms->n);
+}
+
+/* In-process: each owner's server answers at once, one after the other. */
+static void bench_exchange(void *arg,
+                           size_t n,
+                           const unsigned *owners,
+                           const uint8_t *const *reqs,
+                           const size_t *lens,
+                           uint8_t **reps,
+                           size_t *rep_lens)
+{
+    struct bench_mesh *ms = arg;
+    for (size_t k = 0; k < n; k++) {
+        if (gvae_pass_serve(ms->srv[owners[k]], reqs[k], lens[k], &reps[k],
+                            &rep_lens[k]) != SM_OK) {
+            reps[k] = NULL;
+        }
+    }
+}
+
+static int bench_same(const struct gvae_diagnosis *a,
+                      const struct gvae_diagnosis *b)
+{
+    int ok = a->n_culprits == b->n_culprits && a->n_ranking == b->n_ranking &&
+             a->rows == b->rows && a->n_path == b->n_path;
+    for (size_t k = 0; ok && k < a->n_culprits; k++) {
+        ok = strcmp(a->culprits[k].service, b->culprits[k].service) == 0 &&
+             a->culprits[k].resource == b->culprits[k].resource &&
+             a->culprits[k].p_qos_met == b->culprits[k].p_qos_met &&
+             a->culprits[k].effect_ms == b->culprits[k].effect_ms &&
+             a->culprits[k].resource_effect_ms ==
+                 b->culprits[k].resource_effect_ms;
+    }
+    for (size_t k = 0; ok && k < a->n_ranking; k++) {
+        ok = strcmp(a->ranking[k].service, b->ranking[k].service) == 0 &&
+             a->ranking[k].score == b->ranking[k].score &&
+             a->ranking[k].effect_ms == b->ranking[k].effect_ms &&
+             a->ranking[k].p_qos_met == b->ranking[k].p_qos_met;
+    }
+    return ok;
+}
+
+/* The default diagnosis of every violated held-out window, here and with
+ * the nodes spread round-robin over @owners in-process owners: what a
+ * diagnosis sends, and what splitting costs without a network. */
+static void bench_remote(const struct evalctx *cx,
+                         const struct gvae_sweep_config *sw,
+                         unsigned owners)
+{
+    size_t nw = 0, differ = 0;
+    double *t_local = calloc(cx->to - cx->from + 1, sizeof(double));
+    double *t_remote = calloc(cx->to - cx->from + 1, sizeof(double));
+    double *t_servers = calloc(cx->to - cx->from + 1, sizeof(double));
+    struct gvae_remote_stats sum = {0};
+    double rows = 0;
+    char err[SM_ERRMSG_SIZE];
+    for (size_t i = cx->from; i < cx->to; i++) {
+        const struct cbn_window *w = cx->win[i];
+        if (!w->qos_violated) {
+            continue;
+        }
+        struct bench_mesh ms = {.n = owners};
+        double ts = bench_now_s();
+        int ok = 1;
+        for (unsigned o = 1; o <= owners; o++) {
+            ok &= gvae_pass_server_new(cx->model, w, cx->normals, sw,
+                                       &ms.srv[o], err) == SM_OK;
+        }
+        t_servers[nw] = (bench_now_s() - ts) * 1e3 / owners;
+        struct gvae_diagnosis *a = NULL, *b = NULL;
+        struct gvae_remote remote = {&ms, bench_owner, bench_exchange};
+        struct gvae_remote_stats st;
+        ts = bench_now_s();
+        ok &= gvae_diagnose(cx->model, w, cx->normals, sw, &a, err) == SM_OK;
+        t_local[nw] = (bench_now_s() - ts) * 1e3;
+        ts = bench_now_s();
+        ok &= ok && gvae_diagnose_remote(cx->model, w, cx->normals, sw, &remote,
+                                         &st, &b, err) == SM_OK;
+        t_remote[nw] = (bench_now_s() - ts) * 1e3;
+        if (ok) {
+            differ += !bench_same(a, b);
+            rows += (double)b->rows;
+            sum.passes += st.passes;
+            sum.levels += st.levels;
+            sum.requests += st.requests;
+            sum.fallbacks += st.fallbacks;
+            sum.bytes_out += st.bytes_out;
+            sum.bytes_in += st.bytes_in;
+            nw++;
+        } else {
+            fprintf(stderr, "bench_model: remote: %s\n", err);
+        }
+        gvae_diagnosis_free(a);
+        gvae_diagnosis_free(b);
+        for (unsigned o = 1; o <= owners; o++) {
+            gvae_pass_server_free(ms.srv[o]);
+        }
+    }
+    double n = nw ? (double)nw : 1;
+    printf(
+        "\n== passes across peers (%u owners, round-robin; %zu violated "
+        "held-out windows) ==\n",
+        owners, nw);
+    printf(
+        "per diagnosis: %.0f decoder rows, %.1f passes, %.1f levels with "
+        "requests, %.1f requests, %.1f KiB out, %.1f KiB in, %.2f "
+        "fallbacks\n",
+        rows / n, (double)sum.passes / n, (double)sum.levels / n,
+        (double)sum.requests / n, (double)sum.bytes_out / n / 1024,
+        (double)sum.bytes_in / n / 1024, (double)sum.fallbacks / n);
+    printf(
+        "gvae_diagnose %.2f ms, gvae_diagnose_remote in-process %.2f ms "
+        "(medians; owners' abduction %.2f ms each, not included); %zu "
+        "diagnoses differ\n",
+        bench_median(t_local, (int)nw), bench_median(t_remote, (int)nw),
+        bench_median(t_servers, (int)nw), differ);
+    free(t_local);
+    free(t_remote);
+    free(t_servers);
+}
+
 /* The default sweep for the benchmark's frontend and target. */
 static void bench_sweep(struct gvae_sweep_config *sw,
                         const char *front,
@@ -608,6 +746,15 @@ int main(int argc, char **argv)
         .times = calloc(run.n + 1, sizeof(double)),
         .correct = calloc(run.n + 1, 1),
     };
+    if (getenv("BENCH_REMOTE_OWNERS") != NULL) {
+        /* only the split passes' figures, then stop */
+        struct gvae_sweep_config sw;
+        bench_sweep(&sw, front, target, o.samples);
+        unsigned owners =
+            (unsigned)strtoul(getenv("BENCH_REMOTE_OWNERS"), NULL, 10);
+        bench_remote(&cx, &sw, owners < 1 ? 1 : owners > 16 ? 16 : owners);
+        return 0;
+    }
     if (getenv("BENCH_PROFILE_SWEEP") != NULL) {
         /* repeat the default diagnosis so a profiler sees mostly sweeps */
         struct gvae_sweep_config sw;
