@@ -91,6 +91,17 @@ struct node_mesh
     uint64_t retains_proposed;
     void (*on_action)(void *arg, int rollback, const char *id);
     void *on_action_arg;
+    void (*on_sweep)(void *arg,
+                     const char *peer,
+                     int type,
+                     uint64_t id,
+                     const void *data,
+                     size_t len);
+    void (*on_owners)(void *arg,
+                      const char *const *names,
+                      const char *const *owners,
+                      size_t n);
+    void *sweep_arg;
     /* Training rounds (NULL: none). */
     struct node_train *train;
     uint64_t train_ms;
@@ -432,6 +443,12 @@ static void on_message(void *arg,
             break;
         case TP_MSG_FWD_REP:
             handle_reply(m, data, len);
+            break;
+        case TP_MSG_SWEEP_REQ:
+        case TP_MSG_SWEEP_REP:
+            if (m->on_sweep != NULL) {
+                m->on_sweep(m->sweep_arg, peer, type, id, data, len);
+            }
             break;
         case TP_MSG_TRAIN:
         case TP_MSG_WINDOW:
@@ -829,6 +846,28 @@ static void train_tick(struct node_mesh *m, uint64_t now)
         .place_replica = replica_p,
         .shards = shards,
     };
+    if (m->on_owners != NULL) {
+        /* who computes each node in sweeps: the first of owner, replica
+         * that is up; else this peer */
+        static const char *names[SERVICES_MAX], *live[SERVICES_MAX];
+        for (size_t i = 0; i < n_place; i++) {
+            names[i] = place[i].service;
+            live[i] = "";
+            for (size_t j = 0; j < k && live[i][0] == '\0'; j++) {
+                if (health[j] == CONS_HEALTH_UP &&
+                    strcmp(ids[j], owner_p[i]) == 0) {
+                    live[i] = owner_p[i];
+                }
+            }
+            for (size_t j = 0; j < k && live[i][0] == '\0'; j++) {
+                if (health[j] == CONS_HEALTH_UP &&
+                    strcmp(ids[j], replica_p[i]) == 0) {
+                    live[i] = replica_p[i];
+                }
+            }
+        }
+        m->on_owners(m->sweep_arg, names, live, n_place);
+    }
     cons_fsm_versions(fsm, &v.versions);
     v.n_shards = cons_fsm_model_shards(fsm, shards, CONS_LIST_MAX);
     v.n_shards = v.n_shards > CONS_LIST_MAX ? CONS_LIST_MAX : v.n_shards;
@@ -1032,6 +1071,9 @@ int node_mesh_start(uv_loop_t *loop,
     m->log_keep = cfg->log_keep ? cfg->log_keep : 10000;
     m->on_action = cfg->on_action;
     m->on_action_arg = cfg->on_action_arg;
+    m->on_sweep = cfg->on_sweep;
+    m->on_owners = cfg->on_owners;
+    m->sweep_arg = cfg->sweep_arg;
     int rv = start_net(m, cfg, errmsg);
     if (rv == SM_OK) {
         rv = start_raft(m, cfg, errmsg);
@@ -1468,6 +1510,20 @@ int node_mesh_action_owner(const struct node_mesh *m,
     }
     sm_arena_free(&arena);
     return rv;
+}
+
+int node_mesh_send(struct node_mesh *m,
+                   const char *peer,
+                   int type,
+                   uint64_t id,
+                   const void *data,
+                   size_t len)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    const struct node_link_ops *ops = node_mesh_link_ops(m->link);
+    return ops->send(ops->arg, peer, type, id, data, len);
 }
 
 int node_mesh_forward_action(struct node_mesh *m,

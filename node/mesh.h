@@ -59,6 +59,22 @@ struct node_mesh_config
      * forwarded requests are dropped. */
     void (*on_action)(void *arg, int rollback, const char *id);
     void *on_action_arg;
+    /* Sweeps across owners (node/mesh_sweep.h), all on the loop thread:
+     * @on_sweep gets every TP_MSG_SWEEP_REQ and TP_MSG_SWEEP_REP;
+     * @on_owners gets, every 250 ms while training rounds run, each placed
+     * CBN node with the peer that computes it: its owner when up, else its
+     * replica when up, else "" (here). NULL: none. */
+    void (*on_sweep)(void *arg,
+                     const char *peer,
+                     int type,
+                     uint64_t id,
+                     const void *data,
+                     size_t len);
+    void (*on_owners)(void *arg,
+                      const char *const *names,
+                      const char *const *owners,
+                      size_t n);
+    void *sweep_arg;
 };
 
 /* Diagnoses that may wait for the log at once. */
@@ -106,6 +122,15 @@ struct node_mesh_stats
     struct node_mesh_link_stats link; /* channel and net counters inside */
     struct cons_bridge_stats raft;    /* raft's streams over the link */
 };
+
+/* Sends a message of @type to @peer over the secure link (as
+ * node_link_ops.send; @data copied). */
+int node_mesh_send(struct node_mesh *m,
+                   const char *peer,
+                   int type,
+                   uint64_t id,
+                   const void *data,
+                   size_t len);
 
 /* The peer that decided the logged action @id (the "decided_by" of its
  * diagnosis in the log), copied into @peer. Returns SM_OK, or

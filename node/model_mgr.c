@@ -228,6 +228,12 @@ struct node_model_mgr
     struct coord_job *shards_q, *install_q;    /* waiting coordinated jobs */
     struct coord_job *cdone_head, *cdone_tail; /* back to the loop */
     struct model_ref *current;
+    struct node_model_remote remote; /* begin NULL: none */
+
+    /* Loop thread: the last window abducted for other peers' passes. */
+    struct gvae_pass_server *pass_srv;
+    struct model_ref *pass_ref;
+    uint64_t pass_version, pass_end_ns;
     int stop;
     int exited; /* threads that have left their loop */
 
@@ -600,11 +606,23 @@ static void compute_main(void *arg)
         }
         j->next = NULL;
         struct model_ref *ref = model_ref_acquire_locked(m);
+        struct node_model_remote hook = m->remote;
         uv_mutex_unlock(&m->mu);
 
         if (ref == NULL) {
             j->status = SM_ENOTFOUND;
             sm_errmsg_printf(j->errmsg, "diagnose: no model");
+        } else if (hook.begin != NULL) {
+            struct gvae_remote remote;
+            struct gvae_remote_stats rs;
+            void *ctx = NULL;
+            hook.begin(hook.arg, ref->model, ref->version, j->h->w->end_ns,
+                       ref->normals != NULL, &remote, &ctx);
+            j->status = gvae_diagnose_remote(ref->model, j->h->w, ref->normals,
+                                             &m->sweep, &remote, &rs,
+                                             &j->diagnosis, j->errmsg);
+            hook.end(hook.arg, ctx, &rs);
+            j->model_version = ref->version;
         } else {
             j->status = gvae_diagnose(ref->model, j->h->w, ref->normals,
                                       &m->sweep, &j->diagnosis, j->errmsg);
@@ -1899,6 +1917,72 @@ void node_model_mgr_each_window(const struct node_model_mgr *m,
     }
 }
 
+void node_model_mgr_set_remote(struct node_model_mgr *m,
+                               const struct node_model_remote *remote)
+{
+    uv_mutex_lock(&m->mu);
+    if (remote != NULL) {
+        m->remote = *remote;
+    } else {
+        memset(&m->remote, 0, sizeof m->remote);
+    }
+    uv_mutex_unlock(&m->mu);
+}
+
+static void pass_cache_clear(struct node_model_mgr *m)
+{
+    gvae_pass_server_free(m->pass_srv);
+    m->pass_srv = NULL;
+    if (m->pass_ref != NULL) {
+        model_ref_release(m, m->pass_ref);
+        m->pass_ref = NULL;
+    }
+}
+
+int node_model_mgr_serve_pass(struct node_model_mgr *m,
+                              uint64_t version,
+                              uint64_t end_ns,
+                              int has_normals,
+                              const uint8_t *req,
+                              size_t len,
+                              uint8_t **rep,
+                              size_t *rep_len)
+{
+    if (m->closing) {
+        return SM_ECLOSED;
+    }
+    if (m->pass_srv == NULL || m->pass_version != version ||
+        m->pass_end_ns != end_ns) {
+        pass_cache_clear(m);
+        size_t i = hist_rank(m, end_ns);
+        if (i == 0 || (*hist_slot(m, i - 1))->w->end_ns != end_ns) {
+            return SM_ENOTFOUND;
+        }
+        const struct cbn_window *w = (*hist_slot(m, i - 1))->w;
+        uv_mutex_lock(&m->mu);
+        struct model_ref *ref = model_ref_acquire_locked(m);
+        uv_mutex_unlock(&m->mu);
+        if (ref == NULL) {
+            return SM_ENOTFOUND;
+        }
+        if (ref->version != version || (ref->normals != NULL) != has_normals) {
+            model_ref_release(m, ref);
+            return SM_ECONFLICT;
+        }
+        char err[SM_ERRMSG_SIZE];
+        int rc = gvae_pass_server_new(ref->model, w, ref->normals, &m->sweep,
+                                      &m->pass_srv, err);
+        if (rc != SM_OK) {
+            model_ref_release(m, ref);
+            return rc;
+        }
+        m->pass_ref = ref; /* keeps the model alive for the server */
+        m->pass_version = version;
+        m->pass_end_ns = end_ns;
+    }
+    return gvae_pass_serve(m->pass_srv, req, len, rep, rep_len);
+}
+
 static int spec_check(const struct node_model_round_spec *s, int need_nodes)
 {
     if (s == NULL || s->round == 0 || s->to_ns <= s->from_ns ||
@@ -2075,6 +2159,7 @@ void node_model_mgr_close(struct node_model_mgr *m,
     m->closing = 1;
     m->closed_cb = closed_cb;
     m->closed_arg = arg;
+    pass_cache_clear(m);
     uv_mutex_lock(&m->mu);
     m->stop = 1;
     uv_cond_broadcast(&m->diag_cv);

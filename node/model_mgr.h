@@ -447,6 +447,54 @@ uint64_t node_model_mgr_version(const struct node_model_mgr *m);
 void node_model_mgr_stats(const struct node_model_mgr *m,
                           struct node_model_mgr_stats *out);
 
+/* ---- Sweeps across peers ------------------------------------------------
+ *
+ * In the mesh a diagnosis's decoder passes run node by node on the peers
+ * that own the nodes (gvae_diagnose_remote). The coordinator's side is a
+ * hook the compute thread calls around each diagnosis; the owner's side
+ * serves pass requests on the loop thread from the history and the
+ * current model. */
+
+/* Called on the compute thread for each diagnosis: @begin fills @remote
+ * for diagnosing the window ending at @end_ns with model @version (@model
+ * borrowed for the diagnosis; @has_normals: whether the diagnosis restores
+ * the model's normals) and may keep a context in *@ctx; @end gets the
+ * exchanges' figures. Both must be thread-safe. */
+struct node_model_remote
+{
+    void *arg;
+    void (*begin)(void *arg,
+                  const struct gvae_model *model,
+                  uint64_t version,
+                  uint64_t end_ns,
+                  int has_normals,
+                  struct gvae_remote *remote,
+                  void **ctx);
+    void (*end)(void *arg, void *ctx, const struct gvae_remote_stats *stats);
+};
+
+/* Sets (or with NULL clears) the hook; @remote is copied. Loop thread;
+ * diagnoses already running keep the hook they started with. */
+void node_model_mgr_set_remote(struct node_model_mgr *m,
+                               const struct node_model_remote *remote);
+
+/* Serves one pass request of another peer's diagnosis of the window ending
+ * at @end_ns with model @version (@has_normals as the coordinator's), on
+ * the loop thread: the window abducted once per (version, window) and kept
+ * for the next requests, gvae_pass_serve() for the request @req (@len
+ * bytes, borrowed). On SM_OK the reply is in *@rep (sm_malloc'ed, the
+ * caller's). Errors: SM_ENOTFOUND (the window is not in the history, or
+ * no model), SM_ECONFLICT (the current model is another version, or its
+ * normals differ), gvae_pass_serve()'s and gvae_pass_server_new()'s. */
+int node_model_mgr_serve_pass(struct node_model_mgr *m,
+                              uint64_t version,
+                              uint64_t end_ns,
+                              int has_normals,
+                              const uint8_t *req,
+                              size_t len,
+                              uint8_t **rep,
+                              size_t *rep_len);
+
 /* Closes @m: from now on it accepts no work and runs no callback; queued
  * diagnoses and rounds are dropped. The running diagnosis finishes on its
  * thread and the running training round stops at its next step (its model

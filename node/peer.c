@@ -46,6 +46,7 @@
 #include "node/json.h"
 #include "node/mesh.h"
 #include "node/mesh_model.h"
+#include "node/mesh_sweep.h"
 #include "node/model_mgr.h"
 #include "node/node.h"
 #include "node/peer.h"
@@ -122,6 +123,7 @@ struct node_peer
     struct cbn_log *log;
     struct cbn_log *mesh_log;   /* windows other peers replicated here */
     struct node_mesh_model *mm; /* the model behind training rounds */
+    struct node_sweep *sweep;   /* diagnoses' passes across owners */
     uint64_t mesh_windows_replayed;
     struct cbn_graph *graph;
     struct cbn_normals *normals;
@@ -1374,6 +1376,20 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
     if (p->mesh != NULL) {
         node_mesh_status_json(p->mesh, b);
     }
+    if (p->sweep != NULL) {
+        struct node_sweep_stats sw;
+        node_sweep_stats(p->sweep, &sw);
+        node_text_printf(b,
+                         ",\"sweeps\":{\"diagnoses\":%" PRIu64
+                         ",\"levels\":%" PRIu64 ",\"requests\":%" PRIu64
+                         ",\"timeouts\":%" PRIu64 ",\"fallbacks\":%" PRIu64
+                         ",\"bytes_out\":%" PRIu64 ",\"bytes_in\":%" PRIu64
+                         ",\"served\":%" PRIu64 ",\"serve_failures\":%" PRIu64
+                         ",\"last_ms\":%.3f}",
+                         sw.diagnoses, sw.levels, sw.requests, sw.timeouts,
+                         sw.fallbacks, sw.bytes_out, sw.bytes_in, sw.served,
+                         sw.serve_failures, sw.last_ms);
+    }
     node_text_puts(b, "}\n");
     reply_out(p, res, 200);
 }
@@ -2040,6 +2056,12 @@ static void on_mesh_closed(void *arg)
     p->open_handles--;
 }
 
+static void on_sweep_closed(void *arg)
+{
+    struct node_peer *p = arg;
+    p->open_handles--;
+}
+
 void node_peer_stop(struct node_peer *p)
 {
     if (p->stopping) {
@@ -2074,6 +2096,11 @@ void node_peer_stop(struct node_peer *p)
         p->open_handles++;
         node_mesh_stop(p->mesh, on_mesh_closed, p);
         p->mesh = NULL;
+    }
+    if (p->sweep != NULL) {
+        /* wakes a diagnosis waiting for owners; freed in node_peer_free */
+        p->open_handles++;
+        node_sweep_close(p->sweep, on_sweep_closed, p);
     }
 }
 
@@ -2151,6 +2178,7 @@ void node_peer_free(struct node_peer *p)
     SM_ASSERT(p->open_handles == 0);
     cbn_agg_free(p->agg);
     node_mesh_model_free(p->mm);
+    node_sweep_free(p->sweep);
     cbn_log_close(p->log);
     cbn_log_close(p->mesh_log);
     node_diag_store_close(p->diags);
@@ -2480,6 +2508,44 @@ static void replicate_action(void *arg, const struct node_action *act)
     node_mesh_add_action(p->mesh, &change);
 }
 
+/* ---- Sweeps across owners ------------------------------------------------ */
+
+static int sweep_send(void *arg,
+                      const char *peer,
+                      int type,
+                      uint64_t id,
+                      const void *data,
+                      size_t len)
+{
+    struct node_peer *p = arg;
+    return p->mesh != NULL ? node_mesh_send(p->mesh, peer, type, id, data, len)
+                           : SM_ECLOSED;
+}
+
+static void on_sweep_message(void *arg,
+                             const char *peer,
+                             int type,
+                             uint64_t id,
+                             const void *data,
+                             size_t len)
+{
+    struct node_peer *p = arg;
+    if (type == TP_MSG_SWEEP_REQ) {
+        node_sweep_serve(p->sweep, p->model, peer, id, data, len);
+    } else {
+        node_sweep_reply(p->sweep, peer, id, data, len);
+    }
+}
+
+static void on_sweep_owners(void *arg,
+                            const char *const *names,
+                            const char *const *owners,
+                            size_t n)
+{
+    struct node_peer *p = arg;
+    node_sweep_set_owners(p->sweep, p->cfg->id, names, owners, n);
+}
+
 /* Joins or starts the mesh when the peer has the cluster secret. */
 static int start_mesh(struct node_peer *p, char *errmsg)
 {
@@ -2509,12 +2575,23 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         node_mesh_model_env(p->mm, &env);
         node_mesh_model_on_install(p->mm, on_install, p);
         mc.train = &env;
+        struct node_sweep_ops so = {p, sweep_send};
+        if (node_sweep_new(p->loop, &so, 0, &p->sweep) != SM_OK) {
+            sm_errmsg_printf(errmsg, "cannot start the sweep broker");
+            return SM_ENOMEM;
+        }
+        mc.on_sweep = on_sweep_message;
+        mc.on_owners = on_sweep_owners;
+        mc.sweep_arg = p;
     }
     /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
      * closes it. */
     int rv = node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
     if (rv == SM_OK && p->mm != NULL) {
         node_mesh_model_attach(p->mm, p->mesh);
+        struct node_model_remote hook;
+        node_sweep_hook(p->sweep, &hook);
+        node_model_mgr_set_remote(p->model, &hook);
     }
     if (rv == SM_OK) {
         /* A diagnosis stored just before a crash may never have reached

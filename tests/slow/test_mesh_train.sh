@@ -30,7 +30,7 @@ fail() {
     done
     exit 1
 }
-echo "1..8"
+echo "1..9"
 
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"
 export SAGEMESH_SECRET_FILE=$dir/secret
@@ -134,7 +134,12 @@ right = [x for x in d if x["culprits"] and x["culprits"][0]["service"] == "compo
 print("# p3 serves %d diagnoses, %d name compose-post first" % (len(d), len(right)))
 assert 1 <= len(d) <= 11 and len(right) >= 0.8 * len(d)
 EOF
-ok "the CPU fault diagnosed with version 1 ($made diagnoses); the log keeps the newest 10 to 11"
+sweeps=$(field p2 "s['sweeps']")
+echo "# p2's sweeps: $sweeps"
+served=$(($(field p1 "s['sweeps']['served']") + $(field p3 "s['sweeps']['served']")))
+[ "$(field p2 "s['sweeps']['diagnoses'] >= $made and s['sweeps']['requests'] > 0 and s['sweeps']['fallbacks'] == 0")" = True ] &&
+    [ "$served" -gt 0 ] || fail "the diagnoses' passes did not run on the owners: $sweeps, served $served"
+ok "the CPU fault diagnosed with version 1 ($made diagnoses, their passes computed by the owners: $served requests served by p1 and p3); the log keeps the newest 10 to 11"
 
 # ---- The leader killed during a round ---------------------------------------
 
@@ -163,6 +168,20 @@ leader=$(field p2 "s['leader']")
 [ "$leader" != p1 ] || fail "p1 still the leader"
 [ "$(ckpt p2)" = "$(ckpt p3)" ] || fail "p2 and p3 installed different models"
 ok "the new leader $leader committed version 2 once; p2 and p3 installed the same model"
+
+# p1 owned a third of the nodes: sweeps while it is down go to the replicas
+# (or time out and are computed here), and diagnoses go on.
+before=$(field p2 "s['diagnoses']['stored']")
+echo "at=0 for=240 kind=cpu service=compose-post magnitude=1.5" > "$dir/faults"
+"$bin" sim --topology social --duration 240 --sampling 0.1 \
+    --start 1700032500 --faults "$dir/faults" --peer "127.0.0.1:${http[p2]}" \
+    --timeout 30 > /dev/null || fail "sim (fault while p1 is down)"
+"$bin" flush --peer "127.0.0.1:${http[p2]}" > /dev/null || fail "flush"
+wait_for "diagnoses on p2" 120 p2 "s['diagnoses']['pending']" 0
+after=$(field p2 "s['diagnoses']['stored']")
+[ "$after" -gt "$before" ] || fail "no diagnosis while p1 was down ($before then $after)"
+echo "# p2's sweeps: $(field p2 "s['sweeps']")"
+ok "with the owner p1 dead, p2 still diagnoses ($((after - before)) more), its passes on the live owners"
 
 start p1
 wait_for "p1 catches up" 60 p1 "s['model']['version'], s['mesh']['model_version'], s['role']" "2 2 follower"
