@@ -1541,6 +1541,18 @@ int node_mesh_forward_action(struct node_mesh *m,
     return ops->send(ops->arg, peer, TP_MSG_FWD_REQ, 0, text, (size_t)n);
 }
 
+int node_mesh_train_request(struct node_mesh *m)
+{
+    if (m->train == NULL || m->closing) {
+        return SM_EINVAL;
+    }
+    int rv = node_train_request(m->train);
+    if (rv == SM_OK) {
+        train_tick(m, now_ms(m)); /* a leader starts the round now */
+    }
+    return rv;
+}
+
 struct node_train *node_mesh_train(struct node_mesh *m)
 {
     return m->closing ? NULL : m->train;

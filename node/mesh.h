@@ -149,6 +149,11 @@ int node_mesh_forward_action(struct node_mesh *m,
                              int rollback,
                              const char *id);
 
+/* `sagemesh train`: node_train_request(), then a tick of the rounds at
+ * once, so a leader starts the round before this returns. Returns its
+ * result, or SM_EINVAL without training rounds. */
+int node_mesh_train_request(struct node_mesh *m);
+
 /* The training rounds' state machine, for the peer to report trainings,
  * installs and closed windows to (NULL when the mesh runs no rounds). */
 struct node_train *node_mesh_train(struct node_mesh *m);

@@ -1617,11 +1617,11 @@ static int have_model_mgr(struct node_peer *p, struct node_http_response *res)
 /* `sagemesh train` in the mesh: the leader runs the round (a follower
  * forwards the request); it is over here once the committed model is
  * installed. */
-static void train_in_mesh(struct node_train *rounds,
+static void train_in_mesh(struct node_mesh *mesh,
                           const struct node_model_mgr_stats *ms,
                           struct node_http_response *res)
 {
-    if (node_train_request(rounds) != SM_OK) {
+    if (node_mesh_train_request(mesh) != SM_OK) {
         res->retry_after_s = 5;
         reply_error(res, 503,
                     "the mesh has no leader to run the round; retry later");
@@ -1649,7 +1649,7 @@ static void handle_train(struct node_peer *p,
     if (rounds != NULL && ms.windows >= 8) {
         /* (with fewer, the windows are replicated to every peer, so the
          * leader has too few as well: refused below) */
-        train_in_mesh(rounds, &ms, res);
+        train_in_mesh(p->mesh, &ms, res);
         return;
     }
     /* A running round finishes first; the requested one follows it. */
