@@ -142,6 +142,7 @@ struct diag_job
     char errmsg[SM_ERRMSG_SIZE];
     struct gvae_diagnosis *diagnosis;
     uint64_t model_version;
+    double compute_s; /* the diagnosis itself, on the compute thread */
 };
 
 struct round_job
@@ -608,6 +609,7 @@ static void compute_main(void *arg)
         struct model_ref *ref = model_ref_acquire_locked(m);
         struct node_model_remote hook = m->remote;
         uv_mutex_unlock(&m->mu);
+        uint64_t t0 = uv_hrtime();
 
         if (ref == NULL) {
             j->status = SM_ENOTFOUND;
@@ -629,6 +631,7 @@ static void compute_main(void *arg)
             j->model_version = ref->version;
         }
         model_ref_release(m, ref);
+        j->compute_s = (double)(uv_hrtime() - t0) / 1e9;
 
         uv_mutex_lock(&m->mu);
         if (m->done_tail != NULL) {
@@ -1301,6 +1304,8 @@ static void deliver_diag(struct node_model_mgr *m, struct diag_job *j)
     }
     if (j->status == SM_OK) {
         m->st.diagnoses++;
+        m->st.diagnose_s_total += j->compute_s;
+        m->st.diagnose_s_last = j->compute_s;
     } else {
         m->st.diagnosis_failures++;
         sm_log(SM_LOG_WARN, MOD, "diagnosis failed", "cause=\"%s\"", j->errmsg);

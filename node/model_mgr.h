@@ -423,8 +423,12 @@ struct node_model_mgr_stats
                                running */
     uint64_t trainings;     /* successful rounds */
     uint64_t training_failures;
-    double last_train_s;          /* wall time of the last successful round */
-    double train_s_total;         /* of every successful round */
+    double last_train_s;     /* wall time of the last successful round */
+    double train_s_total;    /* of every successful round */
+    double diagnose_s_total; /* compute time of the diagnoses
+                                counted below (the sweep itself,
+                                remote passes included) */
+    double diagnose_s_last;
     uint64_t diagnoses;           /* delivered with SM_OK (on-demand ones
                                      included) */
     uint64_t diagnosis_failures;  /* delivered with an error */

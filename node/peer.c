@@ -1362,16 +1362,20 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
         node_model_mgr_stats(p->model, &ms);
     }
     put_model_status(p, &ms, b);
-    node_text_printf(b,
-                     ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64
-                     ",\"failed\":%" PRIu64 ",\"dropped\":%" PRIu64
-                     ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
-                     ",\"rediagnosed\":%" PRIu64 "},\"actuation\":",
-                     node_diag_store_count(p->diags), ms.diagnoses,
-                     ms.diagnosis_failures, ms.diagnoses_dropped,
-                     (uint64_t)ms.diagnoses_pending +
-                         (p->mesh != NULL ? node_mesh_waiting(p->mesh) : 0),
-                     p->no_model, p->rediagnosed);
+    node_text_printf(
+        b,
+        ",\"diagnoses\":{\"stored\":%zu,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
+        ",\"dropped\":%" PRIu64 ",\"pending\":%" PRIu64 ",\"no_model\":%" PRIu64
+        ",\"rediagnosed\":%" PRIu64
+        ",\"compute_ms_mean\":%.3f"
+        ",\"compute_ms_last\":%.3f},\"actuation\":",
+        node_diag_store_count(p->diags), ms.diagnoses, ms.diagnosis_failures,
+        ms.diagnoses_dropped,
+        (uint64_t)ms.diagnoses_pending +
+            (p->mesh != NULL ? node_mesh_waiting(p->mesh) : 0),
+        p->no_model, p->rediagnosed,
+        ms.diagnoses ? 1e3 * ms.diagnose_s_total / (double)ms.diagnoses : 0.0,
+        1e3 * ms.diagnose_s_last);
     put_actions_status(p, b);
     if (p->mesh != NULL) {
         node_mesh_status_json(p->mesh, b);
