@@ -16,7 +16,7 @@
 #include "check.h"
 #include "node/mesh_train.h"
 
-#define PEERS   3
+#define PEERS   5 /* at most; n_peers are in the mesh */
 #define WIN_MAX 64
 #define Q_MAX   4096
 #define STEPS   400
@@ -56,6 +56,8 @@ struct msg
 };
 
 static struct peer peers[PEERS];
+static int n_peers = 3;
+static int cut_off[PEERS][PEERS]; /* a partition: messages i -> j are lost */
 static struct msg queue[Q_MAX];
 static size_t q_len;
 static struct cons_fsm *fsm;
@@ -67,7 +69,7 @@ static int lose_count;   /* ... this many more times */
 
 static int index_of(const char *id)
 {
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; i < n_peers; i++) {
         if (strcmp(peers[i].id, id) == 0) {
             return i;
         }
@@ -345,8 +347,10 @@ static void setup(void)
 {
     sm_log_set_sink(check_log_discard, NULL);
     REQUIRE_OK(tp_init());
-    static const char *ids[PEERS] = {"a", "b", "c"};
+    static const char *ids[PEERS] = {"a", "b", "c", "d", "e"};
     memset(peers, 0, sizeof peers);
+    memset(cut_off, 0, sizeof cut_off);
+    n_peers = 3;
     for (int i = 0; i < PEERS; i++) {
         peers[i].id = ids[i];
         peer_start(i);
@@ -373,25 +377,34 @@ static void teardown(void)
     sm_log_set_sink(NULL, NULL);
 }
 
-/* Placement: api a/b, db b/c, front c/a, svc a/b. */
+/* Placement: node g owned by peer g mod n, its replica on the next peer
+ * (with three peers: api a/b, db b/c, front c/a, svc a/b). A peer the
+ * leader is cut off from is down as the leader sees it. */
 static void tick_all(void)
 {
-    static const char *members[PEERS] = {"a", "b", "c"};
+    static const char *members[PEERS] = {"a", "b", "c", "d", "e"};
     enum cons_health health[PEERS];
-    for (int i = 0; i < PEERS; i++) {
-        health[i] = peers[i].alive ? CONS_HEALTH_UP : CONS_HEALTH_DOWN;
+    for (int i = 0; i < n_peers; i++) {
+        health[i] = peers[i].alive && !cut_off[leader][i] && !cut_off[i][leader]
+                        ? CONS_HEALTH_UP
+                        : CONS_HEALTH_DOWN;
     }
-    static struct cons_place_entry place[4] = {
-        {"api", 1, 2}, {"db", 2, 3}, {"front", 3, 1}, {"svc", 1, 2}};
-    static const char *owner[4] = {"a", "b", "c", "a"};
-    static const char *replica[4] = {"b", "c", "a", "b"};
+    struct cons_place_entry place[N_GRAPH];
+    const char *owner[N_GRAPH], *replica[N_GRAPH];
+    for (int g = 0; g < N_GRAPH; g++) {
+        place[g] =
+            (struct cons_place_entry){graph[g], (uint64_t)(g % n_peers) + 1,
+                                      (uint64_t)((g + 1) % n_peers) + 1};
+        owner[g] = members[g % n_peers];
+        replica[g] = members[(g + 1) % n_peers];
+    }
     struct cons_shard_digest shards[16];
     struct node_train_view v = {
         .leader = peers[leader].alive ? peers[leader].id : "",
-        .n_members = PEERS,
+        .n_members = (size_t)n_peers,
         .members = members,
         .health = health,
-        .n_place = 4,
+        .n_place = N_GRAPH,
         .place = place,
         .place_owner = owner,
         .place_replica = replica,
@@ -399,7 +412,7 @@ static void tick_all(void)
     cons_fsm_versions(fsm, &v.versions);
     v.n_shards = cons_fsm_model_shards(fsm, shards, 16);
     v.shards = shards;
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; i < n_peers; i++) {
         if (!peers[i].alive) {
             continue;
         }
@@ -421,6 +434,7 @@ static void deliver(void)
         struct peer *p = &peers[batch[i].to];
         int lost = batch[i].to == lose_to && lose_count > 0;
         lose_count -= lost;
+        lost |= cut_off[batch[i].from][batch[i].to];
         if (p->alive && !lost) {
             node_train_recv(p->t, peers[batch[i].from].id, batch[i].type,
                             batch[i].data, batch[i].len);
@@ -446,7 +460,7 @@ static int run(int (*done)(void))
 
 static int all_alive_have_v1(void)
 {
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; i < n_peers; i++) {
         if (peers[i].alive && peers[i].version < 1) {
             return 0;
         }
@@ -463,7 +477,7 @@ static void give_windows(int i, uint64_t from, uint64_t to)
 
 static void give_all(uint64_t from, uint64_t to)
 {
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; i < n_peers; i++) {
         give_windows(i, from, to);
     }
 }
@@ -490,7 +504,7 @@ static void test_round_across_owners(void)
     CHECK_EQ(st.rounds_committed, 1u);
     CHECK_EQ(st.shards_received, 2u);
     CHECK(st.round_ms > 0);
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; i < n_peers; i++) {
         node_train_stats(peers[i].t, &st);
         CHECK_EQ(st.installs, 1u);
     }
@@ -678,6 +692,47 @@ static void test_request_survives_failover(void)
     peer_start(0); /* for teardown */
 }
 
+static int all_five_have_v1(void)
+{
+    for (int i = 0; i < 5; i++) {
+        if (peers[i].version < 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int four_have_v1(void)
+{
+    for (int i = 0; i < 5; i++) {
+        if (i != 2 && peers[i].version < 1) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void test_five_peers_partition(void)
+{
+    n_peers = 5; /* owners a b c d, replicas b c d e */
+    give_all(1, 10);
+    /* c is cut off from the leader both ways: down as a sees it */
+    cut_off[0][2] = cut_off[2][0] = 1;
+    REQUIRE(run(four_have_v1));
+    CHECK_EQ(model_commits, 1u);
+    CHECK_EQ(peers[2].trained[2], 0u); /* front went to its replica d */
+    CHECK_EQ(peers[3].trained[2], 1u);
+    CHECK_EQ(peers[3].trained[3], 1u); /* and d trained its own, svc */
+    CHECK_EQ(peers[2].version, 0u);    /* c never heard of the model */
+    /* healed: c sees version 1 in the log and fetches it */
+    cut_off[0][2] = cut_off[2][0] = 0;
+    REQUIRE(run(all_five_have_v1));
+    CHECK_EQ(model_commits, 1u);
+    struct node_train_stats st;
+    node_train_stats(peers[2].t, &st);
+    CHECK_EQ(st.installs, 1u);
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -725,6 +780,8 @@ static const struct check_test tests[] = {
     {"a silent owner's shard moves on", test_silent_owner},
     {"leader killed mid-round: one commit", test_leader_killed_mid_round},
     {"a follower's train request starts a round", test_requested_round},
+    {"five peers, one cut off from the leader, then healed",
+     test_five_peers_partition},
     {"a train request survives a leader failover",
      test_request_survives_failover},
     {"lost windows are sent again until acknowledged",
