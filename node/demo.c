@@ -617,8 +617,7 @@ static int run(struct demo *d, FILE *quiet)
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "      model v%" PRIu64 " on %s, trained on %" PRIu64
-            " windows.\n",
+            "      model v%" PRIu64 " on %s, trained on %" PRIu64 " windows.\n",
             f.model_version, tp->id, f.last_round_windows);
     char faults[320];
     snprintf(faults, sizeof faults, "%s/faults.txt", d->dir);

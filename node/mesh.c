@@ -11,6 +11,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "cbn/cbn.h"
 #include "consensus/consensus.h"
 #include "node/json.h"
 #include "node/mesh_link_impl.h"
@@ -37,7 +38,8 @@ struct action_item
     char id[CONS_ID_MAX + 1];
     int decide; /* the decision itself (done once it exists) */
     enum cons_action_state target;
-    uint8_t *blob; /* the encoded command */
+    uint64_t time_ms; /* of the command (retention's watermark) */
+    uint8_t *blob;    /* the encoded command */
     size_t len;
 };
 
@@ -511,10 +513,17 @@ static void send_outbox(struct node_mesh *m, uint64_t now)
         return;
     }
     const struct cons_fsm *fsm = cons_node_fsm(m->node);
+    struct cons_fsm_counts c;
+    cons_fsm_counts(fsm, &c);
     size_t kept = 0;
     for (size_t i = 0; i < m->n_outbox; i++) {
         struct cons_diagnosis d;
-        if (cons_fsm_diagnosis_get(fsm, m->outbox[i].id, &d) == SM_OK) {
+        /* In the log, or older than what retention dropped (the log
+         * refuses it as stale): either way done. */
+        int stale = c.diagnoses_dropped > 0 &&
+                    m->outbox[i].time_ms <= c.diagnoses_dropped_ms;
+        if (stale ||
+            cons_fsm_diagnosis_get(fsm, m->outbox[i].id, &d) == SM_OK) {
             sm_free(m->outbox[i].json);
         } else {
             m->outbox[kept++] = m->outbox[i];
@@ -554,7 +563,10 @@ static int action_done(const struct cons_fsm *fsm, const struct action_item *a)
 {
     struct cons_action act;
     if (cons_fsm_action_get(fsm, a->id, &act) != SM_OK) {
-        return 0;
+        /* dropped by retention (or never to be accepted): give up */
+        struct cons_fsm_counts c;
+        cons_fsm_counts(fsm, &c);
+        return c.actions_dropped > 0 && a->time_ms <= c.actions_dropped_ms;
     }
     return a->decide || cons_action_state_reached(act.state, a->target);
 }
@@ -985,12 +997,30 @@ static void train_propose(void *arg, const struct cons_cmd *cmd)
     }
 }
 
+/* A peer without a model takes part in rounds only to say so: it
+ * acknowledges windows (so senders stop resending them) without keeping
+ * them, and answers a training request with a failure at once. */
+static int ack_only_window(void *arg,
+                           const uint8_t *data,
+                           size_t len,
+                           uint64_t *end_ns)
+{
+    (void)arg;
+    struct cbn_window *w;
+    int rv = cbn_window_decode(data, len, &w);
+    if (rv == SM_OK) {
+        *end_ns = w->end_ns;
+        cbn_window_free(w);
+    }
+    return rv;
+}
+
 static int start_train(struct node_mesh *m, const struct node_mesh_config *cfg)
 {
-    if (cfg->train == NULL || cfg->train->round_windows == NULL) {
-        return SM_OK;
+    struct node_train_env env = {.add_window = ack_only_window};
+    if (cfg->train != NULL && cfg->train->round_windows != NULL) {
+        env = *cfg->train;
     }
-    struct node_train_env env = *cfg->train;
     env.net_arg = m;
     env.send = train_send;
     env.propose = train_propose;
@@ -1268,6 +1298,7 @@ int node_mesh_add_action(struct node_mesh *m, const struct cons_cmd *cmd)
              decide ? cmd->u.decision.id : cmd->u.action.id);
     a->decide = decide;
     a->target = decide ? CONS_ACT_PENDING : cmd->u.action.state;
+    a->time_ms = decide ? cmd->u.decision.time_ms : cmd->u.action.time_ms;
     m->n_actions++;
     m->actions_sent_ms = 0;
     return SM_OK;
@@ -1490,9 +1521,12 @@ int node_mesh_action_owner(const struct node_mesh *m,
     const struct cons_fsm *fsm = cons_node_fsm(m->node);
     struct cons_action act;
     struct cons_diagnosis diag;
-    if (cons_fsm_action_get(fsm, id, &act) != SM_OK ||
-        cons_fsm_diagnosis_get(fsm, act.diagnosis_id, &diag) != SM_OK) {
+    if (cons_fsm_action_get(fsm, id, &act) != SM_OK) {
         return SM_ENOTFOUND;
+    }
+    if (cons_fsm_diagnosis_get(fsm, act.diagnosis_id, &diag) != SM_OK) {
+        peer[0] = '\0'; /* its diagnosis was dropped: decider unknown */
+        return SM_OK;
     }
     struct sm_arena arena;
     sm_arena_init(&arena, 4 * strlen(diag.json) + 4096);
@@ -1538,7 +1572,23 @@ int node_mesh_forward_action(struct node_mesh *m,
     int n = snprintf(text, sizeof text, "act\n%s %s",
                      rollback ? "rollback" : "approve", id);
     const struct node_link_ops *ops = node_mesh_link_ops(m->link);
-    return ops->send(ops->arg, peer, TP_MSG_FWD_REQ, 0, text, (size_t)n);
+    if (peer[0] != '\0') {
+        return ops->send(ops->arg, peer, TP_MSG_FWD_REQ, 0, text, (size_t)n);
+    }
+    /* decider unknown: every other member; only the decider has it */
+    struct cons_peer peers[MEMBERS_MAX];
+    size_t k = cons_node_members(m->node, peers, MEMBERS_MAX);
+    int rv = SM_ENOTFOUND;
+    for (size_t i = 0; i < k && i < MEMBERS_MAX; i++) {
+        char id2[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        if (split_raft_addr(peers[i].address, id2, addr) &&
+            strcmp(id2, m->self) != 0 &&
+            ops->send(ops->arg, id2, TP_MSG_FWD_REQ, 0, text, (size_t)n) ==
+                SM_OK) {
+            rv = SM_OK;
+        }
+    }
+    return rv;
 }
 
 int node_mesh_train_request(struct node_mesh *m)

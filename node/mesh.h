@@ -133,17 +133,18 @@ int node_mesh_send(struct node_mesh *m,
                    size_t len);
 
 /* The peer that decided the logged action @id (the "decided_by" of its
- * diagnosis in the log), copied into @peer. Returns SM_OK, or
- * SM_ENOTFOUND when the log has no such action or its diagnosis (dropped
- * by retention) or names no peer. */
+ * diagnosis in the log), copied into @peer; "" when the log no longer has
+ * the diagnosis (retention dropped it). Returns SM_OK, or SM_ENOTFOUND
+ * when the log has no such action or its diagnosis names no peer. */
 int node_mesh_action_owner(const struct node_mesh *m,
                            const char *id,
                            char peer[TP_PEER_ID_MAX + 1]);
 
 /* Asks @peer, over the secure link, to approve (@rollback 0) or roll back
  * action @id: approve and rollback act on the deciding peer's agent, so a
- * peer that did not decide forwards them. Best effort; returns SM_OK
- * (sent), SM_EINVAL (a bad id) or the link's error. */
+ * peer that did not decide forwards them; @peer "" asks every other member
+ * (only the decider holds the action). Best effort; returns SM_OK (sent),
+ * SM_EINVAL (a bad id) or the link's error. */
 int node_mesh_forward_action(struct node_mesh *m,
                              const char *peer,
                              int rollback,

@@ -49,6 +49,7 @@ struct call
     unsigned *owner; /* per node: 0 here, else index + 1 into peers */
     size_t n_peers;
     peer_id peers[PEERS_MAX];
+    unsigned char dead[PEERS_MAX]; /* timed out once: here from then on */
     uint64_t t0;
 };
 
@@ -167,8 +168,15 @@ int node_sweep_new(uv_loop_t *loop,
     s->ops = *ops;
     s->timeout_ms = timeout_ms ? timeout_ms : 2000;
     s->next_id = 1;
-    if (uv_mutex_init(&s->mu) != 0 || uv_cond_init(&s->cv) != 0 ||
-        uv_async_init(loop, &s->async, on_async) != 0) {
+    int mu = uv_mutex_init(&s->mu) == 0;
+    int cv = mu && uv_cond_init(&s->cv) == 0;
+    if (!cv || uv_async_init(loop, &s->async, on_async) != 0) {
+        if (cv) {
+            uv_cond_destroy(&s->cv);
+        }
+        if (mu) {
+            uv_mutex_destroy(&s->mu);
+        }
         sm_free(s->names);
         sm_free(s->owners);
         sm_free(s);
@@ -310,7 +318,8 @@ void node_sweep_stats(struct node_sweep *s, struct node_sweep_stats *out)
 static unsigned c_owner(void *arg, size_t node)
 {
     struct call *c = arg;
-    return node < c->n_nodes ? c->owner[node] : 0;
+    unsigned o = node < c->n_nodes ? c->owner[node] : 0;
+    return o != 0 && c->dead[o - 1] ? 0 : o;
 }
 
 static void c_exchange(void *arg,
@@ -397,6 +406,11 @@ static void c_exchange(void *arg,
         }
     }
     s->st.timeouts += x.n - x.got;
+    for (size_t k = 0; k < n; k++) {
+        if (!done[k]) {
+            c->dead[owners[k] - 1] = 1; /* no second wait on it */
+        }
+    }
     uv_mutex_unlock(&s->mu);
     sm_free(peers);
     sm_free(done);

@@ -26,12 +26,16 @@ enum msg_kind {
     MSG_WACK,      /* member -> window maker: windows received, by end */
 };
 
-#define NAMES_MAX    CONS_LIST_MAX
-#define JOBS_MAX     8
-#define WINDOW_BATCH ((size_t)4 << 20) /* bytes of windows per message */
-#define FAILS_MAX    3                 /* FAILs before a node moves on */
-#define UNACKED_MAX  4096              /* windows waiting for an ack */
-#define RESEND_MAX   64                /* windows resent per peer per tick */
+#define NAMES_MAX CONS_LIST_MAX
+#define JOBS_MAX  8
+#define WINDOW_BATCH                                        \
+    ((size_t)3 << 20)      /* bytes of windows per message: \
+                              under the net's 4 MiB */
+#define FAILS_MAX     3    /* FAILs before a node moves on */
+#define UNACKED_MAX   4096 /* windows waiting for an ack */
+#define RESEND_MAX    64   /* windows resent per peer per tick */
+#define WACK_MAX      4096 /* ends in one acknowledgement */
+#define CATCHUP_PEERS 8    /* peers caught up per retry period */
 
 /* ---- Bytes in and out ---------------------------------------------------- */
 
@@ -106,6 +110,24 @@ static void w_spec(struct wbuf *b, const struct node_train_spec *s)
     w_u64(b, s->n_windows);
     w_raw(b, s->digest, sizeof s->digest);
     w_u64(b, s->prev_version);
+}
+
+/* A short name of a spec: a restarted round with other windows has
+ * another, so answers for an earlier attempt are told apart. */
+static uint64_t spec_id(const struct node_train_spec *spec)
+{
+    struct wbuf b = {0};
+    w_spec(&b, spec);
+    uint8_t d[TP_DIGEST_SIZE];
+    uint64_t id = 0;
+    if (!b.failed) {
+        tp_digest(b.p, b.len, d);
+        for (int i = 0; i < 8; i++) {
+            id |= (uint64_t)d[i] << (8 * i);
+        }
+    }
+    sm_free(b.p);
+    return id;
 }
 
 struct rbuf
@@ -217,7 +239,9 @@ struct round
     int cbn_known;
     uint8_t cbn_digest[32];
     uint64_t cbn_size;
-    uint64_t catchup_ms; /* last catch-up sent (to anyone) */
+    uint64_t spec_id; /* names this attempt's spec in SHARD and FAIL */
+    peer_id catchup_peer[CATCHUP_PEERS]; /* last catch-ups, by peer */
+    uint64_t catchup_ms[CATCHUP_PEERS];
 };
 
 /* A training this peer runs: for whom, and for which round. */
@@ -225,6 +249,7 @@ struct job
 {
     uint64_t id;
     uint64_t round;
+    uint64_t spec_id;  /* of the spec it trains for */
     peer_id requester; /* self: the leader's own share */
 };
 
@@ -274,8 +299,15 @@ struct node_train
     uint64_t fetch_ms;
     int installing;
     uint64_t install_version;
-    uint64_t failed_install; /* version whose install failed (no retry
-                                until new shards arrive) */
+    uint64_t failed_install; /* version whose install failed: tried again
+                                after fetch_ms, or with new shards */
+    uint64_t failed_install_ms;
+    uint64_t stuck_since_ms;  /* leader: lacking the committed model */
+    uint64_t start_failed_ms; /* leader: a round could not start */
+    /* The committed model's shards as the log lists them (last tick). */
+    size_t n_commit;
+    struct cons_shard_digest *commit; /* NAMES_MAX; names in commit_names */
+    node_name *commit_names;
 
     struct unacked *unacked; /* UNACKED_MAX, oldest first */
     size_t n_unacked;
@@ -399,7 +431,12 @@ int node_train_new(const struct node_train_config *config,
     t->env = *env;
     t->next_job = 1;
     t->unacked = sm_calloc(UNACKED_MAX, sizeof *t->unacked);
-    if (t->unacked == NULL) {
+    t->commit = sm_calloc(NAMES_MAX, sizeof *t->commit);
+    t->commit_names = sm_calloc(NAMES_MAX, sizeof *t->commit_names);
+    if (t->unacked == NULL || t->commit == NULL || t->commit_names == NULL) {
+        sm_free(t->unacked);
+        sm_free(t->commit);
+        sm_free(t->commit_names);
         sm_free(t);
         return SM_ENOMEM;
     }
@@ -417,6 +454,8 @@ void node_train_free(struct node_train *t)
     model_set_clear(&t->pending);
     sm_free(t->members);
     sm_free(t->unacked);
+    sm_free(t->commit);
+    sm_free(t->commit_names);
     sm_free(t);
 }
 
@@ -649,10 +688,22 @@ static int catchup_one(void *arg, const uint8_t *w, size_t len)
 static void send_catchup(struct node_train *t, const char *peer, uint64_t now)
 {
     struct round *r = &t->round;
-    if (r->catchup_ms != 0 && now < r->catchup_ms + t->cfg.retry_ms) {
-        return; /* one catch-up per retry period */
+    size_t slot = 0; /* this peer's, else the oldest */
+    for (size_t i = 0; i < CATCHUP_PEERS; i++) {
+        if (strcmp(r->catchup_peer[i], peer) == 0) {
+            slot = i;
+            break;
+        }
+        if (r->catchup_ms[i] < r->catchup_ms[slot]) {
+            slot = i;
+        }
     }
-    r->catchup_ms = now ? now : 1;
+    if (strcmp(r->catchup_peer[slot], peer) == 0 &&
+        now < r->catchup_ms[slot] + t->cfg.retry_ms) {
+        return; /* one catch-up per peer per retry period */
+    }
+    snprintf(r->catchup_peer[slot], sizeof r->catchup_peer[slot], "%s", peer);
+    r->catchup_ms[slot] = now ? now : 1;
     struct catchup c = {.t = t, .peer = peer};
     t->env.each_window(t->env.arg, r->spec.from_ns, r->spec.to_ns, catchup_one,
                        &c);
@@ -695,9 +746,16 @@ static uint64_t job_start(struct node_train *t,
     struct job *j = &t->jobs[t->n_jobs++];
     j->id = id;
     j->round = spec->round;
+    j->spec_id = spec_id(spec);
     snprintf(j->requester, sizeof j->requester, "%s", requester);
     return id;
 }
+
+static void send_fail(struct node_train *t,
+                      const char *peer,
+                      const struct job *j,
+                      int status,
+                      const char *why);
 
 static void recv_start(struct node_train *t, const char *peer, struct rbuf *b)
 {
@@ -718,7 +776,17 @@ static void recv_start(struct node_train *t, const char *peer, struct rbuf *b)
         r_str(b, names[i], CONS_NAME_MAX);
         ptrs[i] = names[i];
     }
-    if (!b->bad && b->off == b->len) {
+    if (t->env.train == NULL && !b->bad) {
+        struct job none = {.round = spec.round, .spec_id = spec_id(&spec)};
+        send_fail(t, peer, &none, SM_EUNSUPPORTED, "this peer has no model");
+        return;
+    }
+    int stale = strcmp(peer, t->leader) != 0 || spec.round <= t->committed;
+    if (!b->bad && b->off == b->len && stale) {
+        sm_log(SM_LOG_INFO, MOD,
+               "a training request from a past leader ignored",
+               "peer=%s round=%" PRIu64, peer, spec.round);
+    } else if (!b->bad && b->off == b->len) {
         sm_log(SM_LOG_INFO, MOD, "training shards for the leader",
                "leader=%s round=%" PRIu64 " nodes=%" PRIu32, peer, spec.round,
                n);
@@ -730,14 +798,15 @@ static void recv_start(struct node_train *t, const char *peer, struct rbuf *b)
 
 static void send_fail(struct node_train *t,
                       const char *peer,
-                      uint64_t round,
+                      const struct job *j,
                       int status,
                       const char *why)
 {
     struct wbuf b = {0};
     w_u8(&b, MSG_VERSION);
     w_u8(&b, MSG_FAIL);
-    w_u64(&b, round);
+    w_u64(&b, j->round);
+    w_u64(&b, j->spec_id);
     w_u32(&b, (uint32_t)status);
     w_str(&b, why[0] ? why : sm_errname(status));
     send_msg(t, peer, TP_MSG_TRAIN, &b);
@@ -746,14 +815,15 @@ static void send_fail(struct node_train *t,
 
 static void send_shard(struct node_train *t,
                        const char *peer,
-                       uint64_t round,
+                       const struct job *j,
                        const struct node_train_result *r,
                        const struct node_train_shard *s)
 {
     struct wbuf b = {0};
     w_u8(&b, MSG_VERSION);
     w_u8(&b, MSG_SHARD);
-    w_u64(&b, round);
+    w_u64(&b, j->round);
+    w_u64(&b, j->spec_id);
     w_raw(&b, r->cbn_digest, 32);
     w_u64(&b, r->cbn_size);
     w_str(&b, s->node);
@@ -851,15 +921,18 @@ static void ask(struct node_train *t, uint64_t now)
 
 static void start_round(struct node_train *t,
                         const struct node_train_view *v,
-                        uint64_t now)
+                        uint64_t now,
+                        int fresh)
 {
     struct round *r = &t->round;
     round_clear(r);
+    t->start_failed_ms = now ? now : 1; /* cleared once it started */
     if (t->env.round_windows(t->env.arg, &r->spec) != SM_OK) {
         return;
     }
     r->spec.round = v->versions.model_version + 1;
-    r->spec.prev_version = v->versions.model_version;
+    r->spec.prev_version = fresh ? 0 : v->versions.model_version;
+    r->spec_id = spec_id(&r->spec);
     node_name *names = sm_calloc(NAMES_MAX, sizeof *names);
     size_t n = 0;
     int rc = names == NULL ? SM_ENOMEM
@@ -888,6 +961,7 @@ static void start_round(struct node_train *t,
     sm_free(names);
     r->active = 1;
     r->started_ms = now ? now : 1;
+    t->start_failed_ms = 0;
     t->st.rounds_started++;
     sm_log(SM_LOG_INFO, MOD, "training round started",
            "round=%" PRIu64 " windows=%" PRIu64 " nodes=%zu remote=%zu",
@@ -943,10 +1017,36 @@ static int shard_cmp(const void *a, const void *b)
                   ((const struct cons_shard_digest *)b)->service);
 }
 
+/* Keeps the round's shards in the cache: they serve FETCH even if this
+ * peer loses the leadership before it sees the commit. */
+static int cache_round(struct node_train *t)
+{
+    struct round *r = &t->round;
+    if (t->cache.spec.round == r->spec.round &&
+        memcmp(&t->cache.spec, &r->spec, sizeof r->spec) == 0 &&
+        t->cache.n == r->n) {
+        return SM_OK;
+    }
+    model_set_clear(&t->cache);
+    t->cache.spec = r->spec;
+    for (size_t i = 0; i < r->n; i++) {
+        int rc = model_set_put(&t->cache, r->nodes[i].name, r->nodes[i].blob,
+                               r->nodes[i].len);
+        if (rc != SM_OK) {
+            model_set_clear(&t->cache);
+            return rc;
+        }
+    }
+    return SM_OK;
+}
+
 static void propose_commit(struct node_train *t,
                            const struct node_train_view *v)
 {
     struct round *r = &t->round;
+    if (cache_round(t) != SM_OK) {
+        return; /* out of memory: proposed again at a later tick */
+    }
     uint64_t cbn_version = v->versions.cbn_version;
     if (cbn_version == 0 ||
         memcmp(v->versions.cbn_digest.b, r->cbn_digest, 32) != 0) {
@@ -1014,7 +1114,9 @@ static void send_model(struct node_train *t,
     }
 }
 
-static void start_install(struct node_train *t, const struct model_set *s)
+static void start_install(struct node_train *t,
+                          const struct model_set *s,
+                          uint64_t now)
 {
     int rc = t->env.install(t->env.arg, &s->spec,
                             (const uint8_t *const *)s->blobs, s->lens, s->n);
@@ -1024,6 +1126,7 @@ static void start_install(struct node_train *t, const struct model_set *s)
     } else {
         t->st.install_failures++;
         t->failed_install = s->spec.round;
+        t->failed_install_ms = now;
         sm_log(SM_LOG_WARN, MOD, "cannot install the committed model",
                "version=%" PRIu64 " error=%s", s->spec.round, sm_errname(rc));
     }
@@ -1036,15 +1139,6 @@ static void round_committed(struct node_train *t,
                             uint64_t now)
 {
     struct round *r = &t->round;
-    model_set_clear(&t->cache);
-    t->cache.spec = r->spec;
-    for (size_t i = 0; i < r->n; i++) {
-        if (model_set_put(&t->cache, r->nodes[i].name, r->nodes[i].blob,
-                          r->nodes[i].len) != SM_OK) {
-            model_set_clear(&t->cache);
-            break;
-        }
-    }
     if (!matches_commit(&t->cache, v)) {
         /* Another leader committed this version with other shards: ours
          * are not the model; members fetch it from whoever has it. */
@@ -1069,7 +1163,7 @@ static void round_committed(struct node_train *t,
     round_clear(r);
     if (t->env.model_version(t->env.arg) < t->cache.spec.round &&
         !t->installing) {
-        start_install(t, &t->cache);
+        start_install(t, &t->cache, now);
     }
 }
 
@@ -1084,17 +1178,37 @@ static void lead(struct node_train *t,
     }
     if (!r->active) {
         uint64_t have = t->env.model_version(t->env.arg);
+        uint64_t committed = v->versions.model_version;
+        if (have < committed) {
+            /* Nobody sent the committed model (its shards were lost with
+             * a leader): after a while, train the next one from scratch. */
+            t->stuck_since_ms = t->stuck_since_ms ? t->stuck_since_ms : now;
+            if (!t->installing && now >= t->stuck_since_ms + t->cfg.answer_ms) {
+                sm_log(SM_LOG_WARN, MOD,
+                       "the committed model cannot be fetched: training the "
+                       "next from scratch",
+                       "version=%" PRIu64, committed);
+                t->stuck_since_ms = now;
+                start_round(t, v, now, 1);
+            }
+            return;
+        }
+        t->stuck_since_ms = 0;
+        if (t->start_failed_ms != 0 &&
+            now < t->start_failed_ms + 5 * t->cfg.retry_ms) {
+            return; /* a round could not start: not again at once */
+        }
         /* With other members, wait for the first placement: the round
          * is then spread over the owners instead of the leader alone. */
         int placed = v->n_place > 0 || v->n_members <= 1;
-        if (!t->installing && have == v->versions.model_version && placed &&
-            (t->want > v->versions.model_version ||
-             t->env.round_due(t->env.arg))) {
-            start_round(t, v, now);
+        if (!t->installing && have == committed && placed &&
+            (t->want > committed || t->env.round_due(t->env.arg))) {
+            start_round(t, v, now, 0);
         }
         return;
     }
-    if (now >= r->started_ms + 2 * t->cfg.answer_ms) {
+    /* owner, replica and leader each get answer_ms */
+    if (now >= r->started_ms + 4 * t->cfg.answer_ms) {
         sm_log(SM_LOG_WARN, MOD, "training round abandoned: too slow",
                "round=%" PRIu64, r->spec.round);
         round_clear(r);
@@ -1112,6 +1226,7 @@ static void lead(struct node_train *t,
 static void recv_shard(struct node_train *t, const char *peer, struct rbuf *b)
 {
     uint64_t round = r_u64(b);
+    uint64_t sid = r_u64(b);
     const uint8_t *cbn = r_raw(b, 32);
     uint64_t cbn_size = r_u64(b);
     node_name name;
@@ -1122,17 +1237,20 @@ static void recv_shard(struct node_train *t, const char *peer, struct rbuf *b)
     if (b->bad || b->off != b->len) {
         return;
     }
-    if (!t->is_leader || !r->active || r->spec.round != round) {
-        return; /* a dead round's answer */
+    if (!t->is_leader || !r->active || r->spec.round != round ||
+        r->spec_id != sid) {
+        return; /* a dead round's answer, or an earlier attempt's */
     }
     if (r->cbn_known && memcmp(r->cbn_digest, cbn, 32) != 0) {
         sm_log(SM_LOG_WARN, MOD, "a shard for another CBN dropped",
                "peer=%s node=%s", peer, name);
         return;
     }
+    /* Any peer's shard for this spec will do: the same windows and model
+     * give the same shard, so a slow owner's late answer still counts. */
     struct rnode *n = round_node(r, name);
-    if (n == NULL || n->blob != NULL || strcmp(n->peer, peer) != 0) {
-        return; /* not asked of this peer (any more) */
+    if (n == NULL || n->blob != NULL) {
+        return;
     }
     n->blob = sm_malloc(len ? len : 1);
     if (n->blob == NULL) {
@@ -1154,12 +1272,13 @@ static void recv_fail(struct node_train *t,
                       uint64_t now)
 {
     uint64_t round = r_u64(b);
+    uint64_t sid = r_u64(b);
     int status = (int)r_u32(b);
     char why[SM_ERRMSG_SIZE];
     r_str(b, why, sizeof why - 1);
     struct round *r = &t->round;
     if (b->bad || b->off != b->len || !t->is_leader || !r->active ||
-        r->spec.round != round) {
+        r->spec.round != round || r->spec_id != sid) {
         return;
     }
     sm_log(SM_LOG_WARN, MOD, "a peer could not train its shards",
@@ -1178,6 +1297,22 @@ static void recv_fail(struct node_train *t,
 
 /* ---- Members: installing committed models -------------------------------- */
 
+/* Whether @name's shard with these bytes is in the committed model. */
+static int in_commit(const struct node_train *t,
+                     const char *name,
+                     const uint8_t *blob,
+                     size_t len)
+{
+    for (size_t i = 0; i < t->n_commit; i++) {
+        if (strcmp(t->commit_names[i], name) == 0) {
+            uint8_t d[TP_DIGEST_SIZE];
+            tp_digest(blob, len, d);
+            return memcmp(d, t->commit[i].digest.b, TP_DIGEST_SIZE) == 0;
+        }
+    }
+    return 0;
+}
+
 static void recv_model(struct node_train *t, const char *peer, struct rbuf *b)
 {
     struct node_train_spec spec;
@@ -1186,12 +1321,17 @@ static void recv_model(struct node_train *t, const char *peer, struct rbuf *b)
     r_str(b, name, CONS_NAME_MAX);
     size_t len;
     const uint8_t *blob = r_bytes(b, &len);
-    if (b->bad || b->off != b->len) {
+    if (b->bad || b->off != b->len || t->env.install == NULL) {
         return;
     }
-    (void)peer;
     if (spec.round <= t->env.model_version(t->env.arg) ||
-        spec.round < t->pending.spec.round) {
+        spec.round < t->pending.spec.round || spec.round > t->committed + 1) {
+        return;
+    }
+    if (spec.round == t->committed && !in_commit(t, name, blob, len)) {
+        sm_log(SM_LOG_WARN, MOD,
+               "a shard that is not the committed one dropped",
+               "peer=%s node=%s version=%" PRIu64, peer, name, spec.round);
         return;
     }
     if (spec.round != t->pending.spec.round ||
@@ -1212,39 +1352,62 @@ static void recv_fetch(struct node_train *t, const char *peer, struct rbuf *b)
     }
     if (t->cache.n > 0 && t->cache.spec.round == version) {
         send_model(t, peer, &t->cache);
+    } else if (t->pending.n > 0 && t->pending.spec.round == version) {
+        send_model(t, peer, &t->pending);
     }
 }
 
-/* Installs or fetches the committed model when this peer lacks it. */
+/* Whether an install of version @v may start now: not right after one
+ * failed (tried again after fetch_ms). */
+static int may_install(const struct node_train *t, uint64_t v, uint64_t now)
+{
+    return t->failed_install != v ||
+           now >= t->failed_install_ms + t->cfg.fetch_ms;
+}
+
+/* Installs or fetches the committed model when this peer lacks it: from
+ * the shards pushed to it or kept from its own round; else, after
+ * fetch_ms without them, asks the leader (a leader asks every member). */
 static void follow(struct node_train *t,
                    const struct node_train_view *v,
                    uint64_t now)
 {
     uint64_t want = v->versions.model_version;
-    if (want == 0 || t->installing ||
+    if (t->env.install == NULL || want == 0 || t->installing ||
         t->env.model_version(t->env.arg) >= want) {
+        t->fetch_ms = 0;
         return;
     }
-    if (t->pending.spec.round == want && t->failed_install != want &&
+    if (t->pending.spec.round == want && may_install(t, want, now) &&
         matches_commit(&t->pending, v)) {
-        start_install(t, &t->pending);
+        start_install(t, &t->pending, now);
         return;
     }
-    if (t->is_leader && t->cache.spec.round == want &&
-        t->failed_install != want) {
-        start_install(t, &t->cache);
+    if (t->cache.spec.round == want && may_install(t, want, now) &&
+        matches_commit(&t->cache, v)) {
+        start_install(t, &t->cache, now);
         return;
     }
-    if (!t->is_leader && v->leader[0] != '\0' &&
-        (t->fetch_ms == 0 || now >= t->fetch_ms + t->cfg.fetch_ms)) {
-        t->fetch_ms = now ? now : 1;
-        struct wbuf b = {0};
-        w_u8(&b, MSG_VERSION);
-        w_u8(&b, MSG_FETCH);
-        w_u64(&b, want);
-        send_msg(t, v->leader, TP_MSG_TRAIN, &b);
-        sm_free(b.p);
+    if (t->fetch_ms == 0) {
+        t->fetch_ms = now ? now : 1; /* the leader pushes it: wait first */
+        return;
     }
+    if (now < t->fetch_ms + t->cfg.fetch_ms) {
+        return;
+    }
+    t->fetch_ms = now ? now : 1;
+    struct wbuf b = {0};
+    w_u8(&b, MSG_VERSION);
+    w_u8(&b, MSG_FETCH);
+    w_u64(&b, want);
+    for (size_t i = 0; i < t->n_members; i++) {
+        const char *m = t->members[i];
+        if (strcmp(m, t->self) != 0 && (t->is_leader || v->leader[0] == '\0' ||
+                                        strcmp(m, v->leader) == 0)) {
+            send_msg(t, m, TP_MSG_TRAIN, &b);
+        }
+    }
+    sm_free(b.p);
 }
 
 void node_train_installed(struct node_train *t,
@@ -1264,6 +1427,7 @@ void node_train_installed(struct node_train *t,
     }
     t->st.install_failures++;
     t->failed_install = t->install_version;
+    t->failed_install_ms = t->now_ms;
     sm_log(SM_LOG_WARN, MOD, "model install failed",
            "version=%" PRIu64 " error=%s cause=\"%s\"", t->install_version,
            sm_errname(status), errmsg ? errmsg : "");
@@ -1284,19 +1448,20 @@ void node_train_trained(struct node_train *t,
     t->st.shards_trained += res->status == SM_OK ? res->n : 0;
     if (strcmp(copy.requester, t->self) != 0) {
         if (res->status != SM_OK) {
-            send_fail(t, copy.requester, copy.round, res->status,
+            send_fail(t, copy.requester, &copy, res->status,
                       res->errmsg ? res->errmsg : "");
             return;
         }
         for (size_t i = 0; i < res->n; i++) {
-            send_shard(t, copy.requester, copy.round, res, &res->shards[i]);
+            send_shard(t, copy.requester, &copy, res, &res->shards[i]);
         }
         return;
     }
     /* The leader's own share. */
     struct round *r = &t->round;
-    if (!t->is_leader || !r->active || r->spec.round != copy.round) {
-        return;
+    if (!t->is_leader || !r->active || r->spec.round != copy.round ||
+        r->spec_id != copy.spec_id) {
+        return; /* an earlier attempt's */
     }
     if (res->status != SM_OK) {
         sm_log(SM_LOG_WARN, MOD, "the leader could not train its shards",
@@ -1362,6 +1527,13 @@ static void pursue_want(struct node_train *t, uint64_t now)
 
 static void take_view(struct node_train *t, const struct node_train_view *v)
 {
+    t->n_commit = v->n_shards < NAMES_MAX ? v->n_shards : NAMES_MAX;
+    for (size_t i = 0; i < t->n_commit; i++) {
+        snprintf(t->commit_names[i], sizeof t->commit_names[i], "%s",
+                 v->shards[i].service);
+        t->commit[i].service = t->commit_names[i];
+        t->commit[i].digest = v->shards[i].digest;
+    }
     snprintf(t->self, sizeof t->self, "%s", v->self);
     snprintf(t->leader, sizeof t->leader, "%s", v->leader);
     t->is_leader = v->is_leader;
@@ -1390,7 +1562,7 @@ void node_train_tick(struct node_train *t,
                "round=%" PRIu64, t->round.spec.round);
         round_clear(&t->round);
     }
-    if (v->is_leader) {
+    if (v->is_leader && t->env.round_windows != NULL) {
         lead(t, v, now_ms);
     }
     follow(t, v, now_ms);
@@ -1405,6 +1577,11 @@ void node_train_recv(struct node_train *t,
                      size_t len)
 {
     t->st.bytes_received += len;
+    if (!is_member(t, peer)) {
+        sm_log(SM_LOG_WARN, MOD, "a training message from a non-member dropped",
+               "peer=%s", peer);
+        return;
+    }
     if (type == TP_MSG_WINDOW) {
         recv_windows(t, peer, data, len);
         return;
@@ -1433,6 +1610,9 @@ void node_train_recv(struct node_train *t,
             break;
         case MSG_REQUEST: {
             uint64_t want = r_u64(&b);
+            /* at most the next version: a request cannot order a train of
+             * rounds */
+            want = want > t->committed + 1 ? t->committed + 1 : want;
             if (!b.bad && b.off == b.len && want > t->want) {
                 t->want = want; /* pursued if this peer leads, now or later */
             }
@@ -1483,6 +1663,7 @@ int node_train_check_message(const void *data, size_t len)
         }
         case MSG_SHARD:
             r_u64(&b);
+            r_u64(&b);
             r_raw(&b, 32);
             r_u64(&b);
             r_str(&b, name, CONS_NAME_MAX);
@@ -1490,6 +1671,7 @@ int node_train_check_message(const void *data, size_t len)
             break;
         case MSG_FAIL: {
             char why[SM_ERRMSG_SIZE];
+            r_u64(&b);
             r_u64(&b);
             r_u32(&b);
             r_str(&b, why, sizeof why - 1);
@@ -1508,7 +1690,7 @@ int node_train_check_message(const void *data, size_t len)
             break;
         case MSG_WACK: {
             uint32_t k = r_u32(&b);
-            if (k > (len - b.off) / 8) {
+            if (k > WACK_MAX || k > (len - b.off) / 8) {
                 return SM_EMALFORMED;
             }
             for (uint32_t i = 0; i < k; i++) {

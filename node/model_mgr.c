@@ -1836,16 +1836,23 @@ int node_model_mgr_round_windows(const struct node_model_mgr *m,
     if (m->count < NODE_MODEL_ROUND_MIN_WINDOWS) {
         return SM_EAGAIN;
     }
+    /* A round takes minutes and every peer installs its windows after it
+     * commits: leave a tenth of the history free, so that the windows
+     * arriving meanwhile evict none of the round's. */
+    size_t keep = m->cfg.max_windows - m->cfg.max_windows / 10;
+    keep = keep < NODE_MODEL_ROUND_MIN_WINDOWS ? NODE_MODEL_ROUND_MIN_WINDOWS
+                                               : keep;
+    size_t lo = m->count > keep ? m->count - keep : 0;
     /* round_digest() over the ring, which may wrap. */
     struct hash h;
     hash_init(&h);
-    for (size_t i = 0; i < m->count; i++) {
+    for (size_t i = lo; i < m->count; i++) {
         hash_update(&h, (*hist_slot(m, i))->leaf, HASH_SIZE);
     }
     hash_final(&h, digest);
-    *from_ns = (*hist_slot(m, 0))->w->end_ns - 1;
+    *from_ns = (*hist_slot(m, lo))->w->end_ns - 1;
     *to_ns = (*hist_slot(m, m->count - 1))->w->end_ns;
-    *n = m->count;
+    *n = m->count - lo;
     return SM_OK;
 }
 

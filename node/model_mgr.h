@@ -245,7 +245,9 @@ int node_model_mgr_train_now(struct node_model_mgr *m);
 /* Fewest windows a round may cover (gvae_train's minimum). */
 #define NODE_MODEL_ROUND_MIN_WINDOWS 8
 
-/* Describes the round of the whole current history for the leader: its
+/* Describes the round of the current history for the leader (its newest
+ * nine tenths of max_windows at most, so the windows that arrive while a
+ * round trains and installs do not evict the round's own): its
  * windows end in (*@from_ns, *@to_ns], where *@from_ns is the oldest window's
  * end minus 1 and *@to_ns the newest one's; *@n is their number and @digest
  * gets the round digest above. Loop thread; cheap (no encoding). Returns

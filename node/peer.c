@@ -125,6 +125,7 @@ struct node_peer
     struct node_mesh_model *mm; /* the model behind training rounds */
     struct node_sweep *sweep;   /* diagnoses' passes across owners */
     uint64_t mesh_windows_replayed;
+    uint64_t mesh_trim_ticks;
     struct cbn_graph *graph;
     struct cbn_normals *normals;
     uv_timer_t tick;
@@ -589,6 +590,17 @@ static void on_tick(uv_timer_t *t)
     }
     close_windows(p);
     report_services(p);
+    /* Replicated windows age out like the peer's own, also on a peer
+     * that closes none itself. */
+    if (p->mesh_log != NULL && ++p->mesh_trim_ticks % 60 == 0) {
+        struct cbn_log_stats ls;
+        char err[SM_ERRMSG_SIZE] = "";
+        cbn_log_stats(p->mesh_log, &ls);
+        if (cbn_log_trim(p->mesh_log, ls.newest_time_ns, err) != SM_OK) {
+            sm_log(SM_LOG_WARN, MOD, "window log retention failed",
+                   "cause=\"%s\"", err);
+        }
+    }
 }
 
 /* ---- HTTP ------------------------------------------------------------------
@@ -1535,12 +1547,12 @@ static int forward_action(struct node_peer *p,
         reply_error(res, 503, "cannot reach the peer that decided the action");
         return 1;
     }
-    sm_log(SM_LOG_INFO, MOD,
-           "an operator's call forwarded to the action's peer",
-           "peer=%s call=%s action=%s", owner,
-           rollback ? "rollback" : "approve", id);
+    const char *to = owner[0] != '\0' ? owner : "*"; /* every member */
+    sm_log(
+        SM_LOG_INFO, MOD, "an operator's call forwarded to the action's peer",
+        "peer=%s call=%s action=%s", to, rollback ? "rollback" : "approve", id);
     reply(res, 202, "application/json",
-          "{\"id\":\"%s\",\"forwarded_to\":\"%s\"}\n", id, owner);
+          "{\"id\":\"%s\",\"forwarded_to\":\"%s\"}\n", id, to);
     return 1;
 }
 
@@ -2097,6 +2109,9 @@ void node_peer_stop(struct node_peer *p)
         p->http = NULL;
     }
     if (p->mesh != NULL) {
+        if (p->mm != NULL) {
+            node_mesh_model_attach(p->mm, NULL);
+        }
         p->open_handles++;
         node_mesh_stop(p->mesh, on_mesh_closed, p);
         p->mesh = NULL;
