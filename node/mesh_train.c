@@ -781,10 +781,10 @@ static void recv_start(struct node_train *t, const char *peer, struct rbuf *b)
         send_fail(t, peer, &none, SM_EUNSUPPORTED, "this peer has no model");
         return;
     }
-    int stale = strcmp(peer, t->leader) != 0 || spec.round <= t->committed;
-    if (!b->bad && b->off == b->len && stale) {
-        sm_log(SM_LOG_INFO, MOD,
-               "a training request from a past leader ignored",
+    /* From whoever leads as the sender sees it (this peer's view may lag
+     * an election), for a version not committed yet. */
+    if (!b->bad && b->off == b->len && spec.round <= t->committed) {
+        sm_log(SM_LOG_INFO, MOD, "a request for a committed version ignored",
                "peer=%s round=%" PRIu64, peer, spec.round);
     } else if (!b->bad && b->off == b->len) {
         sm_log(SM_LOG_INFO, MOD, "training shards for the leader",
@@ -1183,7 +1183,8 @@ static void lead(struct node_train *t,
             /* Nobody sent the committed model (its shards were lost with
              * a leader): after a while, train the next one from scratch. */
             t->stuck_since_ms = t->stuck_since_ms ? t->stuck_since_ms : now;
-            if (!t->installing && now >= t->stuck_since_ms + t->cfg.answer_ms) {
+            if (!t->installing &&
+                now >= t->stuck_since_ms + 4 * t->cfg.fetch_ms) {
                 sm_log(SM_LOG_WARN, MOD,
                        "the committed model cannot be fetched: training the "
                        "next from scratch",

@@ -25,7 +25,10 @@
  * Failover. Nothing of a round is in the log until MODEL_COMMIT: a new
  * leader simply starts the round again with the same version, and the log
  * keeps one MODEL_COMMIT per version. Owners still training for the dead
- * leader finish and their answers are lost with it.
+ * leader finish and their answers are lost with it. A leader that dies
+ * after its commit but before sending the shards leaves a version nobody
+ * holds: the new leader asks every member for it, and after four fetch
+ * periods without it trains the next version from scratch.
  *
  * The module is a state machine: time and the log's state come in through
  * node_train_tick(), messages through node_train_recv(), and everything it

@@ -733,6 +733,37 @@ static void test_five_peers_partition(void)
     CHECK_EQ(st.installs, 1u);
 }
 
+static int v1_committed(void)
+{
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    return v.model_version >= 1;
+}
+
+static void test_commit_without_shards(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(v1_committed));
+    /* a committed version 1 and died before sending anyone its shards */
+    peers[0].alive = 0;
+    node_train_free(peers[0].t);
+    peers[0].t = NULL;
+    peers[0].n_jobs = 0;
+    leader = 1;
+    for (size_t i = 0; i < q_len; i++) {
+        sm_free(queue[i].data);
+    }
+    q_len = 0;
+    /* b and c ask for version 1 in vain, then b trains version 2 afresh */
+    REQUIRE(run(alive_have_v2));
+    CHECK_EQ(model_commits, 2u);
+    CHECK_EQ(peers[1].version, 2u);
+    struct node_train_stats st;
+    node_train_stats(peers[1].t, &st);
+    CHECK_EQ(st.installs, 1u); /* version 1 was never installed */
+    peer_start(0);             /* for teardown */
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -782,6 +813,8 @@ static const struct check_test tests[] = {
     {"a follower's train request starts a round", test_requested_round},
     {"five peers, one cut off from the leader, then healed",
      test_five_peers_partition},
+    {"a commit whose shards died with the leader: the next trained afresh",
+     test_commit_without_shards},
     {"a train request survives a leader failover",
      test_request_survives_failover},
     {"lost windows are sent again until acknowledged",
