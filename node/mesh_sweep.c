@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "transport/transport.h"
 
@@ -74,22 +75,6 @@ struct node_sweep
     uint64_t next_id;
     struct node_sweep_stats st;
 };
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
 
 /* ---- Loop side ----------------------------------------------------------- */
 
@@ -252,8 +237,7 @@ void node_sweep_reply(struct node_sweep *s,
         settle(s, peer, id, NULL, 0);
         return;
     }
-    uint32_t status = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-                      (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t status = sm_get_le32(p);
     settle(s, peer, id, status == SM_OK ? p + 4 : NULL, len - 4);
 }
 
@@ -268,9 +252,7 @@ static void send_status(struct node_sweep *s,
     if (msg == NULL) {
         return;
     }
-    for (int i = 0; i < 4; i++) {
-        msg[i] = (uint8_t)((uint32_t)status >> (8 * i));
-    }
+    sm_put_le32(msg, (uint32_t)status);
     if (len > 0) {
         memcpy(msg + 4, rep, len);
     }
@@ -290,9 +272,9 @@ void node_sweep_serve(struct node_sweep *s,
     size_t rep_len = 0;
     int rc = SM_EMALFORMED;
     if (mgr != NULL && len > HEADER && p[16] <= 1) {
-        rc =
-            node_model_mgr_serve_pass(mgr, get_u64(p), get_u64(p + 8), p[16],
-                                      p + HEADER, len - HEADER, &rep, &rep_len);
+        rc = node_model_mgr_serve_pass(mgr, sm_get_le64(p), sm_get_le64(p + 8),
+                                       p[16], p + HEADER, len - HEADER, &rep,
+                                       &rep_len);
     }
     uv_mutex_lock(&s->mu);
     s->st.served++;
@@ -344,8 +326,8 @@ static void c_exchange(void *arg,
              (out[k]->data = sm_malloc(HEADER + lens[k])) != NULL;
         if (ok) {
             snprintf(out[k]->peer, sizeof out[k]->peer, "%s", peers[k]);
-            put_u64(out[k]->data, c->version);
-            put_u64(out[k]->data + 8, c->end_ns);
+            sm_put_le64(out[k]->data, c->version);
+            sm_put_le64(out[k]->data + 8, c->end_ns);
             out[k]->data[16] = (uint8_t)c->has_normals;
             memcpy(out[k]->data + HEADER, reqs[k], lens[k]);
             out[k]->len = HEADER + lens[k];

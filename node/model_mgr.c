@@ -75,6 +75,7 @@
 
 #include "base/alloc.h"
 #include "base/crc32c.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "transport/transport.h"
 
@@ -250,38 +251,6 @@ struct node_model_mgr
 
 /* ---- Small helpers ------------------------------------------------------- */
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        v |= (uint32_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
 /* The history's @i-th window (0: the oldest); i <= count < max_windows
  * addresses the free slot after the newest. */
 static struct hwin **hist_slot(const struct node_model_mgr *m, size_t i)
@@ -436,9 +405,9 @@ static int checkpoint_write(const struct node_model_mgr *m,
     }
     uint8_t head[CKPT_HEADER];
     memcpy(head, CKPT_MAGIC, 8);
-    put_u64(head + 8, ref->version);
-    put_u64(head + 16, ref->trained_until_ns);
-    put_u32(head + 24, sm_crc32c(0, head, 24));
+    sm_put_le64(head + 8, ref->version);
+    sm_put_le64(head + 16, ref->trained_until_ns);
+    sm_put_le32(head + 24, sm_crc32c(0, head, 24));
 
     char path[4096], tmp[4096];
     if (snprintf(path, sizeof path, "%s/%s", m->data_dir,
@@ -539,7 +508,7 @@ static void checkpoint_load(struct node_model_mgr *m)
     struct gvae_model *model = NULL;
     if (err[0] == '\0') {
         if (memcmp(buf, CKPT_MAGIC, 8) != 0 ||
-            get_u32(buf + 24) != sm_crc32c(0, buf, 24)) {
+            sm_get_le32(buf + 24) != sm_crc32c(0, buf, 24)) {
             sm_errmsg_printf(err, "bad header");
         } else if (gvae_model_load(buf + CKPT_HEADER, len - CKPT_HEADER, 0,
                                    &model, err) == SM_OK) {
@@ -549,8 +518,8 @@ static void checkpoint_load(struct node_model_mgr *m)
                 sm_errmsg_printf(err, "out of memory");
             } else {
                 r->model = model;
-                r->version = get_u64(buf + 8);
-                r->trained_until_ns = get_u64(buf + 16);
+                r->version = sm_get_le64(buf + 8);
+                r->trained_until_ns = sm_get_le64(buf + 16);
                 r->refs = 1;
                 m->current = r;
             }
@@ -1448,7 +1417,7 @@ static struct hwin *hwin_copy(const struct cbn_window *w)
         /* decode can only fail for lack of memory on its own encoding */
         rc = cbn_window_decode(buf, len, &h->w);
         uint8_t n[8];
-        put_u64(n, (uint64_t)len);
+        sm_put_le64(n, (uint64_t)len);
         struct hash st;
         hash_init(&st);
         hash_update(&st, n, sizeof n);
