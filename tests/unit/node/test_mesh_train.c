@@ -120,6 +120,13 @@ static int env_send(void *arg,
     return SM_OK;
 }
 
+/* Proposals wait for the end of the tick, as raft applies them later,
+ * never inside the call that proposes (the views the peers were given
+ * stay valid). */
+#define PROPOSALS_MAX 16
+static uint8_t proposals[PROPOSALS_MAX][4096];
+static size_t proposal_len[PROPOSALS_MAX], n_proposals;
+
 static void env_propose(void *arg, const struct cons_cmd *cmd)
 {
     struct peer *p = arg;
@@ -127,14 +134,26 @@ static void env_propose(void *arg, const struct cons_cmd *cmd)
     if ((int)(p - peers) != leader || p->mute) {
         return;
     }
-    uint8_t buf[4096];
-    size_t len;
-    REQUIRE_OK(cons_cmd_encode(cmd, buf, sizeof buf, &len));
-    enum cons_apply_result res;
-    REQUIRE_OK(cons_fsm_apply(fsm, buf, len, &res));
-    if (cmd->type == CONS_CMD_MODEL_COMMIT && res == CONS_APPLY_OK) {
-        model_commits++;
+    REQUIRE(n_proposals < PROPOSALS_MAX);
+    REQUIRE_OK(cons_cmd_encode(cmd, proposals[n_proposals], sizeof proposals[0],
+                               &proposal_len[n_proposals]));
+    n_proposals++;
+}
+
+/* The log applies what was proposed during the tick, in order. */
+static void apply_proposals(void)
+{
+    for (size_t i = 0; i < n_proposals; i++) {
+        struct cons_cmd cmd;
+        REQUIRE_OK(cons_cmd_decode(proposals[i], proposal_len[i], &cmd));
+        enum cons_apply_result res;
+        REQUIRE_OK(cons_fsm_apply(fsm, proposals[i], proposal_len[i], &res));
+        if (cmd.type == CONS_CMD_MODEL_COMMIT && res == CONS_APPLY_OK) {
+            model_commits++;
+        }
+        cons_cmd_release(&cmd);
     }
+    n_proposals = 0;
 }
 
 static int env_round_windows(void *arg, struct node_train_spec *spec)
@@ -360,6 +379,7 @@ static void setup(void)
     now = 1000;
     leader = 0;
     model_commits = 0;
+    n_proposals = 0;
     lose_to = -1;
     lose_count = 0;
 }
@@ -421,6 +441,7 @@ static void tick_all(void)
         node_train_tick(peers[i].t, &v, now);
         run_model(&peers[i]);
     }
+    apply_proposals();
 }
 
 /* Delivers what is queued now (messages sent meanwhile wait). */
