@@ -2,7 +2,7 @@
  * together from shards trained on different peers (gvae.h, "Shards").
  *
  * A shard is a checkpoint (ckpt.c) of a small model, behind an 8-byte magic
- * and a format version: the node's CBN parents first, as untrained stubs
+ * and a format version: the node's CBN parents first, as weightless outlines
  * with only their names, members and output groups with statistics, then
  * the node with its parents' indexes 0..k-1. The checkpoint decoder then
  * does all the strict work (checksum, bounded allocation, shapes filled by
@@ -21,7 +21,7 @@
 
 struct gvae_shard
 {
-    struct gvae_model *sub; /* stubs of the parents, then the node */
+    struct gvae_model *sub; /* outlines of the parents, then the node */
 };
 
 bool gvae_model_node_trained(const struct gvae_model *m, size_t i)
@@ -57,10 +57,10 @@ void gvae_shard_free(struct gvae_shard *s)
 /* ---- export --------------------------------------------------------------
  */
 
-/* A stub of parent @p for the view: what the checkpoint writer needs to
+/* The outline of parent @p for the view: what the checkpoint writer needs to
  * write its name, members and outputs with their statistics, no weights.
  * Borrows @p's strings and arrays. */
-static struct gvae_node stub_of(const struct gvae_node *p)
+static struct gvae_node parent_outline(const struct gvae_node *p)
 {
     struct gvae_node s;
     memset(&s, 0, sizeof s);
@@ -96,7 +96,7 @@ int gvae_shard_export(const struct gvae_model *m,
     size_t *parents = sm_calloc(k + 1, sizeof *parents);
     int rc = view.nodes && parents ? SM_OK : SM_ENOMEM;
     for (size_t j = 0; rc == SM_OK && j < k; j++) {
-        view.nodes[j] = stub_of(&m->nodes[node->parents[j]]);
+        view.nodes[j] = parent_outline(&m->nodes[node->parents[j]]);
         parents[j] = j;
     }
     uint8_t *doc = NULL;
@@ -155,7 +155,7 @@ static int same_members(const struct gvae_node *node,
     return 1;
 }
 
-/* Checks that the decoded small model is stubs of the node's CBN parents
+/* Checks that the decoded small model is outlines of the node's CBN parents
  * (in the CBN's order) then the node, as gvae_shard_export() writes it.
  * Returns the node's CBN index, or SIZE_MAX with @errmsg set. */
 static size_t check_structure(const struct gvae_model *sub,
@@ -184,10 +184,11 @@ static size_t check_structure(const struct gvae_model *sub,
         if (node->parents[j] != j || strcmp(st->name, want) != 0 ||
             st->trained || st->n_parents != 0 || st->n_xg != 0 ||
             st->n_pg != 0) {
-            sm_errmsg_printf(errmsg,
-                             "shard: parent %zu of node %.64s is not a stub "
-                             "of %.64s",
-                             j, node->name, want);
+            sm_errmsg_printf(
+                errmsg,
+                "shard: parent %zu of node %.64s is not an outline "
+                "of %.64s",
+                j, node->name, want);
             return SIZE_MAX;
         }
     }

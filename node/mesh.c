@@ -90,20 +90,7 @@ struct node_mesh
     uint64_t place_ms;
     uint64_t placements_committed;
     uint64_t log_keep;
-    uint64_t retains_proposed;
-    void (*on_action)(void *arg, int rollback, const char *id);
-    void *on_action_arg;
-    void (*on_sweep)(void *arg,
-                     const char *peer,
-                     int type,
-                     uint64_t id,
-                     const void *data,
-                     size_t len);
-    void (*on_owners)(void *arg,
-                      const char *const *names,
-                      const char *const *owners,
-                      size_t n);
-    void *sweep_arg;
+    struct node_mesh_hooks hooks;
     /* Training rounds (NULL: none). */
     struct node_train *train;
     uint64_t train_ms;
@@ -339,7 +326,8 @@ static void handle_seen(struct node_mesh *m, const char *peer, char *text)
 static void handle_action(struct node_mesh *m, const char *peer, char *text)
 {
     char *sp = strchr(text, ' ');
-    if (sp == NULL || m->on_action == NULL || strlen(sp + 1) > CONS_ID_MAX) {
+    if (sp == NULL || m->hooks.on_action == NULL ||
+        strlen(sp + 1) > CONS_ID_MAX) {
         return;
     }
     *sp = '\0';
@@ -349,7 +337,7 @@ static void handle_action(struct node_mesh *m, const char *peer, char *text)
     }
     sm_log(SM_LOG_INFO, MOD, "an operator's call forwarded by a peer",
            "peer=%s call=%s action=%s", peer, text, sp + 1);
-    m->on_action(m->on_action_arg, rollback, sp + 1);
+    m->hooks.on_action(m->hooks.arg, rollback, sp + 1);
 }
 
 static void handle_request(struct node_mesh *m,
@@ -448,8 +436,8 @@ static void on_message(void *arg,
             break;
         case TP_MSG_SWEEP_REQ:
         case TP_MSG_SWEEP_REP:
-            if (m->on_sweep != NULL) {
-                m->on_sweep(m->sweep_arg, peer, type, id, data, len);
+            if (m->hooks.on_sweep != NULL) {
+                m->hooks.on_sweep(m->hooks.arg, peer, type, id, data, len);
             }
             break;
         case TP_MSG_TRAIN:
@@ -773,7 +761,6 @@ static void retain(struct node_mesh *m, uint64_t now)
     cmd.u.retain.max_actions = m->log_keep + c.actions_open;
     cmd.u.retain.time_ms = now;
     if (cons_node_propose(m->node, &cmd, NULL, NULL) == SM_OK) {
-        m->retains_proposed++;
         sm_log(SM_LOG_INFO, MOD, "trimming the log's records",
                "diagnoses=%zu actions=%zu keep=%" PRIu64, c.diagnoses,
                c.actions, m->log_keep);
@@ -858,7 +845,7 @@ static void train_tick(struct node_mesh *m, uint64_t now)
         .place_replica = replica_p,
         .shards = shards,
     };
-    if (m->on_owners != NULL) {
+    if (m->hooks.on_owners != NULL) {
         /* who computes each node in sweeps: the first of owner, replica
          * that is up; else this peer */
         static const char *names[SERVICES_MAX], *live[SERVICES_MAX];
@@ -878,7 +865,7 @@ static void train_tick(struct node_mesh *m, uint64_t now)
                 }
             }
         }
-        m->on_owners(m->sweep_arg, names, live, n_place);
+        m->hooks.on_owners(m->hooks.arg, names, live, n_place);
     }
     cons_fsm_versions(fsm, &v.versions);
     v.n_shards = cons_fsm_model_shards(fsm, shards, CONS_LIST_MAX);
@@ -1099,11 +1086,7 @@ int node_mesh_start(uv_loop_t *loop,
     }
     m->joining = cfg->n_join > 0;
     m->log_keep = cfg->log_keep ? cfg->log_keep : 10000;
-    m->on_action = cfg->on_action;
-    m->on_action_arg = cfg->on_action_arg;
-    m->on_sweep = cfg->on_sweep;
-    m->on_owners = cfg->on_owners;
-    m->sweep_arg = cfg->sweep_arg;
+    m->hooks = cfg->hooks;
     int rv = start_net(m, cfg, errmsg);
     if (rv == SM_OK) {
         rv = start_raft(m, cfg, errmsg);

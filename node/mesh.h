@@ -34,6 +34,31 @@
 #include "node/textbuf.h"
 #include "transport/transport.h"
 
+/* What the mesh hands back to the peer, on the loop thread; every
+ * callback may be NULL (then that traffic is dropped) and gets @arg. */
+struct node_mesh_hooks
+{
+    void *arg;
+    /* Runs an operator's approve (@rollback 0) or rollback of action @id
+     * that another peer forwarded here (node_mesh_forward_action). */
+    void (*on_action)(void *arg, int rollback, const char *id);
+    /* Sweeps across owners (node/mesh_sweep.h): every TP_MSG_SWEEP_REQ and
+     * TP_MSG_SWEEP_REP. */
+    void (*on_sweep)(void *arg,
+                     const char *peer,
+                     int type,
+                     uint64_t id,
+                     const void *data,
+                     size_t len);
+    /* Every 250 ms while training rounds run: each placed CBN node with the
+     * peer that computes it in sweeps, its owner when up, else its replica
+     * when up, else "" (here). */
+    void (*on_owners)(void *arg,
+                      const char *const *names,
+                      const char *const *owners,
+                      size_t n);
+};
+
 struct node_mesh_config
 {
     const char *id;             /* this peer's id */
@@ -54,27 +79,7 @@ struct node_mesh_config
      * round_windows: this peer takes no part in training rounds. */
     const struct node_train_env *train;
     struct node_train_config train_config;
-    /* Runs an operator's approve (@rollback 0) or rollback of action @id
-     * that another peer forwarded here (node_mesh_forward_action); NULL:
-     * forwarded requests are dropped. */
-    void (*on_action)(void *arg, int rollback, const char *id);
-    void *on_action_arg;
-    /* Sweeps across owners (node/mesh_sweep.h), all on the loop thread:
-     * @on_sweep gets every TP_MSG_SWEEP_REQ and TP_MSG_SWEEP_REP;
-     * @on_owners gets, every 250 ms while training rounds run, each placed
-     * CBN node with the peer that computes it: its owner when up, else its
-     * replica when up, else "" (here). NULL: none. */
-    void (*on_sweep)(void *arg,
-                     const char *peer,
-                     int type,
-                     uint64_t id,
-                     const void *data,
-                     size_t len);
-    void (*on_owners)(void *arg,
-                      const char *const *names,
-                      const char *const *owners,
-                      size_t n);
-    void *sweep_arg;
+    struct node_mesh_hooks hooks;
 };
 
 /* Diagnoses that may wait for the log at once. */

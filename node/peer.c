@@ -2582,8 +2582,7 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
         .log_keep = (uint64_t)p->cfg->log_keep,
-        .on_action = on_forwarded_action,
-        .on_action_arg = p,
+        .hooks = {.arg = p, .on_action = on_forwarded_action},
     };
     struct node_train_env env = {0};
     if (p->model != NULL) {
@@ -2599,9 +2598,8 @@ static int start_mesh(struct node_peer *p, char *errmsg)
             sm_errmsg_printf(errmsg, "cannot start the sweep broker");
             return SM_ENOMEM;
         }
-        mc.on_sweep = on_sweep_message;
-        mc.on_owners = on_sweep_owners;
-        mc.sweep_arg = p;
+        mc.hooks.on_sweep = on_sweep_message;
+        mc.hooks.on_owners = on_sweep_owners;
     }
     /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
      * closes it. */

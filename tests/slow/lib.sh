@@ -27,3 +27,25 @@ kill_started() {
         kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
 }
+
+# For tests of peers started by name: they set $bin, $dir and the
+# associative array http (NAME -> HTTP port).
+
+# field NAME EXPR: a Python expression on NAME's /v1/status as `s`.
+field() {
+    "$bin" status --peer "127.0.0.1:${http[$1]}" -o json \
+        > "$dir/status-$1.json" 2> /dev/null
+    python3 -c "import json; s=json.load(open('$dir/status-$1.json')); print($2)"
+}
+
+# wait_for WHAT SECONDS NAME EXPR WANT: polls every 100 ms until EXPR on
+# NAME's status prints WANT; calls the test's fail() after SECONDS.
+wait_for() {
+    local what=$1 bound=$2 name=$3 expr=$4 want=$5 got=
+    for _ in $(seq 1 $((bound * 10))); do
+        got=$(field "$name" "$expr" 2> /dev/null)
+        [ "$got" = "$want" ] && return 0
+        sleep 0.1
+    done
+    fail "$what: $name says '$got', wanted '$want'"
+}

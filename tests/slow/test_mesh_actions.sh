@@ -57,32 +57,14 @@ start() {
         "$dir/$name.log" | tail -1)
 }
 
-# field NAME EXPR: a Python expression on NAME's /v1/status as `s`.
-field() {
-    "$bin" status --peer "127.0.0.1:${http[$1]}" -o json \
-        > "$dir/status.json" 2> /dev/null || return 1
-    python3 -c "import json; s=json.load(open('$dir/status.json')); print($2)"
-}
-
-# wait_for WHAT NAME EXPR WANT: polls (up to 30 s) until EXPR on NAME's
-# status prints WANT.
-wait_for() {
-    local what=$1 name=$2 expr=$3 want=$4 got=
-    for _ in $(seq 1 300); do
-        got=$(field "$name" "$expr" 2> /dev/null)
-        [ "$got" = "$want" ] && return 0
-        sleep 0.1
-    done
-    fail "$what: $name says '$got', wanted '$want'"
-}
 
 act=(--actuate approve --cgroup-root "$dir/cgroup" --cgroup-path 'sim/{service}')
 start p1
-wait_for "p1 leads" p1 "s['role']" leader
+wait_for "p1 leads" 30 p1 "s['role']" leader
 start p2 --join "127.0.0.1:${mesh[p1]}" "${act[@]}"
 start p3 --join "127.0.0.1:${mesh[p1]}"
 for p in p1 p2 p3; do
-    wait_for "three voters" "$p" \
+    wait_for "three voters" 30 "$p" \
         "sorted(m['role'] for m in s['mesh']['members'])" \
         "['voter', 'voter', 'voter']"
 done
@@ -98,9 +80,9 @@ echo "at=240 for=300 kind=cpu service=compose-post magnitude=1.5" > "$dir/faults
     --start 1700030400 --faults "$dir/faults" --peer "$SAGEMESH_PEER" \
     --timeout 30 > /dev/null || fail "sim (fault)"
 "$bin" flush > /dev/null || fail "flush"
-wait_for "diagnosed" p2 "s['diagnoses']['pending']" 0
+wait_for "diagnosed" 30 p2 "s['diagnoses']['pending']" 0
 for p in p1 p2 p3; do
-    wait_for "the decision in the log" "$p" \
+    wait_for "the decision in the log" 30 "$p" \
         "s['mesh']['log_actions']['pending']" 1
 done
 id=$("$bin" actions list -o json | python3 -c "
@@ -134,15 +116,15 @@ for _ in $(seq 1 100); do
 done
 [ "$(cat "$cg/cpu.cfs_quota_us")" = 100000 ] || fail "quota not raised"
 for p in p2 p3; do
-    wait_for "applied in the log" "$p" \
+    wait_for "applied in the log" 30 "$p" \
         "(s['mesh']['log_actions']['applied'], sum(s['mesh']['log_actions'].values()))" \
         "(1, 1)"
 done
 ok "approved on p3 after the failover, forwarded to p2: applied once (quota 50000 -> 100000), one action in the log"
 
 start p1
-wait_for "p1 back" p1 "s['mesh']['log_actions']['applied']" 1
-wait_for "p1 back" p1 "sum(s['mesh']['log_actions'].values())" 1
+wait_for "p1 back" 30 p1 "s['mesh']['log_actions']['applied']" 1
+wait_for "p1 back" 30 p1 "sum(s['mesh']['log_actions'].values())" 1
 ok "the old leader restarts and its log holds the one applied action"
 
 "$bin" actions list -o json | python3 -c "

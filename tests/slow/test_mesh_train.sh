@@ -56,24 +56,6 @@ start() {
         "$dir/$name.log" | tail -1)
 }
 
-# field NAME EXPR: a Python expression on NAME's /v1/status as `s`.
-field() {
-    "$bin" status --peer "127.0.0.1:${http[$1]}" -o json \
-        > "$dir/status-$1.json" 2> /dev/null
-    python3 -c "import json; s=json.load(open('$dir/status-$1.json')); print($2)"
-}
-
-# wait_for WHAT SECONDS NAME EXPR WANT: polls until EXPR on NAME's status
-# prints WANT.
-wait_for() {
-    local what=$1 bound=$2 name=$3 expr=$4 want=$5 got=
-    for _ in $(seq 1 $((bound * 10))); do
-        got=$(field "$name" "$expr" 2> /dev/null)
-        [ "$got" = "$want" ] && return 0
-        sleep 0.1
-    done
-    fail "$what: $name says '$got', wanted '$want'"
-}
 
 # ckpt NAME: the SHA-256 of NAME's model checkpoint.
 ckpt() { sha256sum < "$dir/$1/model.ckpt" | cut -d' ' -f1; }
