@@ -47,19 +47,54 @@ void cons_libraries(sm_libver_cb cb, void *arg);
  * unknown diagnosis) and a state change of a dropped action as
  * CONS_APPLY_BAD (like any unknown action). Every peer must run a version
  * that knows RETAIN before a leader proposes it: an older peer applies it
- * as a bad no-op and would keep what the others dropped. */
+ * as a bad no-op and would keep what the others dropped.
+ *
+ * A model names the CBN it was trained on (CONS_CMD_MODEL_COMMIT) by
+ * version and by digest. The version alone is not enough: a leader
+ * deposed without knowing it may propose its CBN under a version number
+ * another leader has committed with another CBN (only the first applies),
+ * and its MODEL_COMMIT would then pair its model with the other CBN. The
+ * state keeps the digests of the last CONS_CBN_KEPT committed CBN versions.
+ * A MODEL_COMMIT whose cbn_digest is not all zero applies only when its
+ * cbn_version is one of them and the digests are equal; another digest,
+ * or a version in that range that was never committed, applies as
+ * CONS_APPLY_BAD, and a version older than every one kept as
+ * CONS_APPLY_STALE (it cannot be checked any more). A leader names the
+ * newest CBN it has seen or the one it commits just before its model, so
+ * only other leaders' CBN commits landing in between make the version an
+ * older one; a few kept versions cover that. An all-zero cbn_digest (every
+ * MODEL_COMMIT written before the digest existed) binds nothing: the model
+ * applies by version as it always did. Every peer must run a version that
+ * knows the digest before a leader proposes one: an older peer refuses the
+ * longer command as malformed (a bad no-op) and keeps its previous model
+ * version. */
 
 struct raft_fsm; /* <raft.h>; only consensus/ includes it */
 struct raft_io;  /* <raft.h> */
 
 /* Version byte of encoded commands. Adding a command type does not change
- * it: entries already in a log keep decoding as they did. */
+ * it: entries already in a log keep decoding as they did. Nor did adding
+ * cbn_digest to MODEL_COMMIT: it is written after the shard list, and a
+ * MODEL_COMMIT that ends right after its list (the layout before) decodes
+ * with an all-zero cbn_digest. Encoding always writes it. */
 #define CONS_CMD_VERSION 1
 
 /* Version byte of snapshots (cons_fsm_snapshot). Version 2 added the
- * retention watermarks and totals; restore still reads version 1 (no
- * retention has happened then), so snapshots of older peers load. */
-#define CONS_SNAPSHOT_VERSION 2
+ * retention watermarks and totals, version 3 the digests of the older
+ * committed CBN versions and the committed model's cbn_digest; restore
+ * still reads versions 1 (no retention has happened then) and 2 (only the
+ * newest CBN's digest is known, the model is not bound), so snapshots of
+ * older peers load. A peer restored from one of those knows fewer CBN
+ * digests than a peer that applied the same entries: the two would only
+ * disagree on a bound model naming a CBN older than the snapshot's
+ * newest, which a leader proposes only from a view older than that
+ * snapshot, and bound models are proposed only once every peer runs this
+ * version. */
+#define CONS_SNAPSHOT_VERSION 3
+
+/* Committed CBN versions whose digests the state keeps, the newest
+ * included (see the model binding above). */
+#define CONS_CBN_KEPT 8
 
 /* Limits checked by encode and decode (bytes unless noted, excluding NUL). */
 #define CONS_CMD_MAX     (256u * 1024u) /* one encoded command */
@@ -161,6 +196,10 @@ struct cons_cmd
             uint64_t cbn_version; /* must be committed already */
             size_t n_shards;      /* <= CONS_LIST_MAX */
             const struct cons_shard_digest *shards;
+            /* The digest of the CBN the model was trained on: must be the
+             * one committed as cbn_version; all zero: not bound (what an
+             * entry written before the field existed decodes with). */
+            struct cons_digest cbn_digest;
         } model;
         struct
         {
@@ -276,7 +315,8 @@ int cons_fsm_snapshot(const struct cons_fsm *fsm,
                       size_t *len);
 
 /* Replaces the state of @fsm with the snapshot at @buf (borrowed), of
- * format version 1 (before retention: nothing dropped) or
+ * format version 1 (before retention: nothing dropped), 2 (before the model
+ * binding: only the newest CBN digest kept, the model not bound) or
  * CONS_SNAPSHOT_VERSION. On error (SM_EUNSUPPORTED for another version,
  * SM_EMALFORMED, SM_ENOMEM) @fsm is unchanged. */
 int cons_fsm_restore(struct cons_fsm *fsm, const uint8_t *buf, size_t len);
@@ -389,11 +429,19 @@ struct cons_versions
     struct cons_digest cbn_digest;
     uint64_t model_version;
     uint64_t model_cbn_version;
+    struct cons_digest model_cbn_digest; /* all zero: model not bound */
     size_t model_shards;
 };
 
 /* Fills @out with the committed versions. */
 void cons_fsm_versions(const struct cons_fsm *fsm, struct cons_versions *out);
+
+/* Looks up the digest of committed CBN version @version among the
+ * CONS_CBN_KEPT newest: SM_OK (filled @out) or SM_ENOTFOUND (never
+ * committed, or older than every one kept). */
+int cons_fsm_cbn_digest(const struct cons_fsm *fsm,
+                        uint64_t version,
+                        struct cons_digest *out);
 
 /* Copies up to @cap shard digests of the current model (by service name)
  * to @out and returns how many there are. */

@@ -30,9 +30,18 @@
  * totals; a diagnosis or decision stamped at or before its watermark is a
  * retry of something dropped, applied as stale (see consensus.h).
  *
+ * Binding models to CBNs. A MODEL_COMMIT carries the digest of its CBN
+ * after the shard list; one that ends after the list is of the layout
+ * before and decodes unbound (all-zero digest). The state keeps the newest
+ * CBN (version, size, digest) and, in a small array shifted on each CBN
+ * commit, the versions and digests of the CONS_CBN_KEPT - 1 before it, so
+ * a bound model can be checked against the CBN it names even when another
+ * CBN was committed between its leader's view and its entry.
+ *
  * Snapshots start with a version byte (CONS_SNAPSHOT_VERSION) and a magic
  * byte. Version 2 appends the retention watermarks and totals to the
- * version 1 layout, so restore reads both. */
+ * version 1 layout, version 3 the older CBN digests and the model's CBN
+ * digest to the version 2 layout, so restore reads all three. */
 #include <raft.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -45,6 +54,10 @@
 
 #define SNAPSHOT_MAGIC 0x53u /* 'S', after the version byte */
 #define SNAPSHOT_V1    1u    /* before retention: no watermarks */
+#define SNAPSHOT_V2    2u    /* before the model binding: no CBN history */
+
+/* Older CBN versions kept besides the newest. */
+#define CBN_OLDER_MAX (CONS_CBN_KEPT - 1u)
 
 /* ---- Writer ------------------------------------------------------------ */
 
@@ -438,6 +451,7 @@ static void write_cmd(struct wr *w, const struct cons_cmd *cmd)
                 put_str(w, cmd->u.model.shards[i].service);
                 put_digest(w, &cmd->u.model.shards[i].digest);
             }
+            put_digest(w, &cmd->u.model.cbn_digest);
             break;
         case CONS_CMD_DIAGNOSIS:
             put_str(w, cmd->u.diagnosis.id);
@@ -570,6 +584,11 @@ static void read_model(struct rd *r, struct cmd_mem *m, struct cons_cmd *c)
     }
     c->u.model.n_shards = r->err == SM_OK ? n : 0;
     c->u.model.shards = s;
+    /* The layout before the binding ends here: such an entry is unbound.
+     * Anything else left must be the digest (and nothing after it). */
+    if (r->err == SM_OK && rd_left(r) > 0) {
+        get_digest(r, &c->u.model.cbn_digest);
+    }
 }
 
 static void read_cmd(struct rd *r, struct cmd_mem *m, struct cons_cmd *c)
@@ -702,6 +721,13 @@ struct shard_rec
     struct cons_digest digest;
 };
 
+/* A committed CBN version older than the newest. */
+struct cbn_rec
+{
+    uint64_t version;
+    struct cons_digest digest;
+};
+
 struct diag_rec
 {
     char *id;
@@ -733,12 +759,17 @@ struct state
     uint64_t cbn_version;
     uint64_t cbn_size;
     struct cons_digest cbn_digest;
+    /* The CBN versions committed before cbn_version, oldest first, at most
+     * CBN_OLDER_MAX (the oldest is shifted out). */
+    struct cbn_rec cbn_older[CBN_OLDER_MAX];
+    size_t n_cbn_older;
     uint64_t place_epoch;
     struct place_rec *place; /* sorted by service */
     size_t n_place;
     uint64_t model_version;
     uint64_t model_cbn_version;
-    struct shard_rec *shards; /* sorted by service */
+    struct cons_digest model_cbn_digest; /* all zero: not bound */
+    struct shard_rec *shards;            /* sorted by service */
     size_t n_shards;
     uint64_t diag_seq;
     struct diag_rec *diags; /* apply order */
@@ -926,6 +957,15 @@ static void apply_cbn(struct state *st,
                       enum cons_apply_result *res)
 {
     if (c->u.cbn.version > st->cbn_version) {
+        if (st->cbn_version > 0) {
+            if (st->n_cbn_older == CBN_OLDER_MAX) {
+                memmove(&st->cbn_older[0], &st->cbn_older[1],
+                        (CBN_OLDER_MAX - 1) * sizeof st->cbn_older[0]);
+                st->n_cbn_older--;
+            }
+            st->cbn_older[st->n_cbn_older++] =
+                (struct cbn_rec){st->cbn_version, st->cbn_digest};
+        }
         st->cbn_version = c->u.cbn.version;
         st->cbn_size = c->u.cbn.size;
         st->cbn_digest = c->u.cbn.digest;
@@ -993,6 +1033,48 @@ static int apply_placement(struct state *st,
     return SM_OK;
 }
 
+static bool digest_is_zero(const struct cons_digest *d)
+{
+    for (size_t i = 0; i < sizeof d->b; i++) {
+        if (d->b[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The digest of committed CBN version @version, or NULL when it is not
+ * kept (never committed, or older than every one kept). */
+static const struct cons_digest *cbn_digest_of(const struct state *st,
+                                               uint64_t version)
+{
+    if (version != 0 && version == st->cbn_version) {
+        return &st->cbn_digest;
+    }
+    for (size_t i = 0; i < st->n_cbn_older; i++) {
+        if (st->cbn_older[i].version == version) {
+            return &st->cbn_older[i].digest;
+        }
+    }
+    return NULL;
+}
+
+/* Whether a bound model's CBN is the one committed under its version:
+ * CONS_APPLY_OK, or the refusal (see consensus.h). */
+static enum cons_apply_result check_binding(const struct state *st,
+                                            const struct cons_cmd *c)
+{
+    const struct cons_digest *d = cbn_digest_of(st, c->u.model.cbn_version);
+    if (d != NULL) {
+        return memcmp(d, &c->u.model.cbn_digest, sizeof *d) == 0
+                   ? CONS_APPLY_OK
+                   : CONS_APPLY_BAD; /* another leader's CBN */
+    }
+    uint64_t oldest =
+        st->n_cbn_older > 0 ? st->cbn_older[0].version : st->cbn_version;
+    return c->u.model.cbn_version < oldest ? CONS_APPLY_STALE : CONS_APPLY_BAD;
+}
+
 static int apply_model(struct state *st,
                        const struct cons_cmd *c,
                        enum cons_apply_result *res)
@@ -1000,6 +1082,12 @@ static int apply_model(struct state *st,
     if (c->u.model.cbn_version > st->cbn_version) {
         *res = CONS_APPLY_BAD; /* trained on a CBN nobody committed */
         return SM_OK;
+    }
+    if (!digest_is_zero(&c->u.model.cbn_digest)) {
+        *res = check_binding(st, c);
+        if (*res != CONS_APPLY_OK) {
+            return SM_OK;
+        }
     }
     *res = by_version(c->u.model.version, st->model_version);
     if (*res != CONS_APPLY_OK) {
@@ -1026,6 +1114,7 @@ static int apply_model(struct state *st,
     st->n_shards = n;
     st->model_version = c->u.model.version;
     st->model_cbn_version = c->u.model.cbn_version;
+    st->model_cbn_digest = c->u.model.cbn_digest;
     return SM_OK;
 }
 
@@ -1381,6 +1470,13 @@ static void write_state(struct wr *w, const struct state *st)
     put_u64(w, st->diags_dropped_ms);
     put_u64(w, st->actions_dropped);
     put_u64(w, st->actions_dropped_ms);
+    /* Version 3: the older CBN versions and the model's binding. */
+    put_u32(w, (uint32_t)st->n_cbn_older);
+    for (size_t i = 0; i < st->n_cbn_older; i++) {
+        put_u64(w, st->cbn_older[i].version);
+        put_digest(w, &st->cbn_older[i].digest);
+    }
+    put_digest(w, &st->model_cbn_digest);
 }
 
 int cons_fsm_snapshot(const struct cons_fsm *fsm,
@@ -1542,6 +1638,34 @@ static void read_retention(struct rd *r, struct state *st)
     }
 }
 
+/* Version 3: the older CBN versions (increasing, below the newest) and the
+ * model's CBN digest (only with a model). */
+static void read_binding(struct rd *r, struct state *st)
+{
+    size_t n = get_count(r, CBN_OLDER_MAX, 8 + CONS_DIGEST_SIZE);
+    for (size_t i = 0; i < n && r->err == SM_OK; i++) {
+        struct cbn_rec *c = &st->cbn_older[i];
+        c->version = get_u64(r);
+        get_digest(r, &c->digest);
+        st->n_cbn_older = i + 1;
+        if (c->version == 0 || c->version >= st->cbn_version ||
+            (i > 0 && c[-1].version >= c->version)) {
+            rd_fail(r, SM_EMALFORMED);
+        }
+    }
+    get_digest(r, &st->model_cbn_digest);
+    if (r->err != SM_OK || digest_is_zero(&st->model_cbn_digest)) {
+        return;
+    }
+    /* A bound model was checked when it applied: its CBN, if still kept,
+     * has its digest. */
+    const struct cons_digest *d = cbn_digest_of(st, st->model_cbn_version);
+    if (st->model_version == 0 ||
+        (d != NULL && memcmp(d, &st->model_cbn_digest, sizeof *d) != 0)) {
+        rd_fail(r, SM_EMALFORMED);
+    }
+}
+
 /* Strings of the restored state are all non-NULL once reading succeeded;
  * state_clear() copes with the NULLs of a partial read. */
 static int read_state(const uint8_t *buf, size_t len, struct state *st)
@@ -1550,7 +1674,8 @@ static int read_state(const uint8_t *buf, size_t len, struct state *st)
     if (len < 2) {
         return SM_EMALFORMED;
     }
-    if (buf[0] != SNAPSHOT_V1 && buf[0] != CONS_SNAPSHOT_VERSION) {
+    if (buf[0] != SNAPSHOT_V1 && buf[0] != SNAPSHOT_V2 &&
+        buf[0] != CONS_SNAPSHOT_VERSION) {
         return SM_EUNSUPPORTED;
     }
     if (buf[1] != SNAPSHOT_MAGIC) {
@@ -1571,6 +1696,9 @@ static int read_state(const uint8_t *buf, size_t len, struct state *st)
     read_actions(&r, st);
     if (buf[0] != SNAPSHOT_V1) {
         read_retention(&r, st);
+    }
+    if (buf[0] != SNAPSHOT_V1 && buf[0] != SNAPSHOT_V2) {
+        read_binding(&r, st);
     }
     int rv = r.err;
     if (rv == SM_OK && r.off != len) {
@@ -1842,8 +1970,21 @@ void cons_fsm_versions(const struct cons_fsm *fsm, struct cons_versions *out)
         .cbn_digest = st->cbn_digest,
         .model_version = st->model_version,
         .model_cbn_version = st->model_cbn_version,
+        .model_cbn_digest = st->model_cbn_digest,
         .model_shards = st->n_shards,
     };
+}
+
+int cons_fsm_cbn_digest(const struct cons_fsm *fsm,
+                        uint64_t version,
+                        struct cons_digest *out)
+{
+    const struct cons_digest *d = cbn_digest_of(&fsm->st, version);
+    if (d == NULL) {
+        return SM_ENOTFOUND;
+    }
+    *out = *d;
+    return SM_OK;
 }
 
 size_t cons_fsm_model_shards(const struct cons_fsm *fsm,

@@ -195,6 +195,7 @@ static void on_installed(void *arg,
 
 static int e_install(void *arg,
                      const struct node_train_spec *spec,
+                     const struct cons_digest *cbn,
                      const uint8_t *const *blobs,
                      const size_t *lens,
                      size_t n)
@@ -202,6 +203,9 @@ static int e_install(void *arg,
     struct node_mesh_model *mm = arg;
     struct node_model_round_spec ms;
     to_model_spec(spec, &ms);
+    _Static_assert(sizeof ms.cbn_digest == sizeof cbn->b,
+                   "CBN digests: the model manager's and the log's differ");
+    memcpy(ms.cbn_digest, cbn->b, sizeof ms.cbn_digest);
     return node_model_mgr_install_shards(mm->mgr, &ms, blobs, lens, n,
                                          on_installed, mm);
 }

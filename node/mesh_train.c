@@ -304,7 +304,9 @@ struct node_train
     uint64_t failed_install_ms;
     uint64_t stuck_since_ms;  /* leader: lacking the committed model */
     uint64_t start_failed_ms; /* leader: a round could not start */
-    /* The committed model's shards as the log lists them (last tick). */
+    /* The committed model's shards as the log lists them, and the digest
+     * of the CBN it binds the model to (last tick). */
+    struct cons_digest commit_cbn;
     size_t n_commit;
     struct cons_shard_digest *commit; /* NAMES_MAX; names in commit_names */
     node_name *commit_names;
@@ -1070,6 +1072,10 @@ static void propose_commit(struct node_train *t,
     model.u.model.cbn_version = cbn_version;
     model.u.model.n_shards = r->n;
     model.u.model.shards = sh;
+    /* The CBN the shards were trained on: if another leader committed
+     * cbn_version with another CBN, the log refuses this model and the
+     * next attempt commits ours under a new version. */
+    memcpy(model.u.model.cbn_digest.b, r->cbn_digest, 32);
     t->env.propose(t->env.net_arg, &model);
     sm_free(sh);
 }
@@ -1118,7 +1124,7 @@ static void start_install(struct node_train *t,
                           const struct model_set *s,
                           uint64_t now)
 {
-    int rc = t->env.install(t->env.arg, &s->spec,
+    int rc = t->env.install(t->env.arg, &s->spec, &t->commit_cbn,
                             (const uint8_t *const *)s->blobs, s->lens, s->n);
     if (rc == SM_OK) {
         t->installing = 1;
@@ -1429,7 +1435,10 @@ void node_train_installed(struct node_train *t,
     t->st.install_failures++;
     t->failed_install = t->install_version;
     t->failed_install_ms = t->now_ms;
-    sm_log(SM_LOG_WARN, MOD, "model install failed",
+    sm_log(SM_LOG_WARN, MOD,
+           status == SM_ECONFLICT
+               ? "model not installed: the log binds it to another CBN"
+               : "model install failed",
            "version=%" PRIu64 " error=%s cause=\"%s\"", t->install_version,
            sm_errname(status), errmsg ? errmsg : "");
 }
@@ -1528,6 +1537,7 @@ static void pursue_want(struct node_train *t, uint64_t now)
 
 static void take_view(struct node_train *t, const struct node_train_view *v)
 {
+    t->commit_cbn = v->versions.model_cbn_digest;
     t->n_commit = v->n_shards < NAMES_MAX ? v->n_shards : NAMES_MAX;
     for (size_t i = 0; i < t->n_commit; i++) {
         snprintf(t->commit_names[i], sizeof t->commit_names[i], "%s",

@@ -17,10 +17,14 @@
  * fails, or does not answer within the timeout moves to its replica, then
  * to the leader. With a shard for every node of the round's CBN, the
  * leader commits the CBN version (when it changed) and MODEL_COMMIT with
- * every shard's digest, then sends the shards to every member (MODEL);
- * each peer installs the assembled model once the log holds that version
- * and the digests match. A peer that sees a committed version it lacks
- * asks the leader for it (FETCH).
+ * every shard's digest and the digest of the round's CBN, then sends the
+ * shards to every member (MODEL); each peer installs the assembled model
+ * once the log holds that version and the digests match, and only with a
+ * CBN of the digest the log names (the model manager refuses another). A
+ * MODEL_COMMIT naming a CBN version another leader committed with another
+ * CBN is refused by the log; the leader then commits its CBN under the
+ * next version and proposes the model again. A peer that sees a committed
+ * version it lacks asks the leader for it (FETCH).
  *
  * Failover. Nothing of a round is in the log until MODEL_COMMIT: a new
  * leader simply starts the round again with the same version, and the log
@@ -113,9 +117,12 @@ struct node_train_env
                  size_t n);
     /* Starts installing the model of @spec from @n shards (borrowed; the
      * callee copies them); the outcome comes through node_train_installed().
-     * SM_OK or why it cannot start. */
+     * @cbn is the digest of the CBN the log binds the model to (all zero:
+     * not bound): the callee refuses, with SM_ECONFLICT, to assemble the
+     * model with a CBN of another digest. SM_OK or why it cannot start. */
     int (*install)(void *arg,
                    const struct node_train_spec *spec,
+                   const struct cons_digest *cbn,
                    const uint8_t *const *blobs,
                    const size_t *lens,
                    size_t n);
@@ -225,7 +232,8 @@ void node_train_trained(struct node_train *t,
                         const struct node_train_result *r);
 
 /* Reports the outcome of env->install(): @version installed (SM_OK) or
- * @status with @errmsg. */
+ * @status with @errmsg (counted in install_failures; SM_ECONFLICT: the
+ * model's CBN is not the one the log binds it to). */
 void node_train_installed(struct node_train *t,
                           uint64_t version,
                           int status,

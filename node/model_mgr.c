@@ -950,6 +950,24 @@ static void run_shards(struct node_model_mgr *m,
     j->seconds = seconds_since(t0);
 }
 
+static int all_zero(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The first 8 bytes of @d in hex, for messages. */
+static void hex8(const uint8_t *d, char out[17])
+{
+    for (int i = 0; i < 8; i++) {
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+    }
+}
+
 /* Assembles and installs @j's model; @prev is the current model (may be
  * NULL). */
 static void run_install(struct node_model_mgr *m,
@@ -974,6 +992,20 @@ static void run_install(struct node_model_mgr *m,
     struct cbn_normals *normals = NULL;
     struct model_ref *ref = NULL;
     int rc = round_prepare(j, &g, &wins);
+    if (rc == SM_OK && !all_zero(s->cbn_digest, HASH_SIZE) &&
+        memcmp(s->cbn_digest, j->cbn_digest, HASH_SIZE) != 0) {
+        /* The log binds the model to another CBN than the one these
+         * windows make here: its shards belong to that one. */
+        char want[17], have[17];
+        hex8(s->cbn_digest, want);
+        hex8(j->cbn_digest, have);
+        sm_errmsg_printf(j->errmsg,
+                         "install %" PRIu64
+                         ": the log names CBN %s..., the round's windows "
+                         "make CBN %s... here",
+                         s->round, want, have);
+        rc = SM_ECONFLICT;
+    }
     if (rc == SM_OK) {
         shards = sm_calloc(j->n_blobs, sizeof *shards);
         rc = shards != NULL ? SM_OK : SM_ENOMEM;

@@ -310,6 +310,9 @@ struct node_model_round_spec
     const char *const *nodes; /* CBN node names this peer trains (borrowed,
                                  copied); train_shards only */
     size_t n_nodes;
+    uint8_t cbn_digest[32]; /* install only: the digest (as in struct
+                               node_model_shards) of the CBN the log says
+                               the model was trained on; all zero: any */
 };
 
 /* One trained node, borrowed for the duration of the shards callback. */
@@ -380,10 +383,12 @@ int node_model_mgr_train_shards(struct node_model_mgr *m,
  * spec's round. It may call any node_model_mgr_* function. Statuses: SM_OK
  * (the model is current); SM_EEXIST (the current model's version is already
  * spec->round or later); SM_ENOTFOUND (windows differ from the spec, as
- * for shards); SM_EINVAL, SM_EMALFORMED, SM_ECORRUPT, SM_EUNSUPPORTED (a
- * shard is refused: gvae_shard_import or gvae_model_assemble say why);
- * SM_ENOTFOUND also when a CBN node has no shard; SM_EAGAIN (replaced by a
- * newer install before it ran); SM_ENOMEM. */
+ * for shards); SM_ECONFLICT (the CBN rebuilt from the round's windows is
+ * not the one spec->cbn_digest names: the model is not assembled); SM_EINVAL,
+ * SM_EMALFORMED, SM_ECORRUPT, SM_EUNSUPPORTED (a shard is refused:
+ * gvae_shard_import or gvae_model_assemble say why); SM_ENOTFOUND also when a
+ * CBN node has no shard; SM_EAGAIN (replaced by a newer install before it ran);
+ * SM_ENOMEM. */
 typedef void (*node_model_installed_cb)(void *arg,
                                         uint64_t version,
                                         int status,
@@ -393,7 +398,8 @@ typedef void (*node_model_installed_cb)(void *arg,
  * used) from its @n shards (@blobs[k] of @lens[k] bytes, borrowed and
  * copied; one per CBN node, any order), on the training thread: checks the
  * windows as node_model_mgr_train_shards() does, rebuilds the round's CBN,
- * imports every shard, assembles the model with the training config (thread
+ * checks its digest against spec->cbn_digest (unless all zero), imports
+ * every shard, assembles the model with the training config (thread
  * count 0, so every peer's model saves to the same bytes), computes the
  * normal values from the round's windows, and makes it the current model
  * with version spec->round and trained_until to_ns; then writes the

@@ -67,11 +67,12 @@ static int f_train(void *arg,
 
 static int f_install(void *arg,
                      const struct node_train_spec *spec,
+                     const struct cons_digest *cbn,
                      const uint8_t *const *blobs,
                      const size_t *lens,
                      size_t n)
 {
-    (void)arg, (void)spec, (void)blobs, (void)lens, (void)n;
+    (void)arg, (void)spec, (void)cbn, (void)blobs, (void)lens, (void)n;
     return SM_OK;
 }
 

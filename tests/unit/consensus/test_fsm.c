@@ -1,5 +1,6 @@
 /* Tests for the command codec and the replicated state machine: every
- * command, idempotence, bad commands as counted no-ops, snapshots. */
+ * command, idempotence, bad commands as counted no-ops, models bound to
+ * their CBN (and the layout before the binding), snapshots. */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,12 @@
 #include "consensus/consensus.h"
 
 static struct cons_fsm *fsm;
+
+/* Bytes a version 3 snapshot has after the version 2 layout when no older
+ * CBN version is kept: the count (u32) and the model's CBN digest. */
+#define V3_TAIL_EMPTY (4 + CONS_DIGEST_SIZE)
+/* ... and per older CBN version kept: its version (u64) and digest. */
+#define V3_TAIL_ITEM (8 + CONS_DIGEST_SIZE)
 
 static void setup(void)
 {
@@ -449,6 +456,7 @@ static void populate(void)
     model.u.model.cbn_version = 1;
     model.u.model.n_shards = 1;
     model.u.model.shards = shards;
+    model.u.model.cbn_digest = digest(3);
     struct cons_place_entry e[] = {{"api", 3, 0}, {"web", 1, 3}};
     struct cons_cmd place = {.type = CONS_CMD_PLACEMENT_SET};
     place.u.placement.epoch = 1;
@@ -855,7 +863,8 @@ static void test_retain_snapshot(void)
     uint8_t *bad = sm_malloc(na);
     REQUIRE(bad != NULL);
     memcpy(bad, a, na);
-    memset(bad + na - 32, 0, 8); /* diagnoses dropped: 0, mark kept */
+    /* diagnoses dropped: 0, mark kept (populate commits one CBN) */
+    memset(bad + na - V3_TAIL_EMPTY - 32, 0, 8);
     CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
     memcpy(bad, a, na);
     bad[0] = CONS_SNAPSHOT_VERSION + 1;
@@ -864,7 +873,8 @@ static void test_retain_snapshot(void)
     CHECK_EQ(counts(copy).diagnoses, 0);
     sm_free(a);
 
-    /* Version 1: the same layout without the 32 bytes of retention. */
+    /* Version 1: the same layout without the 32 bytes of retention (and
+     * the version 3 tail). */
     struct cons_fsm *plain;
     REQUIRE_OK(cons_fsm_new(&plain));
     struct cons_cmd dg = diagnosis("d-9", 3, "{\"v\":1}");
@@ -874,7 +884,7 @@ static void test_retain_snapshot(void)
     cons_fsm_free(plain);
     a[0] = 1;
     CHECK_EQ(cons_fsm_restore(copy, a, na), SM_EMALFORMED); /* trailing */
-    CHECK_OK(cons_fsm_restore(copy, a, na - 32));
+    CHECK_OK(cons_fsm_restore(copy, a, na - V3_TAIL_EMPTY - 32));
     struct cons_diagnosis one;
     CHECK_OK(cons_fsm_diagnosis_get(copy, "d-9", &one));
     m = counts(copy);
@@ -885,6 +895,339 @@ static void test_retain_snapshot(void)
     CHECK(na == nb && memcmp(a, b, na) == 0);
     sm_free(a);
     sm_free(b);
+    cons_fsm_free(copy);
+}
+
+static struct cons_cmd cbn_commit(uint64_t version, struct cons_digest d)
+{
+    struct cons_cmd c = {.type = CONS_CMD_CBN_COMMIT};
+    c.u.cbn.version = version;
+    c.u.cbn.size = 100 + version;
+    c.u.cbn.digest = d;
+    return c;
+}
+
+/* A model of @version trained on CBN @cbn_version of digest @d (all zero:
+ * not bound); one shard. */
+static struct cons_cmd model_commit(uint64_t version,
+                                    uint64_t cbn_version,
+                                    struct cons_digest d)
+{
+    static const struct cons_shard_digest shards[] = {{"api", {{7}}}};
+    struct cons_cmd c = {.type = CONS_CMD_MODEL_COMMIT};
+    c.u.model.version = version;
+    c.u.model.cbn_version = cbn_version;
+    c.u.model.n_shards = 1;
+    c.u.model.shards = shards;
+    c.u.model.cbn_digest = d;
+    return c;
+}
+
+static int digest_eq(struct cons_digest a, struct cons_digest b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* Applies a model commit, returning the outcome. */
+static enum cons_apply_result apply_model(uint64_t version,
+                                          uint64_t cbn_version,
+                                          struct cons_digest d)
+{
+    struct cons_cmd c = model_commit(version, cbn_version, d);
+    return apply(&c);
+}
+
+/* A model bound to its CBN applies only with the digest committed under
+ * that version; older kept versions can be named, older still are stale. */
+static void test_model_binding(void)
+{
+    const struct cons_digest none = {{0}};
+    struct cons_cmd c1 = cbn_commit(1, digest(10));
+    CHECK_EQ(apply(&c1), CONS_APPLY_OK);
+    CHECK_EQ(apply_model(1, 1, digest(10)), CONS_APPLY_OK);
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 1);
+    CHECK_EQ(v.model_cbn_version, 1);
+    CHECK(digest_eq(v.model_cbn_digest, digest(10)));
+    CHECK_EQ(apply_model(1, 1, digest(10)), CONS_APPLY_DUPLICATE);
+
+    /* Another leader's CBN under version 1: refused, nothing changes. */
+    CHECK_EQ(apply_model(2, 1, digest(11)), CONS_APPLY_BAD);
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 1);
+    CHECK(digest_eq(v.model_cbn_digest, digest(10)));
+
+    /* The competing CBN commit itself is stale; the model for it too. */
+    struct cons_cmd rival = cbn_commit(1, digest(11));
+    CHECK_EQ(apply(&rival), CONS_APPLY_STALE);
+    CHECK_EQ(apply_model(2, 1, digest(11)), CONS_APPLY_BAD);
+
+    /* A newer CBN: the older one can still be named, by its digest. */
+    struct cons_cmd c2 = cbn_commit(2, digest(20));
+    CHECK_EQ(apply(&c2), CONS_APPLY_OK);
+    CHECK_EQ(apply_model(2, 2, digest(10)), CONS_APPLY_BAD);
+    CHECK_EQ(apply_model(2, 1, digest(10)), CONS_APPLY_OK);
+    CHECK_EQ(apply_model(3, 2, digest(20)), CONS_APPLY_OK);
+    struct cons_digest d;
+    CHECK_OK(cons_fsm_cbn_digest(fsm, 1, &d));
+    CHECK(digest_eq(d, digest(10)));
+    CHECK_OK(cons_fsm_cbn_digest(fsm, 2, &d));
+    CHECK(digest_eq(d, digest(20)));
+    CHECK_EQ(cons_fsm_cbn_digest(fsm, 3, &d), SM_ENOTFOUND);
+    CHECK_EQ(cons_fsm_cbn_digest(fsm, 0, &d), SM_ENOTFOUND);
+
+    /* Versions skip: one in between was never committed (bad), one ahead
+     * is not committed yet (bad, bound or not). */
+    struct cons_cmd c5 = cbn_commit(5, digest(50));
+    CHECK_EQ(apply(&c5), CONS_APPLY_OK);
+    CHECK_EQ(apply_model(4, 4, digest(40)), CONS_APPLY_BAD);
+    CHECK_EQ(apply_model(4, 6, digest(50)), CONS_APPLY_BAD);
+    CHECK_EQ(apply_model(4, 6, none), CONS_APPLY_BAD);
+
+    /* CONS_CBN_KEPT versions are kept: after as many more commits, the
+     * first ones are gone and a model naming them cannot be checked. */
+    for (uint64_t k = 6; k < 6 + CONS_CBN_KEPT - 1; k++) {
+        struct cons_cmd c = cbn_commit(k, digest((uint8_t)(k * 10)));
+        CHECK_EQ(apply(&c), CONS_APPLY_OK);
+    }
+    uint64_t newest = 6 + CONS_CBN_KEPT - 2;
+    CHECK_EQ(cons_fsm_cbn_digest(fsm, 1, &d), SM_ENOTFOUND);
+    CHECK_EQ(cons_fsm_cbn_digest(fsm, 2, &d), SM_ENOTFOUND);
+    CHECK_OK(cons_fsm_cbn_digest(fsm, 5, &d)); /* the oldest kept */
+    CHECK(digest_eq(d, digest(50)));
+    size_t kept = 0;
+    for (uint64_t k = 1; k <= newest; k++) {
+        kept += cons_fsm_cbn_digest(fsm, k, &d) == SM_OK;
+    }
+    CHECK_EQ(kept, CONS_CBN_KEPT);
+    CHECK_EQ(apply_model(4, 2, digest(20)), CONS_APPLY_STALE);
+    CHECK_EQ(apply_model(4, 1, digest(10)), CONS_APPLY_STALE);
+    CHECK_EQ(apply_model(4, 5, digest(50)), CONS_APPLY_OK);
+
+    /* Not bound (an entry of the layout before): by version only, as
+     * before, even naming a version no longer kept. */
+    CHECK_EQ(apply_model(5, 1, none), CONS_APPLY_OK);
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 5);
+    CHECK_EQ(v.model_cbn_version, 1);
+    CHECK(digest_eq(v.model_cbn_digest, none));
+    CHECK_EQ(v.cbn_version, newest);
+
+    struct cons_fsm_stats st;
+    cons_fsm_stats(fsm, &st);
+    CHECK_EQ(st.bad, 6);
+    CHECK_EQ(st.stale, 3);
+    CHECK_EQ(st.duplicate, 1);
+}
+
+/* Little-endian writers for hand-made entries. */
+static size_t put_le(uint8_t *at, uint64_t v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        at[i] = (uint8_t)(v >> (8 * i));
+    }
+    return n;
+}
+
+/* A MODEL_COMMIT as peers wrote it before the binding (version 3 of a
+ * model on CBN 1, one shard "api"): it still decodes, unbound, and
+ * applies; encoding it again appends an all-zero cbn_digest. */
+static void test_model_old_layout(void)
+{
+    uint8_t old[2 + 8 + 8 + 4 + 4 + 3 + CONS_DIGEST_SIZE];
+    size_t n = 0;
+    old[n++] = 1; /* CONS_CMD_VERSION of that time, unchanged */
+    old[n++] = CONS_CMD_MODEL_COMMIT;
+    n += put_le(old + n, 3, 8);
+    n += put_le(old + n, 1, 8);
+    n += put_le(old + n, 1, 4);
+    n += put_le(old + n, 3, 4);
+    memcpy(old + n, "api", 3);
+    n += 3;
+    memset(old + n, 0x11, CONS_DIGEST_SIZE);
+    n += CONS_DIGEST_SIZE;
+    REQUIRE_EQ(n, sizeof old);
+
+    struct cons_cmd back;
+    REQUIRE_OK(cons_cmd_decode(old, sizeof old, &back));
+    CHECK_EQ(back.type, CONS_CMD_MODEL_COMMIT);
+    CHECK_EQ(back.u.model.version, 3);
+    CHECK_EQ(back.u.model.cbn_version, 1);
+    REQUIRE_EQ(back.u.model.n_shards, 1);
+    CHECK_STR(back.u.model.shards[0].service, "api");
+    CHECK_EQ(back.u.model.shards[0].digest.b[31], 0x11);
+    CHECK(digest_eq(back.u.model.cbn_digest, (struct cons_digest){{0}}));
+    static uint8_t buf[CONS_CMD_MAX];
+    size_t len = encode(&back, buf);
+    cons_cmd_release(&back);
+    CHECK_EQ(len, sizeof old + CONS_DIGEST_SIZE);
+    CHECK(memcmp(buf, old, sizeof old) == 0);
+    size_t zeros = 0;
+    for (size_t i = sizeof old; i < len; i++) {
+        zeros += buf[i] == 0;
+    }
+    CHECK_EQ(zeros, CONS_DIGEST_SIZE);
+
+    /* It applies by version, as it did. */
+    enum cons_apply_result res = CONS_APPLY_BAD;
+    CHECK_OK(cons_fsm_apply(fsm, old, sizeof old, &res));
+    CHECK_EQ(res, CONS_APPLY_BAD); /* CBN 1 not committed yet */
+    struct cons_cmd c1 = cbn_commit(1, digest(1));
+    CHECK_EQ(apply(&c1), CONS_APPLY_OK);
+    CHECK_OK(cons_fsm_apply(fsm, old, sizeof old, &res));
+    CHECK_EQ(res, CONS_APPLY_OK);
+    CHECK_OK(cons_fsm_apply(fsm, old, sizeof old, &res));
+    CHECK_EQ(res, CONS_APPLY_DUPLICATE);
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.model_version, 3);
+    CHECK(digest_eq(v.model_cbn_digest, (struct cons_digest){{0}}));
+
+    /* The new layout: the same bytes, then the digest. */
+    struct cons_cmd bound = model_commit(4, 1, digest(1));
+    len = encode(&bound, buf);
+    CHECK_EQ(len, 2 + 8 + 8 + 4 + 4 + 3 + 2 * CONS_DIGEST_SIZE);
+    CHECK_EQ(buf[len - CONS_DIGEST_SIZE], 1);
+    REQUIRE_OK(cons_cmd_decode(buf, len, &back));
+    CHECK(digest_eq(back.u.model.cbn_digest, digest(1)));
+    cons_cmd_release(&back);
+    /* Cut anywhere, it fails, except right after the shard list (the old
+     * layout, then unbound); a byte more fails. */
+    for (size_t k = 0; k < len; k++) {
+        int rv = cons_cmd_decode(buf, k, &back);
+        if (k == len - CONS_DIGEST_SIZE) {
+            CHECK_OK(rv);
+            cons_cmd_release(&back);
+        } else {
+            CHECK(rv != SM_OK);
+        }
+    }
+    buf[len] = 0;
+    CHECK_EQ(cons_cmd_decode(buf, len + 1, &back), SM_EMALFORMED);
+    CHECK_EQ(apply(&bound), CONS_APPLY_OK);
+}
+
+/* A state with three CBN versions and a model bound to the middle one. */
+static void populate_binding(void)
+{
+    for (uint8_t k = 1; k <= 3; k++) {
+        struct cons_cmd c = cbn_commit(k, digest((uint8_t)(k * 10)));
+        REQUIRE_EQ(apply(&c), CONS_APPLY_OK);
+    }
+    REQUIRE_EQ(apply_model(7, 2, digest(20)), CONS_APPLY_OK);
+}
+
+/* Snapshots carry the older CBN digests and the model's binding; version
+ * 2 snapshots (before the binding) still restore, knowing the newest CBN
+ * only. */
+static void test_binding_snapshot(void)
+{
+    populate_binding();
+    uint8_t *a, *b;
+    size_t na, nb;
+    REQUIRE_OK(cons_fsm_snapshot(fsm, NULL, &a, &na));
+    CHECK_EQ(a[0], CONS_SNAPSHOT_VERSION);
+    CHECK_EQ(a[0], 3);
+    struct cons_fsm *copy;
+    REQUIRE_OK(cons_fsm_new(&copy));
+    CHECK_OK(cons_fsm_restore(copy, a, na));
+    REQUIRE_OK(cons_fsm_snapshot(copy, NULL, &b, &nb));
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    sm_free(b);
+    struct cons_versions v;
+    cons_fsm_versions(copy, &v);
+    CHECK_EQ(v.model_version, 7);
+    CHECK_EQ(v.model_cbn_version, 2);
+    CHECK(digest_eq(v.model_cbn_digest, digest(20)));
+    for (uint8_t k = 1; k <= 3; k++) {
+        struct cons_digest d;
+        CHECK_OK(cons_fsm_cbn_digest(copy, k, &d));
+        CHECK(digest_eq(d, digest((uint8_t)(k * 10))));
+    }
+
+    /* The restored machine checks bindings as the original does. */
+    uint8_t buf[256];
+    struct cons_cmd wrong = model_commit(8, 1, digest(20));
+    size_t len = encode(&wrong, buf);
+    enum cons_apply_result res;
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_BAD);
+    struct cons_cmd right = model_commit(8, 1, digest(10));
+    len = encode(&right, buf);
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_OK);
+    cons_fsm_free(copy);
+
+    /* Another machine fed the same log ends with the same bytes. */
+    struct cons_fsm *first = fsm;
+    REQUIRE_OK(cons_fsm_new(&fsm));
+    populate_binding();
+    REQUIRE_OK(cons_fsm_snapshot(fsm, NULL, &b, &nb));
+    cons_fsm_free(fsm);
+    fsm = first;
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    sm_free(b);
+
+    /* The tail: a count, two older versions, the model's digest. */
+    size_t tail = V3_TAIL_EMPTY + 2 * V3_TAIL_ITEM;
+    REQUIRE(na > tail);
+    size_t at = na - tail;
+    CHECK_EQ(a[at], 2);
+    REQUIRE_OK(cons_fsm_new(&copy));
+    for (size_t k = 0; k < na; k++) {
+        CHECK(cons_fsm_restore(copy, a, k) != SM_OK);
+    }
+    uint8_t *bad = sm_malloc(na);
+    REQUIRE(bad != NULL);
+    /* Older versions out of order, at or above the newest, too many; a
+     * model digest that is not its kept CBN's. */
+    memcpy(bad, a, na);
+    bad[at + 4] = 2; /* first older version 2, like the second */
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
+    memcpy(bad, a, na);
+    bad[at + 4 + V3_TAIL_ITEM] = 3; /* second older version = newest */
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
+    memcpy(bad, a, na);
+    bad[at] = CONS_CBN_KEPT; /* more than are kept */
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
+    memcpy(bad, a, na);
+    bad[na - 1] ^= 1;
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EMALFORMED);
+    memcpy(bad, a, na);
+    bad[0] = CONS_SNAPSHOT_VERSION + 1;
+    CHECK_EQ(cons_fsm_restore(copy, bad, na), SM_EUNSUPPORTED);
+    sm_free(bad);
+    cons_fsm_versions(copy, &v);
+    CHECK_EQ(v.model_version, 0); /* every failure left it empty */
+
+    /* Version 2: the same layout without the tail. Only the newest CBN is
+     * known and the model is not bound; a model naming an older CBN by
+     * digest cannot be checked. */
+    a[0] = 2;
+    CHECK_EQ(cons_fsm_restore(copy, a, na), SM_EMALFORMED); /* trailing */
+    CHECK_OK(cons_fsm_restore(copy, a, na - tail));
+    cons_fsm_versions(copy, &v);
+    CHECK_EQ(v.cbn_version, 3);
+    CHECK(digest_eq(v.cbn_digest, digest(30)));
+    CHECK_EQ(v.model_version, 7);
+    CHECK(digest_eq(v.model_cbn_digest, (struct cons_digest){{0}}));
+    struct cons_digest d;
+    CHECK_EQ(cons_fsm_cbn_digest(copy, 2, &d), SM_ENOTFOUND);
+    CHECK_OK(cons_fsm_cbn_digest(copy, 3, &d));
+    REQUIRE_OK(cons_fsm_snapshot(copy, NULL, &b, &nb));
+    CHECK_EQ(b[0], CONS_SNAPSHOT_VERSION);
+    CHECK_EQ(nb, na - tail + V3_TAIL_EMPTY);
+    CHECK(memcmp(b + 1, a + 1, na - tail - 1) == 0);
+    sm_free(b);
+    len = encode(&right, buf);
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_STALE);
+    struct cons_cmd newest = model_commit(8, 3, digest(30));
+    len = encode(&newest, buf);
+    CHECK_OK(cons_fsm_apply(copy, buf, len, &res));
+    CHECK_EQ(res, CONS_APPLY_OK);
+    sm_free(a);
     cons_fsm_free(copy);
 }
 
@@ -944,6 +1287,9 @@ static void test_retain_large(void)
 static const struct check_test tests[] = {
     {"members add, change and remove", test_members},
     {"cbn and model versions", test_versions},
+    {"a model applies only with its CBN's digest", test_model_binding},
+    {"model commits of the layout before the binding", test_model_old_layout},
+    {"binding state in snapshots, version 2 restores", test_binding_snapshot},
     {"placement by epoch", test_placement},
     {"diagnoses newest first, once per id", test_diagnoses},
     {"actions move forward only", test_actions},

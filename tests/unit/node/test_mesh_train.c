@@ -4,7 +4,8 @@
  * deterministic bytes. Covers a round across owners, a lagging peer caught
  * up, a dead owner's shard moving to its replica, a silent owner timing
  * out, the leader killed mid-round, a restarted peer fetching the model,
- * and malformed messages. */
+ * a model bound to a CBN other than the one committed under its version,
+ * a peer whose CBN differs from the log's, and malformed messages. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,9 @@ struct peer
     size_t n_jobs;
     int installing;
     struct node_train_spec install_spec;
-    int install_ok;
+    struct cons_digest install_cbn; /* as the last install was given */
+    int install_status;
+    uint8_t cbn; /* every byte of the digest of the CBN this peer builds */
     uint64_t trained[N_GRAPH]; /* shards of each node this peer trained */
 };
 
@@ -66,6 +69,9 @@ static int leader = 0;
 static uint64_t model_commits;
 static int lose_to = -1; /* messages to this peer are lost ... */
 static int lose_count;   /* ... this many more times */
+/* Another leader's CBN_COMMIT (digest 0xAA) lands just before the next CBN
+ * the leader proposes, under the same version. */
+static int rival_cbn;
 
 static int index_of(const char *id)
 {
@@ -133,6 +139,16 @@ static void env_propose(void *arg, const struct cons_cmd *cmd)
     /* Only the leader's proposals commit: the log is raft's. */
     if ((int)(p - peers) != leader || p->mute) {
         return;
+    }
+    if (cmd->type == CONS_CMD_CBN_COMMIT && rival_cbn) {
+        rival_cbn = 0;
+        struct cons_cmd rival = *cmd;
+        memset(rival.u.cbn.digest.b, 0xAA, sizeof rival.u.cbn.digest.b);
+        REQUIRE(n_proposals < PROPOSALS_MAX);
+        REQUIRE_OK(cons_cmd_encode(&rival, proposals[n_proposals],
+                                   sizeof proposals[0],
+                                   &proposal_len[n_proposals]));
+        n_proposals++;
     }
     REQUIRE(n_proposals < PROPOSALS_MAX);
     REQUIRE_OK(cons_cmd_encode(cmd, proposals[n_proposals], sizeof proposals[0],
@@ -233,8 +249,21 @@ static int env_train(void *arg,
     return SM_OK;
 }
 
+static int digest_all(const struct cons_digest *d, uint8_t b)
+{
+    for (size_t i = 0; i < sizeof d->b; i++) {
+        if (d->b[i] != b) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Like the model manager: the shards must be the round's, and the CBN
+ * this peer builds from the round's windows the one the log names. */
 static int env_install(void *arg,
                        const struct node_train_spec *spec,
+                       const struct cons_digest *cbn,
                        const uint8_t *const *blobs,
                        const size_t *lens,
                        size_t n)
@@ -242,12 +271,17 @@ static int env_install(void *arg,
     struct peer *p = arg;
     p->installing = 3;
     p->install_spec = *spec;
-    p->install_ok = n == N_GRAPH;
+    p->install_cbn = *cbn;
+    int ok = n == N_GRAPH;
     for (size_t i = 0; i < n; i++) {
         char want[32];
         snprintf(want, sizeof want, "shard:%" PRIu64 ":", spec->round);
-        p->install_ok &=
+        ok &=
             lens[i] > strlen(want) && memcmp(blobs[i], want, strlen(want)) == 0;
+    }
+    p->install_status = ok ? SM_OK : SM_EINVAL;
+    if (ok && !digest_all(cbn, 0) && !digest_all(cbn, p->cbn)) {
+        p->install_status = SM_ECONFLICT;
     }
     return SM_OK;
 }
@@ -320,19 +354,21 @@ static void run_model(struct peer *p)
             }
             r.n = job.n;
             r.shards = sh;
-            memset(r.cbn_digest, 0xCB, 32);
+            memset(r.cbn_digest, p->cbn, 32);
             r.cbn_size = 100;
         }
         node_train_trained(p->t, job.id, &r);
     }
     if (p->installing > 0 && --p->installing == 0) {
-        if (p->install_ok) {
+        if (p->install_status == SM_OK) {
             p->version = p->install_spec.round;
             p->version_to = p->install_spec.to_ns;
             node_train_installed(p->t, p->version, SM_OK, "");
         } else {
-            node_train_installed(p->t, p->install_spec.round, SM_EINVAL,
-                                 "bad shards");
+            node_train_installed(p->t, p->install_spec.round, p->install_status,
+                                 p->install_status == SM_ECONFLICT
+                                     ? "another CBN"
+                                     : "bad shards");
         }
     }
 }
@@ -372,6 +408,7 @@ static void setup(void)
     n_peers = 3;
     for (int i = 0; i < PEERS; i++) {
         peers[i].id = ids[i];
+        peers[i].cbn = 0xCB;
         peer_start(i);
     }
     REQUIRE_OK(cons_fsm_new(&fsm));
@@ -382,6 +419,7 @@ static void setup(void)
     n_proposals = 0;
     lose_to = -1;
     lose_count = 0;
+    rival_cbn = 0;
 }
 
 static void teardown(void)
@@ -515,6 +553,13 @@ static void test_round_across_owners(void)
     CHECK_EQ(v.model_shards, (size_t)N_GRAPH);
     CHECK_EQ(v.cbn_version, 1u);
     CHECK_EQ(model_commits, 1u);
+    /* The model is bound to the round's CBN, and every peer installed it
+     * with that binding. */
+    CHECK_EQ(v.model_cbn_version, 1u);
+    CHECK(digest_all(&v.model_cbn_digest, 0xCB));
+    for (int i = 0; i < n_peers; i++) {
+        CHECK(digest_all(&peers[i].install_cbn, 0xCB));
+    }
     /* Owners trained their own: db on b, front on c, api and svc on a. */
     CHECK_EQ(peers[0].trained[0] + peers[0].trained[3], 2u);
     CHECK_EQ(peers[1].trained[1], 1u);
@@ -785,6 +830,93 @@ static void test_commit_without_shards(void)
     peer_start(0);             /* for teardown */
 }
 
+/* No peer holds a model the log does not bind to the CBN it was trained
+ * on (0xCB). */
+static void check_bound_installs(void)
+{
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    for (int i = 0; i < n_peers; i++) {
+        if (peers[i].version == 0) {
+            continue;
+        }
+        struct cons_digest d;
+        CHECK(v.model_version >= peers[i].version);
+        CHECK(digest_all(&v.model_cbn_digest, 0xCB));
+        CHECK(cons_fsm_cbn_digest(fsm, v.model_cbn_version, &d) == SM_OK &&
+              digest_all(&d, 0xCB));
+    }
+}
+
+static void test_model_bound_to_rival_cbn(void)
+{
+    /* Another leader's CBN takes version 1 just before ours: our CBN
+     * commit is stale, and the MODEL_COMMIT naming CBN 1 (ours, 0xCB) does
+     * not match what the log holds under that version (0xAA). */
+    give_all(1, 10);
+    rival_cbn = 1;
+    for (int s = 0; s < STEPS && !all_alive_have_v1(); s++) {
+        tick_all();
+        check_bound_installs();
+        deliver();
+        now += 500;
+    }
+    REQUIRE(all_alive_have_v1());
+    struct cons_fsm_stats fs;
+    cons_fsm_stats(fsm, &fs);
+    CHECK_EQ(fs.stale, 1u); /* our CBN under version 1 */
+    CHECK_EQ(fs.bad, 1u);   /* the model naming it */
+    /* The leader tried again: its CBN under version 2, then the model. */
+    struct cons_versions v;
+    cons_fsm_versions(fsm, &v);
+    CHECK_EQ(v.cbn_version, 2u);
+    CHECK(digest_all(&v.cbn_digest, 0xCB));
+    CHECK_EQ(v.model_version, 1u);
+    CHECK_EQ(v.model_cbn_version, 2u);
+    CHECK(digest_all(&v.model_cbn_digest, 0xCB));
+    struct cons_digest d;
+    REQUIRE_OK(cons_fsm_cbn_digest(fsm, 1, &d));
+    CHECK(digest_all(&d, 0xAA)); /* the rival's stays version 1 */
+    CHECK_EQ(model_commits, 1u);
+    for (int i = 0; i < n_peers; i++) {
+        struct node_train_stats st;
+        node_train_stats(peers[i].t, &st);
+        CHECK_EQ(st.installs, 1u);
+        CHECK_EQ(st.install_failures, 0u);
+    }
+}
+
+static int a_and_b_have_v1(void)
+{
+    return peers[0].version >= 1 && peers[1].version >= 1;
+}
+
+static void test_peer_with_another_cbn(void)
+{
+    give_all(1, 10);
+    REQUIRE(run(v1_committed));
+    /* c's model manager now builds another CBN from the round's windows
+     * than the one the log binds the model to: c refuses to install. */
+    peers[2].cbn = 0xCC;
+    REQUIRE(run(a_and_b_have_v1));
+    for (int s = 0; s < 20; s++) {
+        tick_all();
+        deliver();
+        now += 500;
+    }
+    CHECK_EQ(peers[2].version, 0u);
+    CHECK(digest_all(&peers[2].install_cbn, 0xCB));
+    struct node_train_stats st;
+    node_train_stats(peers[2].t, &st);
+    CHECK_EQ(st.installs, 0u);
+    CHECK(st.install_failures >= 1);
+    /* With the CBN the log names, c installs it. */
+    peers[2].cbn = 0xCB;
+    REQUIRE(run(all_alive_have_v1));
+    node_train_stats(peers[2].t, &st);
+    CHECK_EQ(st.installs, 1u);
+}
+
 static void test_malformed_messages(void)
 {
     /* Capture a real START, SHARD and MODEL by running a round. */
@@ -840,6 +972,10 @@ static const struct check_test tests[] = {
      test_request_survives_failover},
     {"lost windows are sent again until acknowledged",
      test_windows_replicated_despite_loss},
+    {"a model naming another leader's CBN is installed nowhere",
+     test_model_bound_to_rival_cbn},
+    {"a peer whose CBN is not the log's does not install",
+     test_peer_with_another_cbn},
     {"malformed messages are refused", test_malformed_messages},
 };
 

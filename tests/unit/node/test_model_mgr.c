@@ -891,6 +891,21 @@ static void co_round(uint64_t round,
     const uint8_t *blobs_r[4] = {b->blob[1], a->blob[1], b->blob[0],
                                  a->blob[0]};
     size_t lens_r[4] = {b->len[1], a->len[1], b->len[0], a->len[0]};
+
+    /* Bound by the log to another CBN than the one the round's windows
+     * make: refused before anything is assembled. */
+    struct node_model_round_spec other = *spec;
+    memset(other.cbn_digest, 0xAB, sizeof other.cbn_digest);
+    REQUIRE_OK(node_model_mgr_install_shards(b->m, &other, blobs_r, lens_r, 4,
+                                             co_on_installed, b));
+    co_wait(b, co_installed);
+    CHECK_EQ(b->install_status, SM_ECONFLICT);
+    CHECK(strstr(b->install_err, "CBN abababababababab") != NULL);
+    CHECK_EQ(node_model_mgr_version(b->m), prev);
+    b->install_calls = 0;
+
+    /* Bound to the round's CBN, as the leader commits it. */
+    memcpy(spec->cbn_digest, a->cbn_digest, sizeof spec->cbn_digest);
     REQUIRE_OK(node_model_mgr_install_shards(a->m, spec, blobs, lens, 4,
                                              co_on_installed, a));
     REQUIRE_OK(node_model_mgr_install_shards(b->m, spec, blobs_r, lens_r, 4,
