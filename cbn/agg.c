@@ -16,8 +16,12 @@
  *
  * Closing. When the watermark passes a window's end, its still-unpaired
  * CLIENT spans fall back to their peer name (inferred edges), SERVER spans
- * older than the window before it are forgotten, and the accumulators become
- * a struct cbn_window of percentile vectors. */
+ * older than the window before it are forgotten, and the accumulators that
+ * counted something become a partial window (partial.c). The partial goes
+ * out as it is (cbn_agg_close_ready_partial, taking the window's sketches
+ * with it), or is finished into a struct cbn_window of percentile vectors
+ * (cbn_agg_close_ready): there it only borrows the window's names and
+ * sketches, so the single-host path copies no sketch. */
 #include <math.h>
 #include <string.h>
 
@@ -26,8 +30,7 @@
 #include "cbn/cbn.h"
 #include "cbn/internal.h"
 
-#define NONE      UINT32_MAX
-#define NS_PER_MS 1e-6
+#define NONE UINT32_MAX
 
 struct pend_key
 {
@@ -1056,252 +1059,202 @@ static int settle_pending(struct cbn_agg *agg, struct win *w)
     return SM_OK;
 }
 
-/* Counts what the output window needs, for one allocation. */
+/* Counts the accumulators of @w that counted something: those are the
+ * partial's entries. */
 struct sizes
 {
     size_t services, metrics, edges, strings;
 };
 
-static int service_present(const struct win *w, uint32_t id)
+static size_t name_bytes(const struct cbn_agg *agg, uint32_t id)
 {
-    const struct win_service *ws = cbn__hmap_find(&w->services, &id);
-    return ws != NULL && ws->requests > 0;
+    return strlen(cbn__strtab_str(&agg->names, id)) + 1;
 }
 
-static void count_string(const struct cbn_agg *agg, uint32_t id, size_t *bytes)
+static void count_entries(const struct cbn_agg *agg,
+                          const struct win *w,
+                          struct sizes *sz)
 {
-    *bytes += strlen(cbn__strtab_str(&agg->names, id)) + 1;
-}
-
-/* Services reported: those with requests, and those with metrics. Their
- * ids are collected in @ids (deduplicated, any order). */
-static int collect_services(const struct cbn_agg *agg,
-                            const struct win *w,
-                            uint32_t **ids,
-                            size_t *n_ids)
-{
-    size_t cap = w->services.count + w->metrics.count + 1, n = 0;
-    uint32_t *v = sm_calloc(cap, sizeof *v);
-    struct cbn__hmap seen;
-    cbn__hmap_init(&seen, sizeof(uint32_t), 1, agg->config.hash_seed ^ 3);
-    if (v == NULL || cbn__hmap_reserve(&seen, cap) != SM_OK) {
-        sm_free(v);
-        cbn__hmap_free(&seen);
-        return SM_ENOMEM;
-    }
-    bool inserted;
+    *sz = (struct sizes){0, 0, 0, 0};
     for (size_t i = 0; i < w->services.cap; i++) {
-        if (cbn__hmap_slot_used(&w->services, i)) {
-            uint32_t id = *(uint32_t *)cbn__hmap_slot_key(&w->services, i);
-            if (service_present(w, id)) {
-                cbn__hmap_put(&seen, &id, &inserted);
-                v[n++] = id;
-            }
+        if (!cbn__hmap_slot_used(&w->services, i)) {
+            continue;
+        }
+        const struct win_service *ws = cbn__hmap_slot_val(&w->services, i);
+        const uint32_t *id = cbn__hmap_slot_key(&w->services, i);
+        if (ws->requests > 0) {
+            sz->services++;
+            sz->strings += name_bytes(agg, *id);
         }
     }
     for (size_t i = 0; i < w->metrics.cap; i++) {
-        if (cbn__hmap_slot_used(&w->metrics, i)) {
-            const struct metric_key *mk = cbn__hmap_slot_key(&w->metrics, i);
-            const struct win_metric *m = cbn__hmap_slot_val(&w->metrics, i);
-            if (m->samples > 0) {
-                cbn__hmap_put(&seen, &mk->service, &inserted);
-                if (inserted) {
-                    v[n++] = mk->service;
-                }
-            }
+        if (!cbn__hmap_slot_used(&w->metrics, i)) {
+            continue;
         }
-    }
-    cbn__hmap_free(&seen);
-    *ids = v;
-    *n_ids = n;
-    return SM_OK;
-}
-
-static void fill_nan(float *v)
-{
-    for (int i = 0; i < CBN_N_PCT; i++) {
-        v[i] = NAN;
-    }
-}
-
-/* An edge is reported under (caller, callee); a paired edge and an
- * inferred one with the same names are merged into the paired one. */
-static const struct win_edge *paired_twin(const struct win *w,
-                                          const struct edge_key *k)
-{
-    struct edge_key twin = {k->caller, k->callee, 0};
-    return k->inferred ? cbn__hmap_find(&w->edges, &twin) : NULL;
-}
-
-static int build_window(struct cbn_agg *agg,
-                        struct win *w,
-                        struct cbn_window **out)
-{
-    uint32_t *svc_ids;
-    size_t n_svc;
-    if (collect_services(agg, w, &svc_ids, &n_svc) != SM_OK) {
-        return SM_ENOMEM;
-    }
-    struct sizes sz = {n_svc, 0, 0, 0};
-    for (size_t i = 0; i < n_svc; i++) {
-        count_string(agg, svc_ids[i], &sz.strings);
-    }
-    for (size_t i = 0; i < w->metrics.cap; i++) {
-        if (cbn__hmap_slot_used(&w->metrics, i) &&
-            ((struct win_metric *)cbn__hmap_slot_val(&w->metrics, i))
-                ->samples) {
-            const struct metric_key *mk = cbn__hmap_slot_key(&w->metrics, i);
-            sz.metrics++;
-            count_string(agg, mk->name, &sz.strings);
-            if (mk->peer != NONE) {
-                count_string(agg, mk->peer, &sz.strings);
-            }
+        const struct win_metric *m = cbn__hmap_slot_val(&w->metrics, i);
+        const struct metric_key *mk = cbn__hmap_slot_key(&w->metrics, i);
+        if (m->samples > 0) {
+            sz->metrics++;
+            sz->strings += name_bytes(agg, mk->service);
+            sz->strings += name_bytes(agg, mk->name);
+            sz->strings += mk->peer != NONE ? name_bytes(agg, mk->peer) : 1;
         }
     }
     for (size_t i = 0; i < w->edges.cap; i++) {
         if (!cbn__hmap_slot_used(&w->edges, i)) {
             continue;
         }
-        const struct edge_key *ek = cbn__hmap_slot_key(&w->edges, i);
         const struct win_edge *e = cbn__hmap_slot_val(&w->edges, i);
-        if (e->calls == 0 || paired_twin(w, ek) != NULL) {
-            continue;
-        }
-        sz.edges++;
-        count_string(agg, ek->caller, &sz.strings);
-        count_string(agg, ek->callee, &sz.strings);
-    }
-    sz.strings += 1; /* the shared "" */
-    struct cbn_window *cw =
-        cbn__window_alloc(sz.services, sz.metrics, sz.edges, sz.strings);
-    if (cw == NULL) {
-        sm_free(svc_ids);
-        return SM_ENOMEM;
-    }
-    const char *empty = cbn__window_add_string(cw, "");
-    cw->start_ns = w->start_ns;
-    cw->end_ns = w->start_ns + agg->config.window_ns;
-
-    for (size_t i = 0; i < n_svc; i++) {
-        struct cbn_window_service *s = &cw->services[i];
-        s->name = cbn__window_add_string(
-            cw, cbn__strtab_str(&agg->names, svc_ids[i]));
-        const struct win_service *ws =
-            cbn__hmap_find(&w->services, &svc_ids[i]);
-        fill_nan(s->latency_ms);
-        if (ws != NULL && ws->requests > 0) {
-            s->requests = ws->requests;
-            s->errors = ws->errors;
-            cbn__sketch_pct(ws->latency, NS_PER_MS, s->latency_ms);
-        }
-        size_t nm = 0;
-        for (size_t k = 0; k < w->metrics.cap; k++) {
-            if (cbn__hmap_slot_used(&w->metrics, k)) {
-                const struct metric_key *mk =
-                    cbn__hmap_slot_key(&w->metrics, k);
-                const struct win_metric *m = cbn__hmap_slot_val(&w->metrics, k);
-                nm += mk->service == svc_ids[i] && m->samples > 0;
-            }
-        }
-        s->n_metrics = (uint32_t)nm;
-        s->metrics = cbn__window_take_metrics(cw, nm);
-        size_t at = 0;
-        for (size_t k = 0; k < w->metrics.cap && at < nm; k++) {
-            if (!cbn__hmap_slot_used(&w->metrics, k)) {
-                continue;
-            }
-            const struct metric_key *mk = cbn__hmap_slot_key(&w->metrics, k);
-            const struct win_metric *m = cbn__hmap_slot_val(&w->metrics, k);
-            if (mk->service != svc_ids[i] || m->samples == 0) {
-                continue;
-            }
-            struct cbn_window_metric *cm = &s->metrics[at++];
-            cm->name = cbn__window_add_string(
-                cw, cbn__strtab_str(&agg->names, mk->name));
-            cm->peer = mk->peer == NONE
-                           ? empty
-                           : cbn__window_add_string(
-                                 cw, cbn__strtab_str(&agg->names, mk->peer));
-            cm->resource = (enum cbn_resource)m->resource;
-            cm->samples = m->samples;
-            cbn__sketch_pct(m->values, 1.0, cm->pct);
-        }
-    }
-    sm_free(svc_ids);
-
-    size_t at = 0;
-    for (size_t i = 0; i < w->edges.cap; i++) {
-        if (!cbn__hmap_slot_used(&w->edges, i)) {
-            continue;
-        }
         const struct edge_key *ek = cbn__hmap_slot_key(&w->edges, i);
-        const struct win_edge *e = cbn__hmap_slot_val(&w->edges, i);
-        if (e->calls == 0 || paired_twin(w, ek) != NULL) {
-            continue;
-        }
-        struct cbn_window_edge *ce = &cw->edges[at++];
-        ce->caller = cbn__window_add_string(
-            cw, cbn__strtab_str(&agg->names, ek->caller));
-        ce->callee = cbn__window_add_string(
-            cw, cbn__strtab_str(&agg->names, ek->callee));
-        ce->inferred = (int)ek->inferred;
-        ce->calls = e->calls;
-        ce->paired = e->paired;
-        fill_nan(ce->server_ms);
-        fill_nan(ce->network_ms);
-        cbn__sketch_pct(e->client, NS_PER_MS, ce->client_ms);
-        if (e->paired > 0) {
-            cbn__sketch_pct(e->server, NS_PER_MS, ce->server_ms);
-            cbn__sketch_pct(e->network, NS_PER_MS, ce->network_ms);
-        }
-        /* Inferred calls under a paired edge's names: the client side is
-         * known, the server side was not seen. */
-        struct edge_key twin = {ek->caller, ek->callee, 1};
-        const struct win_edge *inf =
-            ek->inferred ? NULL : cbn__hmap_find(&w->edges, &twin);
-        if (inf != NULL && inf->calls > 0) {
-            struct cbn_sketch *client;
-            if (cbn_sketch_new(CBN_SKETCH_DEFAULT_ACCURACY,
-                               CBN_SKETCH_DEFAULT_MAX_BINS, &client) != SM_OK ||
-                cbn_sketch_merge(client, e->client) != SM_OK ||
-                cbn_sketch_merge(client, inf->client) != SM_OK) {
-                cbn_sketch_free(client);
-                cbn_window_free(cw);
-                return SM_ENOMEM;
-            }
-            ce->calls += inf->calls;
-            cbn__sketch_pct(client, NS_PER_MS, ce->client_ms);
-            cbn_sketch_free(client);
+        if (e->calls > 0) {
+            sz->edges++;
+            sz->strings += name_bytes(agg, ek->caller);
+            sz->strings += name_bytes(agg, ek->callee);
         }
     }
-
-    cw->qos_target_ms = agg->config.qos_target_ms;
-    cw->qos_percentile = agg->config.qos_percentile;
-    cw->qos_latency_ms = NAN;
-    if (w->qos != NULL && cbn_sketch_count(w->qos) > 0) {
-        cw->qos_latency_ms =
-            cbn_sketch_quantile(w->qos, agg->config.qos_percentile / 100.0) *
-            NS_PER_MS;
-        cw->qos_violated = cw->qos_latency_ms > agg->config.qos_target_ms;
-    }
-    cw->late_spans = agg->late_spans_since_close;
-    cw->late_points = agg->late_points_since_close;
-    cbn__window_sort(cw);
-    *out = cw;
-    return SM_OK;
 }
 
-/* Closes the oldest open window and hands it to @cb. */
-static int close_oldest(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
+/* Returns the name @id for @p: @p's copy when it owns its strings, else the
+ * aggregator's own. */
+static const char *name_for(const struct cbn_agg *agg,
+                            struct cbn_partial *p,
+                            uint32_t id)
 {
-    struct win *w = agg->windows[0];
-    struct cbn_window *cw;
-    int rv = settle_pending(agg, w);
-    if (rv == SM_OK) {
-        rv = build_window(agg, w, &cw);
+    const char *s = id == NONE ? "" : cbn__strtab_str(&agg->names, id);
+    return p->borrowed ? s : cbn__partial_add_string(p, s);
+}
+
+/* Moves sketch @*from into the partial (@take) or lends it. */
+static struct cbn_sketch *hand_over(struct cbn_sketch **from, int take)
+{
+    struct cbn_sketch *sk = *from;
+    if (take) {
+        *from = NULL;
     }
+    return sk;
+}
+
+/* Builds the partial of @w in @p: its accumulators that counted something,
+ * sorted by key. With @take, @p owns copies of the names and takes the
+ * sketches out of @w (which is freed right after); without, @p borrows both
+ * (cbn_partial_finish reads them, then the window is freed). SM_OK or
+ * SM_ENOMEM, with @w unchanged. */
+static int build_partial(const struct cbn_agg *agg,
+                         struct win *w,
+                         int take,
+                         struct cbn_partial *p)
+{
+    struct sizes sz;
+    count_entries(agg, w, &sz);
+    int rv = cbn__partial_init(p, sz.services, sz.metrics, sz.edges,
+                               take ? sz.strings : 0, !take);
     if (rv != SM_OK) {
         return rv;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < w->services.cap; i++) {
+        if (!cbn__hmap_slot_used(&w->services, i)) {
+            continue;
+        }
+        struct win_service *ws = cbn__hmap_slot_val(&w->services, i);
+        if (ws->requests == 0) {
+            continue;
+        }
+        struct cbn__part_service *ps = &p->services[at++];
+        ps->name = name_for(
+            agg, p, *(const uint32_t *)cbn__hmap_slot_key(&w->services, i));
+        ps->requests = ws->requests;
+        ps->errors = ws->errors;
+        ps->latency = hand_over(&ws->latency, take);
+    }
+    at = 0;
+    for (size_t i = 0; i < w->metrics.cap; i++) {
+        if (!cbn__hmap_slot_used(&w->metrics, i)) {
+            continue;
+        }
+        struct win_metric *m = cbn__hmap_slot_val(&w->metrics, i);
+        if (m->samples == 0) {
+            continue;
+        }
+        const struct metric_key *mk = cbn__hmap_slot_key(&w->metrics, i);
+        struct cbn__part_metric *pm = &p->metrics[at++];
+        pm->service = name_for(agg, p, mk->service);
+        pm->name = name_for(agg, p, mk->name);
+        pm->peer = name_for(agg, p, mk->peer);
+        pm->resource = (enum cbn_resource)m->resource;
+        pm->samples = m->samples;
+        pm->values = hand_over(&m->values, take);
+    }
+    at = 0;
+    for (size_t i = 0; i < w->edges.cap; i++) {
+        if (!cbn__hmap_slot_used(&w->edges, i)) {
+            continue;
+        }
+        struct win_edge *e = cbn__hmap_slot_val(&w->edges, i);
+        if (e->calls == 0) {
+            continue;
+        }
+        const struct edge_key *ek = cbn__hmap_slot_key(&w->edges, i);
+        struct cbn__part_edge *pe = &p->edges[at++];
+        pe->caller = name_for(agg, p, ek->caller);
+        pe->callee = name_for(agg, p, ek->callee);
+        pe->inferred = (int)ek->inferred;
+        pe->calls = e->calls;
+        pe->paired = e->paired;
+        pe->client = hand_over(&e->client, take);
+        pe->server = hand_over(&e->server, take);
+        pe->network = hand_over(&e->network, take);
+    }
+    p->start_ns = w->start_ns;
+    p->end_ns = w->start_ns + agg->config.window_ns;
+    p->has_qos = agg->qos_service != NULL;
+    p->qos_target_ms = agg->config.qos_target_ms;
+    p->qos_percentile = agg->config.qos_percentile;
+    p->late_spans = agg->late_spans_since_close;
+    p->late_points = agg->late_points_since_close;
+    p->qos = hand_over(&w->qos, take);
+    cbn__partial_sort(p);
+    return SM_OK;
+}
+
+/* Closes the oldest open window: settles its pending spans and turns its
+ * accumulators into a partial, which goes to @partial_cb, or, with
+ * @window_cb, is finished into the window that goes there. On error the
+ * window stays open and no callback runs. */
+static int close_oldest(struct cbn_agg *agg,
+                        cbn_window_cb window_cb,
+                        cbn_partial_cb partial_cb,
+                        void *arg)
+{
+    struct win *w = agg->windows[0];
+    int rv = settle_pending(agg, w);
+    if (rv != SM_OK) {
+        return rv;
+    }
+    struct cbn_partial *p = NULL;
+    struct cbn_window *cw = NULL;
+    if (partial_cb != NULL) {
+        p = sm_malloc(sizeof *p);
+        if (p == NULL) {
+            return SM_ENOMEM;
+        }
+        rv = build_partial(agg, w, 1, p);
+        if (rv != SM_OK) {
+            sm_free(p);
+            return rv;
+        }
+    } else {
+        /* The partial only lives until it is finished: it borrows the
+         * window's names and sketches instead of copying them. */
+        struct cbn_partial view;
+        rv = build_partial(agg, w, 0, &view);
+        if (rv == SM_OK) {
+            rv = cbn_partial_finish(&view, &cw);
+            cbn__partial_release(&view);
+        }
+        if (rv != SM_OK) {
+            return rv;
+        }
     }
     agg->closed_until = w->start_ns + agg->config.window_ns;
     memmove(agg->windows, agg->windows + 1,
@@ -1311,18 +1264,25 @@ static int close_oldest(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
     agg->late_spans_since_close = 0;
     agg->late_points_since_close = 0;
     agg->stats.windows_closed++;
-    cb(arg, cw);
+    if (p != NULL) {
+        partial_cb(arg, p);
+    } else {
+        window_cb(arg, cw);
+    }
     return SM_OK;
 }
 
-int cbn_agg_close_ready(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
+static int close_ready(struct cbn_agg *agg,
+                       cbn_window_cb window_cb,
+                       cbn_partial_cb partial_cb,
+                       void *arg)
 {
     uint64_t watermark = agg->max_event_ns > agg->config.lateness_ns
                              ? agg->max_event_ns - agg->config.lateness_ns
                              : 0;
     while (agg->n_windows > 0 &&
            agg->windows[0]->start_ns + agg->config.window_ns <= watermark) {
-        int rv = close_oldest(agg, cb, arg);
+        int rv = close_oldest(agg, window_cb, partial_cb, arg);
         if (rv != SM_OK) {
             return rv;
         }
@@ -1330,10 +1290,13 @@ int cbn_agg_close_ready(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
     return SM_OK;
 }
 
-int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
+static int flush(struct cbn_agg *agg,
+                 cbn_window_cb window_cb,
+                 cbn_partial_cb partial_cb,
+                 void *arg)
 {
     while (agg->n_windows > 0) {
-        int rv = close_oldest(agg, cb, arg);
+        int rv = close_oldest(agg, window_cb, partial_cb, arg);
         if (rv != SM_OK) {
             return rv;
         }
@@ -1344,6 +1307,28 @@ int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
         agg->max_event_ns = moved;
     }
     return SM_OK;
+}
+
+int cbn_agg_close_ready(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
+{
+    return close_ready(agg, cb, NULL, arg);
+}
+
+int cbn_agg_close_ready_partial(struct cbn_agg *agg,
+                                cbn_partial_cb cb,
+                                void *arg)
+{
+    return close_ready(agg, NULL, cb, arg);
+}
+
+int cbn_agg_flush(struct cbn_agg *agg, cbn_window_cb cb, void *arg)
+{
+    return flush(agg, cb, NULL, arg);
+}
+
+int cbn_agg_flush_partial(struct cbn_agg *agg, cbn_partial_cb cb, void *arg)
+{
+    return flush(agg, NULL, cb, arg);
 }
 
 void cbn_agg_advance(struct cbn_agg *agg, uint64_t event_ns)

@@ -365,6 +365,106 @@ void cbn_agg_advance(struct cbn_agg *agg, uint64_t event_ns);
  * data, after replaying the log at start-up. */
 void cbn_agg_resume(struct cbn_agg *agg, uint64_t end_ns);
 
+/* ---- Partial windows ------------------------------------------------------
+ *
+ * In the mesh, spans are routed by trace id to several peers, so each peer's
+ * aggregator sees only part of a window. A partial window is one peer's part
+ * of a closed window in sketch form, keyed by names:
+ *   - the window [start, end), the QoS configuration (target, percentile and
+ *     whether a QoS service is configured) and the late span and point
+ *     counts;
+ *   - per service: requests, errors and the latency sketch;
+ *   - per metric (service, name, peer or "", resource class): samples and
+ *     the value sketch;
+ *   - per RPC edge (caller, callee, inferred): calls, paired calls and the
+ *     client, server and network sketches;
+ *   - the QoS sketch (the frontend's latencies the QoS check reads).
+ * Only entries that counted something are kept (requests, samples or calls
+ * above 0).
+ *
+ * Partials of one window merge exactly: counts add, and sketches add bucket
+ * counts (cbn_sketch_merge), so any merge order gives the same quantiles.
+ * When each trace's spans went to one peer and each metric series to one
+ * peer, merging every peer's part and finishing it yields the window that a
+ * single aggregator fed everything would have closed, byte for byte in
+ * cbn_window_encode(). (Sketch sums are floating point and may differ in the
+ * last bits with the merge order; windows hold quantiles, which do not.)
+ *
+ * The aggregator's own windows take the same path: cbn_agg_close_ready()
+ * closes each window to a partial and finishes it with cbn_partial_finish().
+ *
+ * Counts never saturate: a merge whose sums would overflow (64-bit counts,
+ * 32-bit metric samples, sketch counts) fails with SM_ERANGE and changes
+ * nothing, so a merged count is either exact or refused.
+ *
+ * A partial is not thread-safe; distinct partials are independent. */
+struct cbn_partial;
+
+/* Receives a closed window in sketch form; ownership passes to the callback
+ * (free it with cbn_partial_free). Partials arrive in order of start time. */
+typedef void (*cbn_partial_cb)(void *arg, struct cbn_partial *partial);
+
+/* Closes windows by the same rules as cbn_agg_close_ready() (the watermark)
+ * and cbn_agg_flush() (all of them, moving the watermark past them), but
+ * hands each closed window to @cb as a partial. Its sketches are moved out of
+ * the aggregator, not copied. Returns SM_OK or SM_ENOMEM: then the window
+ * stays open, @cb is not called for it, and the next call retries it. */
+int cbn_agg_close_ready_partial(struct cbn_agg *agg,
+                                cbn_partial_cb cb,
+                                void *arg);
+int cbn_agg_flush_partial(struct cbn_agg *agg, cbn_partial_cb cb, void *arg);
+
+/* Returns the start (inclusive) and end (exclusive) of @p's window, in
+ * event time (ns since the Unix epoch). */
+uint64_t cbn_partial_start(const struct cbn_partial *p);
+uint64_t cbn_partial_end(const struct cbn_partial *p);
+
+/* Adds @src (borrowed and unchanged; it may be @dst itself) into @dst.
+ * Returns SM_OK or:
+ *   - SM_EINVAL when the two are not parts of one window: a different
+ *     [start, end), a different QoS configuration (target, percentile, or
+ *     whether a QoS service is configured), or a metric of the same
+ *     (service, name, peer) in different resource classes (the peers
+ *     classify metrics with different overrides);
+ *   - SM_ERANGE when a count would overflow (see above);
+ *   - SM_ENOMEM.
+ * On any error @dst is unchanged: the result is built aside and swapped in
+ * on success. */
+int cbn_partial_merge(struct cbn_partial *dst, const struct cbn_partial *src);
+
+/* Builds the final window of @p (borrowed, unchanged) into a new window
+ * owned by the caller (cbn_window_free), exactly as the aggregator builds
+ * its own: the services with requests or metric samples, the edges with
+ * calls (inferred calls under the names of a paired edge are folded into
+ * it), the QoS latency at the configured percentile of the QoS sketch and
+ * its verdict, and the late counts. Returns SM_OK or SM_ENOMEM (@out
+ * untouched). */
+int cbn_partial_finish(const struct cbn_partial *p, struct cbn_window **out);
+
+/* Serialises @p into a new buffer owned by the caller (sm_free), storing it
+ * in @buf and its length in @len. Returns SM_OK or SM_ENOMEM (outputs
+ * untouched). The encoding is versioned, little-endian and canonical: equal
+ * partials encode to equal bytes, and decoding then encoding gives back the
+ * input. */
+int cbn_partial_encode(const struct cbn_partial *p, uint8_t **buf, size_t *len);
+
+/* Parses @len bytes at @buf (borrowed) into a new partial owned by the caller
+ * (cbn_partial_free). Strict: returns SM_EMALFORMED for anything but exactly
+ * one valid encoding (truncated, trailing bytes, unsorted or duplicate keys or
+ * strings, unused strings, counts that contradict each other or their
+ * sketches, empty entries, bad or non-canonical sketches),
+ * SM_EUNSUPPORTED for an unknown version (of the partial or of a sketch in
+ * it), SM_ETOOBIG past the limits (a sketch of more than
+ * CBN_SKETCH_DEFAULT_MAX_BINS buckets per sign, more than UINT32_MAX entries
+ * of a kind), or SM_ENOMEM; @out is untouched on error. Allocation is
+ * bounded by a small multiple of @len, whatever the input. */
+int cbn_partial_decode(const uint8_t *buf,
+                       size_t len,
+                       struct cbn_partial **out);
+
+/* Frees @p and its sketches; NULL is a no-op. */
+void cbn_partial_free(struct cbn_partial *p);
+
 /* ---- The Causal Bayesian Network ----------------------------------------
  *
  * Built from the RPC graph of the windows (DESIGN.md section 3): per service

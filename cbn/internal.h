@@ -97,8 +97,6 @@ void cbn__sketch_pct(const struct cbn_sketch *sketch,
                      double scale,
                      float out[CBN_N_PCT]);
 
-#endif /* SM_CBN_INTERNAL_H */
-
 /* ---- Window construction ------------------------------------------------- */
 
 /* Allocates a zeroed window with room for @n_services services, @n_metrics
@@ -122,3 +120,72 @@ const char *cbn__window_add_string(struct cbn_window *w, const char *s);
 /* Sorts services (and each one's metrics) and edges into the order the
  * lookup functions and the encoding rely on. */
 void cbn__window_sort(struct cbn_window *w);
+
+/* ---- Partial windows (partial.c) -----------------------------------------
+ *
+ * The layout of struct cbn_partial, shared with the aggregator, which fills
+ * one directly when a window closes. Entries are kept sorted by key (strcmp
+ * order, field by field) and hold only what counted something; a sketch
+ * pointer may be NULL, which stands for an empty sketch. */
+struct cbn__part_service
+{
+    const char *name;
+    uint64_t requests, errors;
+    struct cbn_sketch *latency;
+};
+
+struct cbn__part_metric
+{
+    const char *service, *name;
+    const char *peer; /* "" unless a per-link metric */
+    enum cbn_resource resource;
+    uint32_t samples;
+    struct cbn_sketch *values;
+};
+
+struct cbn__part_edge
+{
+    const char *caller, *callee;
+    int inferred;
+    uint64_t calls, paired;
+    struct cbn_sketch *client, *server, *network;
+};
+
+struct cbn_partial
+{
+    uint64_t start_ns, end_ns;
+    int has_qos; /* a QoS service is configured */
+    double qos_target_ms, qos_percentile;
+    uint64_t late_spans, late_points;
+    struct cbn_sketch *qos;
+    size_t n_services, n_metrics, n_edges;
+    struct cbn__part_service *services; /* by name */
+    struct cbn__part_metric *metrics;   /* by (service, name, peer) */
+    struct cbn__part_edge *edges;       /* by (caller, callee, inferred) */
+    void *block;                        /* the arrays, then owned strings */
+    char *next_string, *strings_end;
+    /* The names and sketches belong to an aggregator that lends them for
+     * the time of one cbn_partial_finish(); release frees neither. */
+    bool borrowed;
+};
+
+/* Allocates zeroed arrays for @n_services, @n_metrics and @n_edges entries
+ * and @string_bytes of strings (NULs included) in one block of @p, whose
+ * other fields are zeroed. SM_OK, or SM_ENOMEM with @p zeroed. */
+int cbn__partial_init(struct cbn_partial *p,
+                      size_t n_services,
+                      size_t n_metrics,
+                      size_t n_edges,
+                      size_t string_bytes,
+                      bool borrowed);
+
+/* Copies @s into @p's string area (sized for it) and returns the copy. */
+const char *cbn__partial_add_string(struct cbn_partial *p, const char *s);
+
+/* Sorts the entries of @p by key. */
+void cbn__partial_sort(struct cbn_partial *p);
+
+/* Frees @p's block and, unless borrowed, its sketches; zeroes @p. */
+void cbn__partial_release(struct cbn_partial *p);
+
+#endif /* SM_CBN_INTERNAL_H */
