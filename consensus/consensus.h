@@ -522,18 +522,6 @@ int cons_place_compute(const struct cons_place_peer *peers,
                        struct cons_place_entry *out,
                        char *errmsg);
 
-/* Size of a trace id (W3C / OpenTelemetry). */
-#define CONS_TRACE_ID_SIZE 16u
-
-/* Routes a trace to a peer by rendezvous (highest random weight) hashing
- * over the healthy peers: each trace goes to the peer with the highest
- * hash(trace, peer), so losing a peer moves only the traces it had and a
- * joining peer takes an even share from all. Returns the peer id, or 0 when
- * no peer is healthy. Pure. */
-uint64_t cons_route_trace(const struct cons_place_peer *peers,
-                          size_t n_peers,
-                          const uint8_t trace_id[CONS_TRACE_ID_SIZE]);
-
 /* ---- The raft node: raft 0.15 v0 API wrapper (consensus/raft_node.c) ----- */
 
 /* A raft server and its state machine. The node owns a struct raft and a

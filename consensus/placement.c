@@ -1,4 +1,5 @@
-/* Shard placement and trace routing: pure, deterministic functions.
+/* Shard placement: pure, deterministic functions (spans are routed by
+ * node/span_route.h).
  *
  * Placement works in passes over the services in name order (never in input
  * order, so that the result does not depend on how the caller listed them):
@@ -50,25 +51,6 @@ static uint64_t hash_bytes(const void *data, size_t n)
 static uint64_t weight(uint64_t key_hash, uint64_t peer)
 {
     return mix64(key_hash ^ mix64(peer));
-}
-
-uint64_t cons_route_trace(const struct cons_place_peer *peers,
-                          size_t n_peers,
-                          const uint8_t trace_id[CONS_TRACE_ID_SIZE])
-{
-    uint64_t key = hash_bytes(trace_id, CONS_TRACE_ID_SIZE);
-    uint64_t best = 0, best_w = 0;
-    for (size_t i = 0; i < n_peers; i++) {
-        if (peers[i].health != CONS_HEALTH_UP || peers[i].id == 0) {
-            continue;
-        }
-        uint64_t w = weight(key, peers[i].id);
-        if (best == 0 || w > best_w || (w == best_w && peers[i].id < best)) {
-            best = peers[i].id;
-            best_w = w;
-        }
-    }
-    return best;
 }
 
 /* ---- Placement ------------------------------------------------------------

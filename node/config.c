@@ -28,6 +28,7 @@ void node_config_init(struct node_config *c)
     c->age_out = 20;
     c->actuate = ACT_MODE_DEFAULT;
     c->actuate_rollback = "never";
+    c->ingest = "local";
     c->actuate_interval_s = 60;
     c->actuate_verify_windows = 2;
     c->actuate_escalate_windows = 3;
@@ -101,6 +102,7 @@ static const struct key keys[] = {
     {"election-timeout", NUMBER, FIELD(election_ms), 0, 100, 60000},
     {"voters", NUMBER, FIELD(voters), 0, 3, 5},
     {"log-keep", NUMBER, FIELD(log_keep), 0, 10, 1e6},
+    {"ingest", STRING, FIELD(ingest), 0, 0, 0},
     {"data-dir", STRING, FIELD(data_dir), 0, 0, 0},
     {"secret-file", STRING, FIELD(secret_file), 0, 0, 0},
     {"qos-service", STRING, FIELD(qos_service), 0, 0, 0},
@@ -484,6 +486,11 @@ int node_config_validate(const struct node_config *c,
         sm_errmsg_printf(errmsg,
                          "--train-after and --retrain-every count windows: "
                          "whole numbers");
+        return SM_EINVAL;
+    }
+    if (strcmp(c->ingest, "local") != 0 && strcmp(c->ingest, "routed") != 0) {
+        sm_errmsg_printf(errmsg, "--ingest must be local or routed, not '%s'",
+                         c->ingest);
         return SM_EINVAL;
     }
     if (strcmp(c->actuate_rollback, "never") != 0 &&

@@ -24,6 +24,10 @@ struct node_config
     double voters;           /* voters wanted: 3 (default) or 5 */
     double log_keep;         /* diagnoses and finished actions the raft log
                                 keeps; default 10000 */
+    const char *ingest;      /* "local" (default): a peer's windows are made
+                                of what it receives; "routed": spans go to
+                                the owner of their trace and the leader
+                                merges every peer's part of a window */
     const char *data_dir;    /* required */
     const char *secret_file; /* optional until the mesh needs it */
     const char *qos_service;

@@ -165,6 +165,39 @@ static void leader_id(const struct node_mesh *m, char id[TP_PEER_ID_MAX + 1])
     }
 }
 
+int node_mesh_has_diagnosis(const struct node_mesh *m, const char *id)
+{
+    struct cons_diagnosis d;
+    return cons_fsm_diagnosis_get(cons_node_fsm(m->node), id, &d) == SM_OK;
+}
+
+void node_mesh_view(const struct node_mesh *m, struct node_mesh_view *out)
+{
+    struct cons_member members[MEMBERS_MAX];
+    snprintf(out->self, sizeof out->self, "%s", m->self);
+    leader_id(m, out->leader);
+    out->is_leader = cons_node_ready(m->node);
+    out->n_up = 0;
+    /* The log's member records, which the leader keeps in step with its
+     * health view: every peer reads the same set, so every peer routes a
+     * trace to the same owner. */
+    size_t n = cons_fsm_members(cons_node_fsm(m->node), members, MEMBERS_MAX);
+    for (size_t i = 0; i < n && i < MEMBERS_MAX; i++) {
+        char addr[ADDR_MAX];
+        char *id = out->ids[out->n_up];
+        if (members[i].health == CONS_HEALTH_UP &&
+            split_raft_addr(members[i].address, id, addr)) {
+            out->up[out->n_up++] = id;
+        }
+    }
+    if (out->n_up == 0) {
+        /* no records yet: this peer alone */
+        snprintf(out->ids[0], sizeof out->ids[0], "%s", m->self);
+        out->up[0] = out->ids[0];
+        out->n_up = 1;
+    }
+}
+
 /* ---- Requests between peers (TP_MSG_FWD_REQ / _REP) ---------------------
  *
  * Text bodies, one field per line:
@@ -438,6 +471,12 @@ static void on_message(void *arg,
         case TP_MSG_SWEEP_REP:
             if (m->hooks.on_sweep != NULL) {
                 m->hooks.on_sweep(m->hooks.arg, peer, type, id, data, len);
+            }
+            break;
+        case TP_MSG_SPANS:
+        case TP_MSG_PARTIAL:
+            if (m->hooks.on_ingest != NULL) {
+                m->hooks.on_ingest(m->hooks.arg, peer, type, data, len);
             }
             break;
         case TP_MSG_TRAIN:

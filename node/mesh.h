@@ -57,6 +57,14 @@ struct node_mesh_hooks
                       const char *const *names,
                       const char *const *owners,
                       size_t n);
+    /* Telemetry between peers (node/mesh_ingest.h): every TP_MSG_SPANS
+     * (spans routed to the owner of their traces) and TP_MSG_PARTIAL
+     * (window parts, marks and flushes for the merging leader). */
+    void (*on_ingest)(void *arg,
+                      const char *peer,
+                      int type,
+                      const void *data,
+                      size_t len);
 };
 
 struct node_mesh_config
@@ -164,6 +172,24 @@ int node_mesh_train_request(struct node_mesh *m);
  * installs and closed windows to (NULL when the mesh runs no rounds). */
 struct node_train *node_mesh_train(struct node_mesh *m);
 
+/* The mesh as this peer sees it now. */
+struct node_mesh_view
+{
+    char self[TP_PEER_ID_MAX + 1];
+    char leader[TP_PEER_ID_MAX + 1]; /* "" while none is known */
+    int is_leader;                   /* this peer leads and is caught up */
+    size_t n_up;
+    /* Members the log records as up (the leader records its health
+     * view there), by raft id; pointers into @ids. The same on every
+     * peer that has applied the same log. */
+    const char *up[64];
+    char ids[64][TP_PEER_ID_MAX + 1];
+};
+
+/* Fills @out (a large struct: keep one around rather than on a small
+ * stack). */
+void node_mesh_view(const struct node_mesh *m, struct node_mesh_view *out);
+
 /* Fills @out. */
 void node_mesh_stats(const struct node_mesh *m, struct node_mesh_stats *out);
 
@@ -202,6 +228,9 @@ void node_mesh_set_services(struct node_mesh *m,
                             const char *const *names,
                             const uint64_t *counts,
                             size_t n);
+
+/* Non-zero when the log holds the diagnosis @id. */
+int node_mesh_has_diagnosis(const struct node_mesh *m, const char *id);
 
 /* Appends {"diagnoses":[...]} with the @limit newest diagnoses of the log. */
 void node_mesh_diagnoses_json(const struct node_mesh *m,

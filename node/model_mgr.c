@@ -1737,6 +1737,34 @@ int node_model_mgr_window(struct node_model_mgr *m,
     return SM_OK;
 }
 
+size_t node_model_mgr_rediagnose(struct node_model_mgr *m,
+                                 size_t newest,
+                                 int (*done)(void *arg, uint64_t end_ns),
+                                 void *arg)
+{
+    if (m->closing || !m->has_model) {
+        return 0;
+    }
+    size_t queued = 0;
+    size_t from = m->count > newest ? m->count - newest : 0;
+    for (size_t i = from; i < m->count; i++) {
+        struct hwin *h = *hist_slot(m, i);
+        if (!h->w->qos_violated || done(arg, h->w->end_ns) ||
+            m->st.diagnoses_pending - m->ondemand_pending >=
+                m->cfg.max_pending) {
+            continue;
+        }
+        struct diag_job *j = sm_calloc(1, sizeof *j);
+        if (j == NULL) {
+            break;
+        }
+        h->refs++;
+        queue_diagnosis(m, j, h, 0);
+        queued++;
+    }
+    return queued;
+}
+
 int node_model_mgr_diagnose_range(struct node_model_mgr *m,
                                   uint64_t from_ns,
                                   uint64_t to_ns,

@@ -45,6 +45,7 @@
 #include "node/ingest.h"
 #include "node/json.h"
 #include "node/mesh.h"
+#include "node/mesh_ingest.h"
 #include "node/mesh_model.h"
 #include "node/mesh_sweep.h"
 #include "node/model_mgr.h"
@@ -173,8 +174,10 @@ struct node_peer
     struct node_actions *actions;
     struct node_action_executor executor;
     uint64_t jobs_running;
-    /* The mesh, when the peer has the cluster secret. */
+    /* The mesh, when the peer has the cluster secret, and its telemetry:
+     * spans routed by trace id, windows merged on the leader. */
     struct node_mesh *mesh;
+    struct node_mesh_ingest *ingest;
     /* The body of the answer being written, freed at the next request. */
     struct node_text out;
 };
@@ -338,6 +341,10 @@ static int replay_record(void *arg,
 
 static void close_windows(struct node_peer *p)
 {
+    if (p->ingest != NULL) {
+        node_mesh_ingest_close(p->ingest, 0);
+        return;
+    }
     if (cbn_agg_close_ready(p->agg, window_closed, p) != SM_OK) {
         sm_log(SM_LOG_WARN, MOD, "out of memory closing a window; retrying",
                NULL);
@@ -790,7 +797,9 @@ static void handle_traces(struct node_peer *p,
                  ? node_zipkin_spans(req->body, req->body_len, &p->spans, err)
                  : node_otlp_traces(req->body, req->body_len, &p->spans, err);
     if (rv == SM_OK) {
-        rv = cbn_agg_add_spans(p->agg, p->spans.v, p->spans.n);
+        rv = p->ingest != NULL
+                 ? node_mesh_ingest_spans(p->ingest, p->spans.v, p->spans.n)
+                 : cbn_agg_add_spans(p->agg, p->spans.v, p->spans.n);
         if (rv == SM_EMALFORMED) {
             sm_errmsg_printf(err,
                              "a span has no service or ends before it "
@@ -815,6 +824,9 @@ static void handle_metrics_post(struct node_peer *p,
     int rv = node_otlp_metrics(req->body, req->body_len, &p->points, err);
     if (rv == SM_OK) {
         rv = cbn_agg_add_metrics(p->agg, p->points.v, p->points.n);
+    }
+    if (rv == SM_OK && p->ingest != NULL) {
+        node_mesh_ingest_data(p->ingest);
     }
     reply_ingest(p, res, rv, err, 200);
 }
@@ -1392,6 +1404,9 @@ static void handle_status(struct node_peer *p, struct node_http_response *res)
     if (p->mesh != NULL) {
         node_mesh_status_json(p->mesh, b);
     }
+    if (p->ingest != NULL) {
+        node_mesh_ingest_status_json(p->ingest, b);
+    }
     if (p->sweep != NULL) {
         struct node_sweep_stats sw;
         node_sweep_stats(p->sweep, &sw);
@@ -1452,6 +1467,19 @@ static void handle_flush(struct node_peer *p,
                          struct node_http_response *res)
 {
     if (!authorized(p, req, res)) {
+        return;
+    }
+    if (p->ingest != NULL) {
+        /* every peer holds part of the open windows: all of them close */
+        int n = node_mesh_ingest_flush(p->ingest);
+        if (n < 0) {
+            res->retry_after_s = 5;
+            reply_error(res, 503, "out of memory closing windows; retry later");
+            return;
+        }
+        sm_log(SM_LOG_INFO, MOD, "flushed, and asked the other peers to",
+               "windows=%d", n);
+        reply(res, 200, "application/json", "{\"windows_closed\":%d}\n", n);
         return;
     }
     struct cbn_agg_stats before, after;
@@ -2016,6 +2044,9 @@ static void scrape_done(void *arg, const struct node_http_result *r)
                "url=%s error=%s cause=\"%s\"", t->url, sm_errname(rv), err);
         return;
     }
+    if (p->ingest != NULL) {
+        node_mesh_ingest_data(p->ingest);
+    }
     t->samples += p->points.n;
     t->skipped += c.seen - p->points.n;
     p->last_data_mono_ns = sm_clock_mono_ns(p->clock);
@@ -2085,9 +2116,12 @@ void node_peer_stop(struct node_peer *p)
     }
     p->stopping = 1;
     p->ready = 0;
-    /* Keep what the open windows hold: flush them into the log. */
-    if (p->agg != NULL && p->log != NULL &&
-        cbn_agg_flush(p->agg, window_closed, p) != SM_OK) {
+    /* Keep what the open windows hold: flush them into the log, or in the
+     * mesh hand them to the leader (a leader delivers what it merges). */
+    if (p->ingest != NULL) {
+        node_mesh_ingest_stop(p->ingest);
+    } else if (p->agg != NULL && p->log != NULL &&
+               cbn_agg_flush(p->agg, window_closed, p) != SM_OK) {
         sm_log(SM_LOG_ERROR, MOD, "out of memory flushing open windows", NULL);
     }
     if (p->model != NULL) {
@@ -2112,6 +2146,8 @@ void node_peer_stop(struct node_peer *p)
         if (p->mm != NULL) {
             node_mesh_model_attach(p->mm, NULL);
         }
+        node_mesh_ingest_free(p->ingest);
+        p->ingest = NULL;
         p->open_handles++;
         node_mesh_stop(p->mesh, on_mesh_closed, p);
         p->mesh = NULL;
@@ -2566,6 +2602,67 @@ static void on_sweep_owners(void *arg,
 }
 
 /* Joins or starts the mesh when the peer has the cluster secret. */
+static void on_ingest_message(void *arg,
+                              const char *peer,
+                              int type,
+                              const void *data,
+                              size_t len)
+{
+    struct node_peer *p = arg;
+    if (p->ingest != NULL) {
+        node_mesh_ingest_recv(p->ingest, peer, type, data, len);
+    }
+}
+
+/* The newest window this peer holds: its own, or one replicated to it. */
+static uint64_t newest_window(void *arg)
+{
+    struct node_peer *p = arg;
+    uint64_t newest = p->newest_window_end_ns;
+    if (p->mesh_log != NULL) {
+        struct cbn_log_stats ls;
+        cbn_log_stats(p->mesh_log, &ls);
+        newest = ls.newest_time_ns > newest ? ls.newest_time_ns : newest;
+    }
+    return newest;
+}
+
+static int diagnosed_already(void *arg, uint64_t end_ns)
+{
+    struct node_peer *p = arg;
+    char id[NODE_DIAG_ID_LEN + 1];
+    node_diagnosis_id(end_ns, p->cfg->qos_service, id);
+    return node_diag_store_has(p->diags, id) ||
+           node_mesh_has_diagnosis(p->mesh, id);
+}
+
+/* A new leader merges the windows from now on; a violated window its
+ * predecessor merged but did not get into the log (it died mid-sweep) is
+ * diagnosed here, once: the log keeps one diagnosis per id. */
+static void on_lead(void *arg)
+{
+    struct node_peer *p = arg;
+    if (p->model == NULL) {
+        return;
+    }
+    size_t n = node_model_mgr_rediagnose(p->model, 16, diagnosed_already, p);
+    if (n > 0) {
+        sm_log(SM_LOG_INFO, MOD,
+               "leading now: diagnosing violated windows the previous "
+               "leader left undiagnosed",
+               "windows=%zu", n);
+    }
+}
+
+/* How long the leader waits for a peer's part of a window: the parts of
+ * live peers come within a tick or two of each other; past this, a slow
+ * or cut-off peer's part is late rather than the whole window. */
+static uint64_t merge_wait_ms(const struct node_peer *p)
+{
+    double ms = p->cfg->window_s * 1e3;
+    return ms < 2000 ? 2000 : ms > 5000 ? 5000 : (uint64_t)ms;
+}
+
 static int start_mesh(struct node_peer *p, char *errmsg)
 {
     if (!p->has_secret) {
@@ -2582,7 +2679,9 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
         .log_keep = (uint64_t)p->cfg->log_keep,
-        .hooks = {.arg = p, .on_action = on_forwarded_action},
+        .hooks = {.arg = p,
+                  .on_action = on_forwarded_action,
+                  .on_ingest = on_ingest_message},
     };
     struct node_train_env env = {0};
     if (p->model != NULL) {
@@ -2604,6 +2703,22 @@ static int start_mesh(struct node_peer *p, char *errmsg)
     /* On failure p->mesh may hold a half-started mesh: node_peer_stop()
      * closes it. */
     int rv = node_mesh_start(p->loop, &mc, &p->mesh, errmsg);
+    if (rv == SM_OK && strcmp(p->cfg->ingest, "routed") == 0) {
+        struct node_mesh_ingest_config ic = {
+            .agg = p->agg,
+            .mesh = p->mesh,
+            .clock = p->clock,
+            .wait_ms = merge_wait_ms(p),
+            .arg = p,
+            .deliver = window_closed,
+            .newest_window = newest_window,
+            .on_lead = on_lead,
+        };
+        if (node_mesh_ingest_new(&ic, &p->ingest) != SM_OK) {
+            sm_errmsg_printf(errmsg, "out of memory");
+            rv = SM_ENOMEM;
+        }
+    }
     if (rv == SM_OK && p->mm != NULL) {
         node_mesh_model_attach(p->mm, p->mesh);
         struct node_model_remote hook;

@@ -64,7 +64,7 @@ static const char *const type_names[TP_MSG_TYPE_MAX + 1] = {
     [TP_MSG_WINDOW] = "window",       [TP_MSG_TRAIN] = "train",
     [TP_MSG_DECODER] = "decoder",     [TP_MSG_SWEEP_REQ] = "sweep_req",
     [TP_MSG_SWEEP_REP] = "sweep_rep", [TP_MSG_FWD_REQ] = "fwd_req",
-    [TP_MSG_FWD_REP] = "fwd_rep",
+    [TP_MSG_FWD_REP] = "fwd_rep",     [TP_MSG_PARTIAL] = "partial",
 };
 
 const char *tp_msg_type_name(int type)

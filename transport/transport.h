@@ -144,16 +144,18 @@ enum tp_msg_type {
     TP_MSG_RAFT = 3,      /* one raft message (consensus/ transport) */
     TP_MSG_SPANS = 4,     /* a span batch for the peer owning its trace ids'
                              hash range */
-    TP_MSG_WINDOW = 5,    /* a per-service window aggregate (sketches) for
-                             the service's owner */
+    TP_MSG_WINDOW = 5,    /* closed windows replicated to every member
+                             (training rounds) */
     TP_MSG_TRAIN = 6,     /* training round control (start, done, abort) */
     TP_MSG_DECODER = 7,   /* decoder outputs for one CBN edge group */
     TP_MSG_SWEEP_REQ = 8, /* a counterfactual sweep pass request */
     TP_MSG_SWEEP_REP = 9, /* its reply */
     TP_MSG_FWD_REQ = 10,  /* a client command forwarded to the leader */
     TP_MSG_FWD_REP = 11,  /* the leader's reply to it */
+    TP_MSG_PARTIAL = 12,  /* a peer's part of a window (sketches), marks and
+                             flushes, for the merging leader */
 };
-#define TP_MSG_TYPE_MAX 11 /* largest valid type */
+#define TP_MSG_TYPE_MAX 12 /* largest valid type */
 
 /* Returns a short static name for @type ("raft", "sweep_req"), for logs and
  * metric labels, or "unknown". */

@@ -261,58 +261,12 @@ static void test_determinism(void)
     }
 }
 
-static void test_route_trace(void)
-{
-    make_peers(4);
-    enum { N = 4000 };
-    static uint64_t first[N];
-    size_t per_peer[5] = {0};
-    struct sm_rng rng;
-    sm_rng_seed(&rng, check_seed());
-    uint8_t ids[N][CONS_TRACE_ID_SIZE];
-    for (size_t t = 0; t < N; t++) {
-        for (size_t b = 0; b < CONS_TRACE_ID_SIZE; b++) {
-            ids[t][b] = (uint8_t)sm_rng_below(&rng, 256);
-        }
-        first[t] = cons_route_trace(peers, 4, ids[t]);
-        REQUIRE(first[t] >= 1 && first[t] <= 4);
-        per_peer[first[t]]++;
-        CHECK_EQ(cons_route_trace(peers, 4, ids[t]), first[t]);
-    }
-    for (size_t k = 1; k <= 4; k++) {
-        CHECK(per_peer[k] > N / 4 * 8 / 10); /* roughly even */
-    }
-    /* Peer 3 dies: only its traces move. */
-    peers[2].health = CONS_HEALTH_DOWN;
-    for (size_t t = 0; t < N; t++) {
-        uint64_t now = cons_route_trace(peers, 4, ids[t]);
-        CHECK(now != 3);
-        if (first[t] != 3) {
-            CHECK_EQ(now, first[t]);
-        }
-    }
-    /* A fifth peer takes about a fifth, only from the others. */
-    make_peers(5);
-    size_t moved = 0;
-    for (size_t t = 0; t < N; t++) {
-        uint64_t now = cons_route_trace(peers, 5, ids[t]);
-        CHECK(now == first[t] || now == 5);
-        moved += now == 5;
-    }
-    CHECK(moved > N / 5 * 8 / 10 && moved < N / 5 * 12 / 10);
-    for (size_t k = 0; k < 5; k++) {
-        peers[k].health = CONS_HEALTH_SUSPECT;
-    }
-    CHECK_EQ(cons_route_trace(peers, 5, ids[0]), 0);
-}
-
 static const struct check_test tests[] = {
     {"balanced, owners where telemetry arrives", test_balance_and_telemetry},
     {"one peer, no peer, bad input", test_single_peer_and_none},
     {"a join moves only the new peer's share", test_minimal_movement_on_join},
     {"a dead owner's replica takes over", test_owner_failure},
     {"deterministic whatever the input order", test_determinism},
-    {"trace routing by rendezvous hashing", test_route_trace},
 };
 
 CHECK_MAIN(tests, NULL, NULL)

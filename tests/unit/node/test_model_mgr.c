@@ -190,6 +190,28 @@ static void feed_fault(void)
     REQUIRE_OK(node_model_mgr_window(mgr, &sw.w, 0));
 }
 
+static size_t asked;
+static uint64_t newest_asked;
+
+static int all_done(void *arg, uint64_t end_ns)
+{
+    (void)arg;
+    asked++;
+    newest_asked = end_ns > newest_asked ? end_ns : newest_asked;
+    return 1;
+}
+
+static int all_but_newest_done(void *arg, uint64_t end_ns)
+{
+    (void)arg;
+    return end_ns != newest_asked;
+}
+
+static int three_diagnoses(void)
+{
+    return seen.diagnoses >= 3;
+}
+
 static int first_round_done(void)
 {
     return seen.rounds >= 1;
@@ -416,6 +438,17 @@ static void test_checkpoint_reload(void)
     CHECK_EQ(seen.diag_version, ckpt_version);
     CHECK_STR(seen.culprit, "c-db");
 
+    /* A new leader takes over violated windows nobody diagnosed: asked
+     * about the newest 5 (all violated), it queues only those not done. */
+    asked = 0;
+    newest_asked = 0;
+    CHECK_EQ(node_model_mgr_rediagnose(mgr, 5, all_done, NULL), 0);
+    CHECK_EQ(asked, 5);
+    CHECK_EQ(node_model_mgr_rediagnose(mgr, 5, all_but_newest_done, NULL), 1);
+    REQUIRE(run_until(three_diagnoses, 30000));
+    CHECK_EQ(seen.diag_status, SM_OK);
+    CHECK_STR(seen.culprit, "c-db");
+
     REQUIRE_OK(node_model_mgr_train_now(mgr));
     REQUIRE(run_until(first_round_done, 60000));
     CHECK_EQ(seen.round_status, SM_OK);
@@ -430,7 +463,7 @@ static void test_checkpoint_reload(void)
     CHECK_EQ(st.model_loaded, 0);
     CHECK_EQ(st.model_version, ckpt_version + 1);
     close_mgr();
-    CHECK_EQ(seen.diagnoses, 2);
+    CHECK_EQ(seen.diagnoses, 3);
 }
 
 /* A corrupt checkpoint is ignored (counted), never fatal. */
