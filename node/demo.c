@@ -4,9 +4,11 @@
  * one cluster secret): the first bootstraps the mesh, the other two join
  * it, and the demo waits until the three are voters with one leader and
  * shows `sagemesh members list`. It then streams an hour of the
- * simulator's `social` application to one follower over OTLP/HTTP (event
- * time, so the hour takes seconds), whose windows reach the other peers;
- * the leader runs a training round over the shard owners and every peer
+ * simulator's `social` application over OTLP/HTTP (event time, so the hour
+ * takes seconds), each simulated host's telemetry to a peer of its own
+ * (--ingest routed): spans go to the peer owning their trace, the leader
+ * merges every peer's part of each window and replicates the window; the
+ * leader runs a training round over the shard owners and every peer
  * installs the committed model;
  * injects a CPU hog into one service, and shows the diagnoses the way an
  * operator sees them, as served by a different peer: diagnoses are
@@ -73,9 +75,8 @@ struct demo
     char dir[256];
     char secret[300];
     struct demo_peer p[PEERS];
-    int leader;  /* index in p[] */
-    int traffic; /* the follower the traffic goes to */
-    int shown;   /* the other peer whose diagnoses are shown */
+    int leader; /* index in p[]: it merges windows and diagnoses them */
+    int shown;  /* a follower, whose diagnoses are shown */
     FILE *out, *err;
 };
 
@@ -128,6 +129,8 @@ static int start_peer(struct demo *d, int i)
         TRAIN_AFTER_S,
         "--retrain-every",
         "0",
+        "--ingest",
+        "routed",
         "--log-file",
         p->log,
         i > 0 ? "--join" : NULL,
@@ -248,6 +251,7 @@ struct figures
     double last_round_s;
     uint64_t last_round_windows;
     int last_round_ok;
+    uint64_t windows_merged, spans_out; /* --ingest routed */
     /* The mesh. */
     char role[16], leader[32];
     size_t members, voters;
@@ -299,6 +303,8 @@ static int get_figures(struct demo *d,
     const struct node_json *last = node_json_get(model, "last_round");
     memset(f, 0, sizeof *f);
     f->windows_stored = u64_at(node_json_get(root, "windows"), "stored");
+    f->windows_merged = u64_at(node_json_get(root, "merge"), "windows_merged");
+    f->spans_out = u64_at(node_json_get(root, "routing"), "spans_out");
     f->model_version = u64_at(model, "version");
     f->rounds_finished = u64_at(model, "rounds_finished");
     f->diagnoses_stored = u64_at(diags, "stored");
@@ -323,8 +329,9 @@ static int get_figures(struct demo *d,
     return 0;
 }
 
-/* Streams @duration_s of simulated time from @start_s, with @faults, to
- * the traffic peer. */
+/* Streams @duration_s of simulated time from @start_s, with @faults, each
+ * simulated host's telemetry to one of the peers (host N to peer N mod 3),
+ * as each host's collector would send it to the peer on its host. */
 static int stream(struct demo *d,
                   uint64_t start_s,
                   unsigned duration_s,
@@ -334,30 +341,21 @@ static int stream(struct demo *d,
     char start[32], duration[32];
     snprintf(start, sizeof start, "%" PRIu64, start_s);
     snprintf(duration, sizeof duration, "%u", duration_s);
-    char *argv[] = {"sim",
-                    "--topology",
-                    "social",
-                    "--duration",
-                    duration,
-                    "--start",
-                    start,
-                    "--sampling",
-                    "0.1",
-                    "--faults",
-                    (char *)faults,
-                    "--peer",
-                    d->p[d->traffic].http,
-                    "--timeout",
-                    "30",
-                    NULL};
-    return node__cmd_sim(15, argv, quiet, d->err);
+    char *argv[] = {"sim",        "--topology", "social",       "--duration",
+                    duration,     "--start",    start,          "--sampling",
+                    "0.1",        "--faults",   (char *)faults, "--peer",
+                    d->p[0].http, "--peer",     d->p[1].http,   "--peer",
+                    d->p[2].http, "--timeout",  "30",           NULL};
+    return node__cmd_sim(19, argv, quiet, d->err);
 }
 
+/* `sagemesh flush` against a follower: every peer closes its open windows
+ * and the leader merges them. */
 static int flush(struct demo *d, FILE *quiet)
 {
     char *argv[] = {"flush",
                     "--peer",
-                    d->p[d->traffic].http,
+                    d->p[d->shown].http,
                     "--secret-file",
                     d->secret,
                     "--timeout",
@@ -456,9 +454,8 @@ static int make_dirs(struct demo *d, const char *dir)
 }
 
 /* Waits until each of the three peers sees three voters and one leader
- * that all of them name; sets d->leader, d->traffic (a follower: the
- * traffic goes there) and d->shown (the other follower: it has the
- * diagnoses only through the replicated log). */
+ * that all of them name; sets d->leader and d->shown (a follower: it has
+ * the diagnoses only through the replicated log). */
 static int wait_mesh(struct demo *d)
 {
     double t0 = now_s();
@@ -484,8 +481,7 @@ static int wait_mesh(struct demo *d)
         }
         if (ok && leaders == 1 && strcmp(f[0].leader, d->p[leader].id) == 0) {
             d->leader = leader;
-            d->traffic = leader == 0 ? 1 : 0;
-            d->shown = 3 - leader - d->traffic; /* the other follower */
+            d->shown = leader == 0 ? 1 : 0;
             return 0;
         }
         nap_ms(100);
@@ -497,9 +493,31 @@ static int wait_mesh(struct demo *d)
     return -1;
 }
 
+/* Until the leader has merged @windows windows in all: the parts of the
+ * last ones cross the network after the flush. */
+static int wait_merged(struct demo *d, uint64_t windows, struct figures *f)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < WAIT_DIAG_S) {
+        if (get_figures(d, &d->p[d->leader], f) != 0) {
+            return -1;
+        }
+        if (f->windows_merged >= windows) {
+            return 0;
+        }
+        nap_ms(100);
+    }
+    fprintf(d->err,
+            "sagemesh demo: %s merged %" PRIu64 " windows of %" PRIu64
+            " after %d s; see %s\n",
+            d->p[d->leader].id, f->windows_merged, windows, WAIT_DIAG_S,
+            d->p[d->leader].log);
+    return -1;
+}
+
 static int wait_model(struct demo *d, struct figures *f)
 {
-    const struct demo_peer *p = &d->p[d->traffic];
+    const struct demo_peer *p = &d->p[d->leader];
     double t0 = now_s();
     while (now_s() - t0 < WAIT_MODEL_S) {
         if (get_figures(d, p, f) != 0) {
@@ -519,13 +537,13 @@ static int wait_model(struct demo *d, struct figures *f)
     return -1;
 }
 
-/* Until the traffic peer has no diagnosis pending: each is diagnosed and
- * seen in its copy of the mesh's log. */
+/* Until the leader has no diagnosis pending: each is diagnosed and seen in
+ * its copy of the mesh's log. */
 static int wait_diagnoses(struct demo *d, struct figures *f)
 {
     double t0 = now_s();
     while (now_s() - t0 < WAIT_DIAG_S) {
-        if (get_figures(d, &d->p[d->traffic], f) != 0) {
+        if (get_figures(d, &d->p[d->leader], f) != 0) {
             return -1;
         }
         if (f->diagnoses_pending == 0) {
@@ -538,7 +556,7 @@ static int wait_diagnoses(struct demo *d, struct figures *f)
     return -1;
 }
 
-/* Until the shown peer serves as many diagnoses as the traffic peer made
+/* Until the shown peer serves as many diagnoses as the leader made
  * (replication reaches a follower with the next heartbeat). */
 static int wait_copied(struct demo *d, size_t made, size_t *right, size_t *n)
 {
@@ -555,7 +573,7 @@ static int wait_copied(struct demo *d, size_t made, size_t *right, size_t *n)
     fprintf(d->err,
             "sagemesh demo: %s serves %zu diagnoses, %s made %zu, after "
             "%d s\n",
-            d->p[d->shown].id, *n, d->p[d->traffic].id, made, WAIT_COPY_S);
+            d->p[d->shown].id, *n, d->p[d->leader].id, made, WAIT_COPY_S);
     return -1;
 }
 
@@ -577,7 +595,7 @@ static int run(struct demo *d, FILE *quiet)
     if (wait_mesh(d) != 0) {
         return NODE_EXIT_FAILED;
     }
-    const struct demo_peer *tp = &d->p[d->traffic], *sp = &d->p[d->shown];
+    const struct demo_peer *lp = &d->p[d->leader], *sp = &d->p[d->shown];
     fprintf(out,
             "[1/6] Started a mesh of three peers (pids %d, %d, %d; one "
             "cluster secret):\n      %s bootstrapped it, %s and %s joined "
@@ -594,18 +612,33 @@ static int run(struct demo *d, FILE *quiet)
     }
     fprintf(out,
             "\n[2/6] Streaming 1 h of normal traffic of the simulated "
-            "'social' application\n      (28 services, ~200 requests/s, 10%% "
-            "of traces sampled, cAdvisor and\n      blackbox metrics) as "
-            "OTLP/HTTP JSON in event time\n      to %s (%s, a follower)...\n",
-            tp->id, tp->http);
+            "'social' application\n      (28 services on 4 hosts, ~200 "
+            "requests/s, 10%% of traces sampled,\n      cAdvisor and blackbox "
+            "metrics) as OTLP/HTTP JSON in event time, each\n      host's "
+            "telemetry to a peer of its own (--ingest routed): spans go to\n"
+            "      the peer owning their trace, and the leader %s merges the "
+            "three\n      peers' parts of each window...\n",
+            lp->id);
     fflush(out);
     struct figures f;
+    uint64_t spans_out = 0;
     if (stream(d, DEMO_START_S, CLEAN_S, "none", quiet) != NODE_EXIT_OK ||
-        flush(d, quiet) != NODE_EXIT_OK || get_figures(d, tp, &f) != 0) {
+        flush(d, quiet) != NODE_EXIT_OK ||
+        wait_merged(d, CLEAN_S / 30, &f) != 0) {
         return NODE_EXIT_FAILED;
     }
-    fprintf(out, "      %" PRIu64 " windows stored (%.0f s so far).\n",
-            f.windows_stored, now_s() - t0);
+    for (int i = 0; i < PEERS; i++) {
+        struct figures pf;
+        if (get_figures(d, &d->p[i], &pf) != 0) {
+            return NODE_EXIT_FAILED;
+        }
+        spans_out += pf.spans_out;
+    }
+    fprintf(out,
+            "      %" PRIu64 " windows merged and stored on %s; %" PRIu64
+            " spans crossed to\n      the peer owning their trace (%.0f s "
+            "so far).\n",
+            f.windows_merged, lp->id, spans_out, now_s() - t0);
     fprintf(out,
             "[3/6] Training the model (one conditional VAE per service): "
             "once %d windows\n      are held, the leader runs a round, "
@@ -618,7 +651,7 @@ static int run(struct demo *d, FILE *quiet)
     }
     fprintf(out,
             "      model v%" PRIu64 " on %s, trained on %" PRIu64 " windows.\n",
-            f.model_version, tp->id, f.last_round_windows);
+            f.model_version, lp->id, f.last_round_windows);
     char faults[320];
     snprintf(faults, sizeof faults, "%s/faults.txt", d->dir);
     FILE *ff = fopen(faults, "w");
@@ -637,12 +670,14 @@ static int run(struct demo *d, FILE *quiet)
     fprintf(out,
             "[4/6] Injecting a fault: a CPU hog next to %s (its requests "
             "compute %.1fx\n      longer) from %s for %d min, and "
-            "streaming 11 more\n      minutes to %s...\n",
-            CULPRIT, 1 + atof(MAGNITUDE), when, FAULT_FOR_S / 60, tp->id);
+            "streaming 11 more\n      minutes, host by host...\n",
+            CULPRIT, 1 + atof(MAGNITUDE), when, FAULT_FOR_S / 60);
     fflush(out);
     if (stream(d, DEMO_START_S + CLEAN_S, FAULT_RUN_S, faults, quiet) !=
             NODE_EXIT_OK ||
-        flush(d, quiet) != NODE_EXIT_OK || wait_diagnoses(d, &f) != 0) {
+        flush(d, quiet) != NODE_EXIT_OK ||
+        wait_merged(d, (CLEAN_S + FAULT_RUN_S) / 30, &f) != 0 ||
+        wait_diagnoses(d, &f) != 0) {
         return NODE_EXIT_FAILED;
     }
     size_t right = 0, n = 0;
@@ -650,12 +685,12 @@ static int run(struct demo *d, FILE *quiet)
         return NODE_EXIT_FAILED;
     }
     fprintf(out,
-            "[5/6] %s diagnosed %" PRIu64
+            "[5/6] %s, the leader, diagnosed %" PRIu64
             " violated windows and committed "
             "them to the mesh's log.\n[6/6] What the operator sees, asking "
             "another peer (%s):\n\n$ sagemesh diagnoses --peer %s --limit "
             "5\n",
-            tp->id, f.diagnoses_stored, sp->id, sp->http);
+            lp->id, f.diagnoses_stored, sp->id, sp->http);
     fflush(out);
     char *diag[] = {"diagnoses", "--peer", (char *)sp->http,
                     "--limit",   "5",      NULL};

@@ -28,6 +28,12 @@ static void test_file_and_defaults(void)
     CHECK_EQ(c.actuate, ACT_MODE_OFF);
     CHECK_STR(c.listen_http, "127.0.0.1:4318");
     CHECK(c.window_s == 30);
+    CHECK_STR(c.ingest, "local");
+    CHECK_OK(node_config_validate(&c, err));
+    CHECK_OK(node_config_set(&c, "ingest", "sometimes", err));
+    CHECK_EQ(node_config_validate(&c, err), SM_EINVAL);
+    CHECK(strstr(err, "--ingest must be local or routed") != NULL);
+    CHECK_OK(node_config_set(&c, "ingest", "routed", err));
     CHECK_OK(node_config_validate(&c, err));
     node_config_free(&c);
 }
