@@ -1287,6 +1287,13 @@ static int close_ready(struct cbn_agg *agg,
             return rv;
         }
     }
+    /* Windows behind the watermark that never opened are closed too: data
+     * for them is late, as it would be had they held data. (In the mesh a
+     * peer tells the leader it has closed every window up to here.) */
+    uint64_t behind = window_start(agg, watermark);
+    if (behind > agg->closed_until) {
+        agg->closed_until = behind;
+    }
     return SM_OK;
 }
 

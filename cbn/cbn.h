@@ -419,6 +419,14 @@ int cbn_agg_flush_partial(struct cbn_agg *agg, cbn_partial_cb cb, void *arg);
 uint64_t cbn_partial_start(const struct cbn_partial *p);
 uint64_t cbn_partial_end(const struct cbn_partial *p);
 
+/* Fills the QoS configuration @p was closed with: whether a QoS service
+ * was configured, its target and its percentile (what a merge requires to
+ * be equal). */
+void cbn_partial_qos(const struct cbn_partial *p,
+                     int *configured,
+                     double *target_ms,
+                     double *percentile);
+
 /* Adds @src (borrowed and unchanged; it may be @dst itself) into @dst.
  * Returns SM_OK or:
  *   - SM_EINVAL when the two are not parts of one window: a different

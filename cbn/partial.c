@@ -178,6 +178,16 @@ uint64_t cbn_partial_end(const struct cbn_partial *p)
     return p->end_ns;
 }
 
+void cbn_partial_qos(const struct cbn_partial *p,
+                     int *configured,
+                     double *target_ms,
+                     double *percentile)
+{
+    *configured = p->has_qos != 0;
+    *target_ms = p->qos_target_ms;
+    *percentile = p->qos_percentile;
+}
+
 static uint64_t count_of(const struct cbn_sketch *sk)
 {
     return sk != NULL ? cbn_sketch_count(sk) : 0;

@@ -15,6 +15,7 @@
 
 #define NS_PER_MS 1000000u
 #define IDLE_MS   1000 /* no data for this long, nothing open: idle */
+#define BATCH_MAX 4096 /* spans per routed batch: well under a message */
 
 struct node_mesh_ingest
 {
@@ -78,7 +79,14 @@ int node_mesh_ingest_new(const struct node_mesh_ingest_config *config,
         return SM_ENOMEM;
     }
     mi->cfg = *config;
-    struct node_wmerge_config wc = {.wait_ms = config->wait_ms};
+    struct node_wmerge_config wc = {
+        .wait_ms = config->wait_ms,
+        .window_ns = config->window_ns,
+        .check_qos = 1,
+        .qos_configured = config->qos_configured,
+        .qos_target_ms = config->qos_target_ms,
+        .qos_percentile = config->qos_percentile,
+    };
     struct node_wmerge_env env = {
         .arg = mi,
         .send = merge_send,
@@ -128,7 +136,7 @@ void node_mesh_ingest_data(struct node_mesh_ingest *mi)
 /* ---- Routing ------------------------------------------------------------- */
 
 /* Sends @n spans (pointers into the caller's batch) to @peer in batches of
- * at most NODE_SPAN_BATCH_MAX. Returns the number not sent. */
+ * at most BATCH_MAX. Returns the number not sent. */
 static size_t send_spans(struct node_mesh_ingest *mi,
                          const char *peer,
                          const struct cbn_span *const *spans,
@@ -136,8 +144,7 @@ static size_t send_spans(struct node_mesh_ingest *mi,
 {
     size_t sent = 0;
     while (sent < n) {
-        size_t k =
-            n - sent < NODE_SPAN_BATCH_MAX ? n - sent : NODE_SPAN_BATCH_MAX;
+        size_t k = n - sent < BATCH_MAX ? n - sent : BATCH_MAX;
         uint8_t *buf;
         size_t len;
         if (node_span_batch_encode(spans + sent, k, &buf, &len) != SM_OK) {
@@ -159,8 +166,11 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
                            const struct cbn_span *spans,
                            size_t n)
 {
-    node_mesh_view(mi->cfg.mesh, &mi->view);
-    const struct node_mesh_view *v = &mi->view;
+    /* a view of its own: receiving (on a transport that delivers inline)
+     * refreshes mi->view */
+    static struct node_mesh_view routes;
+    node_mesh_view(mi->cfg.mesh, &routes);
+    const struct node_mesh_view *v = &routes;
     if (v->n_up <= 1 || n == 0) {
         int rv = cbn_agg_add_spans(mi->cfg.agg, spans, n);
         if (rv == SM_OK) {
@@ -218,7 +228,7 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
         if (cbn_agg_add_spans(mi->cfg.agg, local, n_kept) == SM_OK) {
             mi->stats.spans_kept += n_kept;
         } else {
-            mi->stats.spans_refused_in += n_kept;
+            mi->stats.spans_refused += n_kept;
             sm_log(SM_LOG_WARN, MOD,
                    "spans for an unreachable peer were refused here too",
                    "spans=%zu", n_kept);
@@ -254,13 +264,13 @@ static void recv_spans(struct node_mesh_ingest *mi,
         mark(mi, 1);
         return;
     }
-    mi->stats.spans_refused_in += mi->routed.n;
+    mi->stats.spans_refused += mi->routed.n;
     uint64_t now = mono_ms(mi);
     if (mi->refused_logged_ms == 0 || now >= mi->refused_logged_ms + 10000) {
         mi->refused_logged_ms = now ? now : 1;
         sm_log(SM_LOG_WARN, MOD, "routed spans refused by the aggregator",
                "peer=%s spans=%zu error=%s refused_total=%" PRIu64, peer,
-               mi->routed.n, sm_errname(rv), mi->stats.spans_refused_in);
+               mi->routed.n, sm_errname(rv), mi->stats.spans_refused);
     }
 }
 
@@ -276,6 +286,9 @@ void node_mesh_ingest_recv(struct node_mesh_ingest *mi,
     }
     struct node_wmerge_view v;
     uint64_t now = mono_ms(mi);
+    if (mi->cfg.newest_window != NULL) {
+        node_wmerge_seen(mi->merge, mi->cfg.newest_window(mi->cfg.arg));
+    }
     node_wmerge_recv(mi->merge, view(mi, &v), peer, data, len, now);
     /* deliver as soon as the last part is in, not at the next tick */
     node_wmerge_tick(mi->merge, &v, now);
@@ -354,12 +367,12 @@ void node_mesh_ingest_status_json(const struct node_mesh_ingest *mi,
     node_text_printf(b,
                      "],\"spans_local\":%" PRIu64 ",\"spans_out\":%" PRIu64
                      ",\"spans_kept\":%" PRIu64 ",\"spans_in\":%" PRIu64
-                     ",\"spans_refused_in\":%" PRIu64
-                     ",\"batches_out\":%" PRIu64 ",\"batches_in\":%" PRIu64
+                     ",\"spans_refused\":%" PRIu64 ",\"batches_out\":%" PRIu64
+                     ",\"batches_in\":%" PRIu64
                      ",\"batches_malformed\":%" PRIu64 ",\"bytes_out\":%" PRIu64
                      ",\"bytes_in\":%" PRIu64 "}",
                      s.spans_local, s.spans_out, s.spans_kept, s.spans_in,
-                     s.spans_refused_in, s.batches_out, s.batches_in,
+                     s.spans_refused, s.batches_out, s.batches_in,
                      s.batches_malformed, s.bytes_out, s.bytes_in);
     const struct node_wmerge_stats *m = &s.merge;
     node_text_printf(
@@ -370,11 +383,14 @@ void node_mesh_ingest_status_json(const struct node_mesh_ingest *mi,
         ",\"parts_late\":%" PRIu64 ",\"parts_duplicate\":%" PRIu64
         ",\"parts_refused\":%" PRIu64 ",\"windows_merged\":%" PRIu64
         ",\"windows_complete\":%" PRIu64 ",\"windows_timed_out\":%" PRIu64
-        ",\"flushes_received\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-        ",\"bytes_in\":%" PRIu64 ",\"outbox\":%zu,\"pending\":%zu}",
+        ",\"windows_evicted\":%" PRIu64 ",\"windows_skipped\":%" PRIu64
+        ",\"windows_lost\":%" PRIu64 ",\"flushes_received\":%" PRIu64
+        ",\"bytes_out\":%" PRIu64 ",\"bytes_in\":%" PRIu64
+        ",\"outbox\":%zu,\"pending\":%zu}",
         m->parts_made, m->parts_sent, m->parts_resent, m->parts_acked,
         m->parts_dropped, m->parts_received, m->parts_late, m->parts_duplicate,
         m->parts_refused, m->windows_merged, m->windows_complete,
-        m->windows_timed_out, m->flushes_received, m->bytes_out, m->bytes_in,
+        m->windows_timed_out, m->windows_evicted, m->windows_skipped,
+        m->windows_lost, m->flushes_received, m->bytes_out, m->bytes_in,
         m->outbox, m->pending);
 }

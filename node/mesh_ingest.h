@@ -13,8 +13,10 @@
  *
  * Nothing is dropped silently: spans whose owner cannot be reached stay on
  * the peer they arrived at (their pairs may then be missed: the edge is
- * inferred from the client side), spans the owner's aggregator refuses
- * are counted there, and parts too late to merge are counted and logged.
+ * inferred from the client side), spans an aggregator refuses are counted
+ * and logged, and parts too late to merge, refused or dropped are counted
+ * and logged (node/window_merge.h). Spans sent to a peer in the seconds
+ * before the log records it down are lost with it.
  *
  * Runs on the peer's loop thread. */
 #ifndef SM_NODE_MESH_INGEST_H
@@ -35,6 +37,11 @@ struct node_mesh_ingest_config
     struct node_mesh *mesh; /* borrowed; outlives the ingest */
     const struct sm_clock *clock;
     uint64_t wait_ms; /* longest wait for missing parts; 0 -> 5000 */
+    /* This peer's window and QoS settings: a leader refuses parts closed
+     * with others (node_wmerge_config). */
+    uint64_t window_ns;
+    int qos_configured;
+    double qos_target_ms, qos_percentile;
     void *arg;
     /* A merged window (this peer leads); the callee owns @w. */
     void (*deliver)(void *arg, struct cbn_window *w);
@@ -48,13 +55,13 @@ struct node_mesh_ingest_config
 
 struct node_mesh_ingest_stats
 {
-    uint64_t spans_local;      /* owned here, added to this aggregator */
-    uint64_t spans_out;        /* sent to the peer owning their trace */
-    uint64_t spans_kept;       /* owner unreachable: added here instead */
-    uint64_t spans_in;         /* received from other peers, added */
-    uint64_t spans_refused_in; /* received, refused by the aggregator
-                                  (back-pressure, late windows count as
-                                  late there instead) */
+    uint64_t spans_local;   /* owned here, added to this aggregator */
+    uint64_t spans_out;     /* sent to the peer owning their trace */
+    uint64_t spans_kept;    /* owner unreachable: added here instead */
+    uint64_t spans_in;      /* received from other peers, added */
+    uint64_t spans_refused; /* received, or kept here, and refused by
+                               the aggregator (back-pressure; spans of
+                               closed windows count as late there) */
     uint64_t batches_out, batches_in, batches_malformed;
     uint64_t bytes_out, bytes_in;
     struct node_wmerge_stats merge;

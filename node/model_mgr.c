@@ -121,6 +121,7 @@ struct hwin
     struct cbn_window *w;    /* immutable once shared */
     uint8_t leaf[HASH_SIZE]; /* its round-digest leaf */
     unsigned refs;           /* loop thread only */
+    int diagnosed;           /* a diagnosis was queued (loop thread) */
 };
 
 /* A model and what it diagnoses with. */
@@ -1474,6 +1475,7 @@ static void queue_diagnosis(struct node_model_mgr *m,
 {
     j->h = h;
     j->tag = tag;
+    h->diagnosed |= tag == 0;
     j->queued_ns = uv_hrtime();
     m->st.diagnoses_pending++;
     m->ondemand_pending += tag != 0;
@@ -1749,7 +1751,7 @@ size_t node_model_mgr_rediagnose(struct node_model_mgr *m,
     size_t from = m->count > newest ? m->count - newest : 0;
     for (size_t i = from; i < m->count; i++) {
         struct hwin *h = *hist_slot(m, i);
-        if (!h->w->qos_violated || done(arg, h->w->end_ns) ||
+        if (!h->w->qos_violated || h->diagnosed || done(arg, h->w->end_ns) ||
             m->st.diagnoses_pending - m->ondemand_pending >=
                 m->cfg.max_pending) {
             continue;

@@ -2656,11 +2656,13 @@ static void on_lead(void *arg)
 
 /* How long the leader waits for a peer's part of a window: the parts of
  * live peers come within a tick or two of each other; past this, a slow
- * or cut-off peer's part is late rather than the whole window. */
+ * or cut-off peer's part is late rather than the whole window. At least
+ * a re-send (2 s) and a tick more, so that a new leader, which drops parts
+ * until it is ready, gets them again before it gives up on them. */
 static uint64_t merge_wait_ms(const struct node_peer *p)
 {
     double ms = p->cfg->window_s * 1e3;
-    return ms < 2000 ? 2000 : ms > 5000 ? 5000 : (uint64_t)ms;
+    return ms < 3500 ? 3500 : ms > 5000 ? 5000 : (uint64_t)ms;
 }
 
 static int start_mesh(struct node_peer *p, char *errmsg)
@@ -2709,6 +2711,11 @@ static int start_mesh(struct node_peer *p, char *errmsg)
             .mesh = p->mesh,
             .clock = p->clock,
             .wait_ms = merge_wait_ms(p),
+            .window_ns = (uint64_t)(p->cfg->window_s * NS),
+            .qos_configured =
+                p->cfg->qos_service != NULL && p->cfg->qos_service[0] != '\0',
+            .qos_target_ms = p->cfg->qos_target_ms,
+            .qos_percentile = p->cfg->qos_percentile,
             .arg = p,
             .deliver = window_closed,
             .newest_window = newest_window,

@@ -33,6 +33,7 @@ enum {
 #define MARK_LEN 10
 
 #define PEERS_MAX 64 /* members a window waits for; more are not waited on */
+#define RECENT    64 /* delivered windows remembered with their contributors */
 
 typedef char peer_id[TP_PEER_ID_MAX + 1];
 
@@ -64,10 +65,21 @@ struct mark
     int idle;
 };
 
+/* A delivered window: a re-send of a part it merged is acknowledged
+ * quietly, not counted as late. */
+struct recent
+{
+    uint64_t start;
+    uint64_t from[PEERS_MAX]; /* hashes of the contributors' ids */
+    size_t n_from;
+};
+
 struct node_wmerge
 {
     struct node_wmerge_config cfg;
     struct node_wmerge_env env;
+    struct recent recent[RECENT]; /* a ring */
+    size_t recent_next;
 
     struct out_part *outbox; /* by start */
     size_t n_out;
@@ -134,6 +146,12 @@ void node_wmerge_free(struct node_wmerge *wm)
     if (wm == NULL) {
         return;
     }
+    if (wm->n_out > 0) {
+        sm_log(SM_LOG_WARN, MOD,
+               "stopping with window parts no leader has acknowledged: they "
+               "are lost",
+               "parts=%zu", wm->n_out);
+    }
     for (size_t i = 0; i < wm->n_out; i++) {
         cbn_partial_free(wm->outbox[i].part);
     }
@@ -141,6 +159,25 @@ void node_wmerge_free(struct node_wmerge *wm)
     sm_free(wm->outbox);
     sm_free(wm->pending);
     sm_free(wm);
+}
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *id != '\0'; id++) {
+        h = (h ^ (uint8_t)*id) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static int is_up(const struct node_wmerge_view *v, const char *peer)
+{
+    for (size_t i = 0; i < v->n_up; i++) {
+        if (strcmp(v->up[i], peer) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ---- Messages ------------------------------------------------------------ */
@@ -314,15 +351,34 @@ static uint64_t mark_to_send(const struct node_wmerge *wm)
 
 static void send_to_leader(struct node_wmerge *wm, uint64_t now)
 {
-    for (size_t i = 0; i < wm->n_out; i++) {
+    if (wm->leader[0] == '\0') {
+        return;
+    }
+    for (size_t i = 0; i < wm->n_out;) {
         struct out_part *o = &wm->outbox[i];
-        if (strcmp(o->sent_to, wm->leader) == 0 &&
-            (o->held || now < o->sent_ms + wm->cfg.resend_ms)) {
+        /* A held part is merged and waits for its window: it goes again
+         * only when the acknowledgement seems lost. */
+        uint64_t every =
+            o->held ? wm->cfg.wait_ms + wm->cfg.resend_ms : wm->cfg.resend_ms;
+        if (strcmp(o->sent_to, wm->leader) == 0 && now < o->sent_ms + every) {
+            i++;
             continue;
         }
-        if (send_part(wm, o, wm->leader, now) != SM_OK) {
+        int rv = send_part(wm, o, wm->leader, now);
+        if (rv == SM_ETOOBIG || rv == SM_EINVAL) {
+            /* it will never go: say so and drop it */
+            wm->stats.parts_dropped++;
+            sm_log(SM_LOG_ERROR, MOD,
+                   "a window part cannot be sent to the leader: dropped",
+                   "window_end=%" PRIu64 " error=%s", o->end / 1000000000u,
+                   sm_errname(rv));
+            outbox_remove(wm, i);
+            continue;
+        }
+        if (rv != SM_OK) {
             break; /* in order: the rest waits for the next tick */
         }
+        i++;
     }
     send_mark(wm);
 }
@@ -415,28 +471,52 @@ static void hold(struct node_wmerge *wm,
     }
 }
 
+/* Why a window is delivered. */
+enum why { COMPLETE, TIMED_OUT, EVICTED };
+
 static void deliver_oldest(struct node_wmerge *wm,
                            const struct node_wmerge_view *v,
-                           int complete)
+                           enum why why)
 {
     struct pending *p = wm->pending[0];
     memmove(wm->pending, wm->pending + 1,
             (wm->n_pending - 1) * sizeof *wm->pending);
     wm->n_pending--;
+    struct recent *r = &wm->recent[wm->recent_next++ % RECENT];
+    r->start = p->start;
+    r->n_from = p->n_from;
+    for (size_t i = 0; i < p->n_from; i++) {
+        r->from[i] = id_hash(p->from[i]);
+    }
+    if (p->end <= wm->delivered_until) {
+        /* an earlier leader delivered it, and this peer holds it now */
+        for (size_t i = 0; i < p->n_from; i++) {
+            acknowledge(wm, v, p->from[i], p->start, p->end);
+        }
+        wm->stats.windows_skipped++;
+        pending_free(p);
+        return;
+    }
     struct cbn_window *w;
     int rv = cbn_partial_finish(p->merged, &w);
     if (rv != SM_OK) {
         /* Nothing to retry with: the parts are acknowledged below. */
-        sm_log(SM_LOG_ERROR, MOD, "out of memory finishing a merged window",
+        wm->stats.windows_lost++;
+        sm_log(SM_LOG_ERROR, MOD,
+               "out of memory finishing a merged window: it is lost",
                "window_end=%" PRIu64, p->end / 1000000000u);
     }
     wm->delivered_until = p->end;
     wm->stats.windows_merged += rv == SM_OK;
-    wm->stats.windows_complete += rv == SM_OK && complete;
-    wm->stats.windows_timed_out += rv == SM_OK && !complete;
-    if (!complete) {
+    wm->stats.windows_complete += rv == SM_OK && why == COMPLETE;
+    wm->stats.windows_timed_out += rv == SM_OK && why == TIMED_OUT;
+    wm->stats.windows_evicted += rv == SM_OK && why == EVICTED;
+    if (why != COMPLETE) {
         sm_log(SM_LOG_WARN, MOD,
-               "a window is delivered without every peer's part",
+               why == TIMED_OUT
+                   ? "a window is delivered without every peer's part"
+                   : "too many windows wait for parts: the oldest is "
+                     "delivered as it is",
                "window_end=%" PRIu64 " parts=%zu members_up=%zu",
                p->end / 1000000000u, p->n_from, v->n_up);
     }
@@ -503,6 +583,60 @@ static void log_late(struct node_wmerge *wm,
            end / 1000000000u, wm->stats.parts_late);
 }
 
+static void log_refused(struct node_wmerge *wm,
+                        const char *peer,
+                        uint64_t end,
+                        const char *why,
+                        uint64_t now)
+{
+    if (wm->refused_logged_ms != 0 && now < wm->refused_logged_ms + 10000) {
+        return;
+    }
+    wm->refused_logged_ms = now ? now : 1;
+    sm_log(SM_LOG_ERROR, MOD, "a peer's window part is refused",
+           "peer=%s "
+           "window_end=%" PRIu64 " cause=\"%s\" refused=%" PRIu64,
+           peer, end / 1000000000u, why, wm->stats.parts_refused);
+}
+
+/* Whether @part is a window of this leader's length and alignment, closed
+ * with its QoS settings. */
+static int fits(const struct node_wmerge *wm, const struct cbn_partial *part)
+{
+    uint64_t start = cbn_partial_start(part), end = cbn_partial_end(part);
+    uint64_t w = wm->cfg.window_ns;
+    if (w != 0 && (end - start != w || start % w != 0)) {
+        return 0;
+    }
+    if (!wm->cfg.check_qos) {
+        return 1;
+    }
+    int configured;
+    double target, percentile;
+    cbn_partial_qos(part, &configured, &target, &percentile);
+    return configured == wm->cfg.qos_configured &&
+           (!configured || (target == wm->cfg.qos_target_ms &&
+                            percentile == wm->cfg.qos_percentile));
+}
+
+/* Whether @peer's part of the window at @start was merged into a window
+ * delivered lately. */
+static int was_merged(const struct node_wmerge *wm,
+                      uint64_t start,
+                      const char *peer)
+{
+    uint64_t h = id_hash(peer);
+    for (size_t i = 0; i < RECENT; i++) {
+        const struct recent *r = &wm->recent[i];
+        for (size_t k = 0; r->start == start && k < r->n_from; k++) {
+            if (r->from[k] == h) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Merges @part (owned from now on) from @peer. Returns SM_OK when the part
  * is taken (merged, or counted as late, duplicate or refused), SM_ENOMEM
  * when it must come again. */
@@ -513,14 +647,32 @@ static int merge_part(struct node_wmerge *wm,
                       uint64_t now)
 {
     uint64_t start = cbn_partial_start(part), end = cbn_partial_end(part);
-    set_mark(wm, peer, end, 0);
+    /* A part says the peer is busy, not how far it has closed: an earlier
+     * part of its may still be on the way (only its MARK says so). */
+    set_mark(wm, peer, 0, 0);
+    if (!fits(wm, part)) {
+        wm->stats.parts_refused++;
+        log_refused(wm, peer, end,
+                    "its window or QoS settings differ from "
+                    "the leader's: peers must share --window, "
+                    "--qos-service, --qos-target-ms and "
+                    "--qos-percentile",
+                    now);
+        cbn_partial_free(part);
+        acknowledge(wm, v, peer, start, end);
+        return SM_OK;
+    }
     if (end > wm->delivered_until && wm->n_pending == wm->cfg.max_pending &&
         find_pending(wm, start) == NULL) {
-        deliver_oldest(wm, v, 0); /* too many windows open: make room */
+        deliver_oldest(wm, v, EVICTED); /* too many windows: make room */
     }
     if (end <= wm->delivered_until) {
-        wm->stats.parts_late++;
-        log_late(wm, peer, end, now);
+        if (was_merged(wm, start, peer)) {
+            wm->stats.parts_duplicate++; /* its acknowledgement was lost */
+        } else {
+            wm->stats.parts_late++;
+            log_late(wm, peer, end, now);
+        }
         cbn_partial_free(part);
         acknowledge(wm, v, peer, start, end);
         return SM_OK;
@@ -546,16 +698,11 @@ static int merge_part(struct node_wmerge *wm,
         }
         if (rv != SM_OK) {
             wm->stats.parts_refused++;
-            if (wm->refused_logged_ms == 0 ||
-                now >= wm->refused_logged_ms + 10000) {
-                wm->refused_logged_ms = now ? now : 1;
-                sm_log(SM_LOG_ERROR, MOD,
-                       "a peer's window part does not merge: peers must "
-                       "share --window, --qos-service, --qos-target-ms and "
-                       "--qos-percentile",
-                       "peer=%s window_end=%" PRIu64 " error=%s", peer,
-                       end / 1000000000u, sm_errname(rv));
-            }
+            log_refused(wm, peer, end,
+                        rv == SM_ERANGE ? "a count would overflow"
+                                        : "its metrics' resource classes "
+                                          "differ (--resource-class)",
+                        now);
             acknowledge(wm, v, peer, start, end);
             return SM_OK;
         }
@@ -629,18 +776,41 @@ static int is_complete(const struct node_wmerge *wm,
     return 1;
 }
 
+/* Whether a window that waited wait_ms may go without its missing parts:
+ * when this leader has a part of it, or another member than its one
+ * contributor has closed past it. A lone part from a peer whose clock or
+ * data runs far ahead of everyone's waits instead of moving every later
+ * window behind it. */
+static int may_time_out(const struct node_wmerge *wm,
+                        const struct node_wmerge_view *v,
+                        const struct pending *p)
+{
+    if (p->n_from != 1 || has_from(p, v->self)) {
+        return 1;
+    }
+    for (size_t i = 0; i < wm->n_marks; i++) {
+        if (strcmp(wm->marks[i].peer, p->from[0]) != 0 &&
+            wm->marks[i].until >= p->end) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void deliver_ready(struct node_wmerge *wm,
                           const struct node_wmerge_view *v,
-                          uint64_t now,
-                          int all)
+                          uint64_t now)
 {
     while (wm->n_pending > 0) {
         const struct pending *p = wm->pending[0];
-        int complete = is_complete(wm, v, p);
-        if (!complete && !all && now < p->first_ms + wm->cfg.wait_ms) {
+        if (p->end <= wm->delivered_until || is_complete(wm, v, p)) {
+            deliver_oldest(wm, v, COMPLETE);
+        } else if (now >= p->first_ms + wm->cfg.wait_ms &&
+                   may_time_out(wm, v, p)) {
+            deliver_oldest(wm, v, TIMED_OUT);
+        } else {
             return;
         }
-        deliver_oldest(wm, v, complete);
     }
 }
 
@@ -668,6 +838,9 @@ void node_wmerge_recv(struct node_wmerge *wm,
         return;
     }
     if (b[0] == KIND_FLUSH && len == 1) {
+        if (!is_up(view, peer)) {
+            return;
+        }
         wm->stats.flushes_received++;
         if (wm->env.flush != NULL) {
             wm->env.flush(wm->env.arg);
@@ -676,6 +849,9 @@ void node_wmerge_recv(struct node_wmerge *wm,
     }
     if (!view->is_leader) {
         return; /* sent to an earlier leader: it comes again to the next */
+    }
+    if (!is_up(view, peer)) {
+        return; /* not a member the log records as up: ignored */
     }
     if (b[0] == KIND_MARK && len == MARK_LEN && b[9] <= 1) {
         set_mark(wm, peer, sm_get_le64(b + 1), b[9]);
@@ -694,6 +870,19 @@ void node_wmerge_recv(struct node_wmerge *wm,
         return;
     }
     merge_part(wm, view, peer, part, now_ms);
+}
+
+/* Forgets the marks of peers that are no longer up members. */
+static void prune_marks(struct node_wmerge *wm,
+                        const struct node_wmerge_view *v)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < wm->n_marks; i++) {
+        if (is_up(v, wm->marks[i].peer)) {
+            wm->marks[k++] = wm->marks[i];
+        }
+    }
+    wm->n_marks = k;
 }
 
 /* Leadership moved: parts merged here must go to the new merger. */
@@ -717,8 +906,9 @@ void node_wmerge_tick(struct node_wmerge *wm,
 {
     follow_leader(wm, view);
     if (view->is_leader) {
+        prune_marks(wm, view);
         merge_own(wm, view, now_ms);
-        deliver_ready(wm, view, now_ms, 0);
+        deliver_ready(wm, view, now_ms);
     } else if (wm->leader[0] != '\0') {
         send_to_leader(wm, now_ms);
     }
@@ -733,7 +923,17 @@ void node_wmerge_flush(struct node_wmerge *wm,
     follow_leader(wm, view);
     if (view->is_leader) {
         merge_own(wm, view, now_ms);
-        deliver_ready(wm, view, now_ms, 1);
+        deliver_ready(wm, view, now_ms);
+        if (wm->n_pending > 0) {
+            /* Their other parts go to the next leader; this peer's own
+             * parts of them stop here. */
+            sm_log(SM_LOG_WARN, MOD,
+                   "stopping the leader: windows still waiting for parts are "
+                   "left to the next leader without this peer's part",
+                   "windows=%zu", wm->n_pending);
+        }
+    } else {
+        send_to_leader(wm, now_ms);
     }
     wm->stats.outbox = wm->n_out;
     wm->stats.pending = wm->n_pending;

@@ -13,22 +13,29 @@
  * Sender side, on every peer (the leader included): own parts wait in an
  * outbox until the leader acknowledges them, which it does once the window
  * they belong to is delivered (or refused, or late). They go to the
- * current leader and are re-sent every resend_ms, and at once to a new
- * leader, so a leader failover loses no part that was still waiting. Each
+ * current leader, are re-sent every resend_ms until it says it holds them
+ * (HELD), then every wait_ms + resend_ms until acknowledged, and at once
+ * to a new leader, so a leader failover loses no part that was still
+ * waiting. Each
  * tick also sends the leader the peer's mark: every window ending at or
  * before it is closed on this peer, so no more parts will come for it. A
  * peer with no open window and no recent data marks itself idle, so the
  * leader does not wait for it; the first data it gets makes it send a
  * busy mark at once (node_wmerge_mark), ahead of any part it will make.
  *
- * Merger side, on the leader: parts are merged per window as they arrive.
- * The oldest window is delivered when every member that is up has sent
- * its part or a mark past the window's end, or wait_ms after the leader
- * first heard of the window, whichever comes first; windows are delivered
- * in order. A part for a window already delivered is late: it is counted,
- * logged and acknowledged, and its data is lost to the model (raise the
- * peers' --lateness when this repeats). A part that cannot merge (its QoS
- * configuration differs from the leader's) is refused, counted and logged.
+ * Merger side, on the leader: parts from members that are up are merged per
+ * window as they arrive. The oldest window is delivered when every member
+ * that is up has sent its part, a mark past the window's end or an idle
+ * mark; or wait_ms after the leader first heard of the window, if the
+ * leader has a part of it or another member has closed past it (a lone
+ * part from a peer far ahead of the others waits). Windows are delivered
+ * in order, and never one the peer already holds (node_wmerge_seen). A
+ * part for a window already delivered is late: it is counted, logged and
+ * acknowledged, and its data is lost to the model (raise the peers'
+ * --lateness when this repeats); a re-send of a part that was merged is
+ * only acknowledged. A part of another window length or alignment, or
+ * closed with other QoS settings than the leader's, is refused, counted
+ * and logged.
  *
  * A pure state machine: time is an input (ms) and the network is a send
  * callback, so tests run many peers in one process. Not thread-safe; the
@@ -67,6 +74,10 @@ struct node_wmerge_env
 struct node_wmerge_config
 {
     uint64_t wait_ms;   /* 0 -> 5000: longest wait for missing parts */
+    uint64_t window_ns; /* the peers' window; 0: not checked */
+    int check_qos;      /* refuse parts whose QoS settings differ from: */
+    int qos_configured;
+    double qos_target_ms, qos_percentile;
     uint64_t resend_ms; /* 0 -> 2000 */
     size_t max_outbox;  /* own parts waiting; 0 -> 256. Past it the oldest
                            is dropped (counted and logged) */
@@ -88,6 +99,9 @@ struct node_wmerge_stats
     uint64_t windows_merged;   /* delivered */
     uint64_t windows_complete; /* of which with every part */
     uint64_t windows_timed_out; /* of which after wait_ms */
+    uint64_t windows_evicted;   /* of which because max_pending were open */
+    uint64_t windows_skipped;   /* not delivered: this peer held them */
+    uint64_t windows_lost;      /* out of memory finishing them */
     uint64_t flushes_received;  /* flush requests from other peers */
     uint64_t bytes_out, bytes_in;
     size_t outbox;  /* own parts waiting for an acknowledgement */
@@ -106,8 +120,8 @@ int node_wmerge_new(const struct node_wmerge_config *config,
 void node_wmerge_free(struct node_wmerge *wm);
 
 /* Hands over this peer's part of a closed window; @wm owns @part from now
- * on, whatever the result. Parts come in window order. Returns SM_OK, or
- * SM_ENOMEM (the part is dropped, counted). */
+ * on. Parts come in window order. Past max_outbox the oldest waiting part
+ * is dropped (counted, logged). Returns SM_OK. */
 int node_wmerge_add(struct node_wmerge *wm, struct cbn_partial *part);
 
 /* Every window of this peer ending at or before @closed_until_ns is
@@ -143,8 +157,9 @@ void node_wmerge_tick(struct node_wmerge *wm,
                       const struct node_wmerge_view *view,
                       uint64_t now_ms);
 
-/* Delivers every window being merged now (shutdown, `sagemesh flush`),
- * when this peer is the merger. */
+/* At shutdown: a leader merges its own parts and delivers the windows that
+ * are complete (the others are left to the next leader, logged); a
+ * follower sends its parts once more. */
 void node_wmerge_flush(struct node_wmerge *wm,
                        const struct node_wmerge_view *view,
                        uint64_t now_ms);

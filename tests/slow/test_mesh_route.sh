@@ -112,7 +112,7 @@ python3 - "$dir" << 'EOF' || fail "the routing figures"
 import ast, sys
 r = [ast.literal_eval(open(f"{sys.argv[1]}/routing.p{i}").read()) for i in (1, 2, 3)]
 assert all(x["spans_out"] > 0 and x["spans_in"] > 0 and x["spans_local"] > 0 for x in r), r
-assert sum(x["spans_kept"] + x["spans_refused_in"] + x["batches_malformed"] for x in r) == 0, r
+assert sum(x["spans_kept"] + x["spans_refused"] + x["batches_malformed"] for x in r) == 0, r
 assert sum(x["spans_out"] for x in r) == sum(x["spans_in"] for x in r), r
 EOF
 ok "every peer routed spans to the others and took theirs; none kept back or refused"

@@ -49,10 +49,12 @@ static struct cbn_window *want[W_MAX];
 static size_t n_want;
 static struct msg queue[Q_MAX];
 static size_t n_queue;
-static int leader;                /* index; -1: none */
-static int up[PEERS];             /* in everyone's view */
-static int mute[PEERS];           /* its messages are lost */
-static int drop_next_part[PEERS]; /* lose its next PART message */
+static int leader;           /* index; -1: none */
+static int up[PEERS];        /* in everyone's view */
+static int mute[PEERS];      /* its messages are lost */
+static int drop_next[PEERS]; /* lose its next message of this kind
+                                (1 PART, 2 ACK, 5 HELD) */
+static int replicate = 1;    /* a delivered window is seen by all at once */
 static uint64_t now_ms;
 
 static int peer_index(const char *id)
@@ -71,8 +73,9 @@ static int t_send(void *arg, const char *peer, const void *data, size_t len)
     if (mute[from]) {
         return SM_OK; /* lost on the way */
     }
-    if (drop_next_part[from] && len > 0 && ((const uint8_t *)data)[0] == 1) {
-        drop_next_part[from] = 0;
+    if (drop_next[from] && len > 0 &&
+        ((const uint8_t *)data)[0] == drop_next[from]) {
+        drop_next[from] = 0;
         return SM_OK;
     }
     REQUIRE(n_queue < Q_MAX);
@@ -92,7 +95,7 @@ static void t_deliver(void *arg, struct cbn_window *w)
     REQUIRE(p->n_got < W_MAX);
     p->got[p->n_got++] = w;
     /* what the leader delivers is replicated: everyone has seen it */
-    for (int i = 0; i < PEERS; i++) {
+    for (int i = 0; replicate && i < PEERS; i++) {
         node_wmerge_seen(peers[i].wm, w->end_ns);
     }
 }
@@ -280,12 +283,13 @@ static void setup(void)
         REQUIRE(node_wmerge_new(&wc, &env, &peers[i].wm) == SM_OK);
         up[i] = 1;
         mute[i] = 0;
-        drop_next_part[i] = 0;
+        drop_next[i] = 0;
     }
     REQUIRE(cbn_agg_new(&ac, &ref) == SM_OK);
     n_want = 0;
     n_queue = 0;
     leader = 0;
+    replicate = 1;
     now_ms = 1000;
 }
 
@@ -348,7 +352,7 @@ static void test_resend(void)
     struct sm_rng rng;
     sm_rng_seed(&rng, check_seed() + 1);
     feed_window(&rng, 0, -1);
-    drop_next_part[2] = 1;
+    drop_next[2] = 1;
     close_all(T0 + WIN_NS, 0);
     run();
     CHECK(peers[0].n_got == 0); /* waiting for p2's part */
@@ -405,7 +409,7 @@ static void test_leader_moves(void)
     run();
     REQUIRE(peers[0].n_got == 1);
     feed_window(&rng, 1, -1);
-    drop_next_part[2] = 1;
+    drop_next[2] = 1;
     close_all(T0 + 2 * WIN_NS, 0);
     run();
     CHECK(peers[0].n_got == 1); /* p2's part of window 1 is missing */
@@ -527,6 +531,138 @@ static void test_outbox_full(void)
     node_wmerge_free(wm);
 }
 
+/* A part lost on the way, then the peer's next part: the leader must not
+ * take the later part as a sign the earlier one is not coming. */
+static void test_later_part_is_no_mark(void)
+{
+    struct sm_rng rng;
+    sm_rng_seed(&rng, check_seed() + 7);
+    feed_window(&rng, 0, -1);
+    drop_next[2] = 1;
+    close_all(T0 + WIN_NS, 0);
+    run();
+    feed_window(&rng, 1, -1);
+    close_all(T0 + 2 * WIN_NS, 0);
+    run();
+    CHECK(peers[0].n_got == 0);
+    now_ms += 2100; /* p2 re-sends its first part */
+    run();
+    REQUIRE(peers[0].n_got == 2);
+    CHECK(same_window(peers[0].got[0], want[0]));
+    CHECK(same_window(peers[0].got[1], want[1]));
+    struct node_wmerge_stats st;
+    node_wmerge_stats(peers[0].wm, &st);
+    CHECK(st.windows_complete == 2);
+    CHECK(st.parts_late == 0);
+}
+
+/* The acknowledgement of a held part is lost: the part goes again after
+ * wait_ms + resend_ms and is only acknowledged, not counted late. */
+static void test_lost_ack(void)
+{
+    struct sm_rng rng;
+    sm_rng_seed(&rng, check_seed() + 8);
+    feed_window(&rng, 0, -1);
+    drop_next[0] = 2; /* p0's next ACK */
+    close_all(T0 + WIN_NS, 0);
+    run();
+    REQUIRE(peers[0].n_got == 1);
+    struct node_wmerge_stats st;
+    int stuck = 0;
+    for (int i = 1; i < PEERS; i++) {
+        node_wmerge_stats(peers[i].wm, &st);
+        stuck += (int)st.outbox;
+    }
+    CHECK(stuck == 1);
+    now_ms += 7100;
+    run();
+    outboxes_empty();
+    node_wmerge_stats(peers[0].wm, &st);
+    CHECK(st.parts_late == 0);
+    CHECK(st.parts_duplicate == 1);
+    CHECK(peers[0].n_got == 1);
+}
+
+/* A new leader gets re-sent parts of a window it already holds (its
+ * replica arrived late): it does not deliver the window again. */
+static void test_no_second_delivery(void)
+{
+    struct sm_rng rng;
+    sm_rng_seed(&rng, check_seed() + 9);
+    replicate = 0;
+    feed_window(&rng, 0, -1);
+    drop_next[0] = 2; /* an ACK to p1 or p2 is lost */
+    close_all(T0 + WIN_NS, 0);
+    run();
+    REQUIRE(peers[0].n_got == 1);
+    node_wmerge_seen(peers[1].wm, peers[0].got[0]->end_ns); /* the replica */
+    leader = 1; /* the stuck part goes to p1 at once */
+    run();
+    now_ms += 6000;
+    run();
+    CHECK(peers[1].n_got == 0);
+    struct node_wmerge_stats st;
+    node_wmerge_stats(peers[1].wm, &st);
+    CHECK(st.windows_merged == 0);
+    /* the part comes as late, or joins a window skipped as held */
+    CHECK(st.parts_late + st.windows_skipped == 1);
+    outboxes_empty();
+}
+
+/* A part of another window length, or with other QoS settings, is
+ * refused; a lone part far ahead of everyone is not delivered by time. */
+static void test_refused_and_far_ahead(void)
+{
+    struct node_wmerge *wm;
+    struct node_wmerge_config wc = {
+        .window_ns = WIN_NS,
+        .check_qos = 1,
+        .qos_configured = 1,
+        .qos_target_ms = 20,
+        .qos_percentile = 99,
+    };
+    struct node_wmerge_env env = {(void *)(intptr_t)0, t_send, t_deliver,
+                                  t_flush};
+    REQUIRE(node_wmerge_new(&wc, &env, &wm) == SM_OK);
+    node_wmerge_free(peers[0].wm);
+    peers[0].wm = wm;
+
+    struct cbn_agg *other;
+    struct cbn_agg_config ac = {
+        .window_ns = WIN_NS,
+        .qos_service = "front",
+        .qos_percentile = 99,
+        .qos_target_ms = 50, /* not the leader's 20 */
+        .hash_seed = 7,
+    };
+    REQUIRE(cbn_agg_new(&ac, &other) == SM_OK);
+    struct sm_rng rng;
+    sm_rng_seed(&rng, check_seed() + 10);
+    feed_window(&rng, 0, -1);
+    cbn_agg_free(peers[2].agg);
+    peers[2].agg = other; /* p2's part of window 0 is empty: new data */
+    feed_window(&rng, 0, 2);
+    close_all(T0 + WIN_NS, 0);
+    run();
+    now_ms += 5000;
+    run();
+    struct node_wmerge_stats st;
+    node_wmerge_stats(peers[0].wm, &st);
+    CHECK(st.parts_refused >= 1);
+    REQUIRE(peers[0].n_got == 1);
+    CHECK(peers[0].got[0]->qos_target_ms == 20);
+
+    /* p1 alone sends a part 40 windows ahead of everyone: it waits */
+    feed_window(&rng, 40, 1);
+    REQUIRE(cbn_agg_flush_partial(peers[1].agg, take_part, &peers[1]) == SM_OK);
+    run();
+    now_ms += 60000;
+    run();
+    CHECK(peers[0].n_got == 1);
+    node_wmerge_stats(peers[0].wm, &st);
+    CHECK(st.pending == 1);
+}
+
 static const struct check_test tests[] = {
     {"every part merged equals one aggregator", test_complete},
     {"a lost part is re-sent", test_resend},
@@ -536,6 +672,10 @@ static const struct check_test tests[] = {
     {"flush reaches every other peer", test_flush_all},
     {"malformed messages", test_malformed},
     {"a full outbox drops the oldest, counted", test_outbox_full},
+    {"a later part is no mark for an earlier one", test_later_part_is_no_mark},
+    {"a lost acknowledgement: the part goes again", test_lost_ack},
+    {"a held window is not delivered twice", test_no_second_delivery},
+    {"refused parts; a lone part far ahead waits", test_refused_and_far_ahead},
 };
 
 CHECK_MAIN(tests, setup, teardown)
