@@ -2601,7 +2601,6 @@ static void on_sweep_owners(void *arg,
     node_sweep_set_owners(p->sweep, p->cfg->id, names, owners, n);
 }
 
-/* Joins or starts the mesh when the peer has the cluster secret. */
 static void on_ingest_message(void *arg,
                               const char *peer,
                               int type,
@@ -2665,6 +2664,7 @@ static uint64_t merge_wait_ms(const struct node_peer *p)
     return ms < 3500 ? 3500 : ms > 5000 ? 5000 : (uint64_t)ms;
 }
 
+/* Joins or starts the mesh when the peer has the cluster secret. */
 static int start_mesh(struct node_peer *p, char *errmsg)
 {
     if (!p->has_secret) {

@@ -5,6 +5,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "cbn/cbn.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -13,14 +14,7 @@ static struct cbn_window *finish(const struct cbn_partial *p)
 {
     struct cbn_window *w;
     SM_ASSERT(cbn_partial_finish(p, &w) == SM_OK);
-    for (uint32_t i = 0; i < w->n_services; i++) {
-        SM_ASSERT(cbn_window_service(w, w->services[i].name) ==
-                  &w->services[i]);
-    }
-    for (uint32_t i = 0; i < w->n_edges; i++) {
-        SM_ASSERT(cbn_window_edge(w, w->edges[i].caller, w->edges[i].callee) ==
-                  &w->edges[i]);
-    }
+    fuzz_check_lookups(w);
     return w;
 }
 

@@ -7,6 +7,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "fuzz_util.h"
 #include "node/mesh_train.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -100,20 +101,12 @@ static int f_add(void *arg, const uint8_t *w, size_t len, uint64_t *end)
     return len % 2 ? SM_EMALFORMED : SM_OK;
 }
 
-static void quiet(void *arg,
-                  enum sm_log_level level,
-                  const char *line,
-                  size_t len)
-{
-    (void)arg, (void)level, (void)line, (void)len;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    sm_log_set_sink(quiet, NULL); /* malformed input is logged */
+    fuzz_quiet();
     struct node_train_env env = {
         .send = f_send,
         .propose = f_propose,

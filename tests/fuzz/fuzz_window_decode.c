@@ -5,6 +5,7 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "cbn/cbn.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -16,14 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* Accepted windows are consistent: lookups find every entry, the
      * encoding round-trips, and the CBN and normals can take them. */
-    for (uint32_t i = 0; i < w->n_services; i++) {
-        SM_ASSERT(cbn_window_service(w, w->services[i].name) ==
-                  &w->services[i]);
-    }
-    for (uint32_t i = 0; i < w->n_edges; i++) {
-        SM_ASSERT(cbn_window_edge(w, w->edges[i].caller, w->edges[i].callee) ==
-                  &w->edges[i]);
-    }
+    fuzz_check_lookups(w);
     uint8_t *buf;
     size_t len;
     if (cbn_window_encode(w, &buf, &len) == SM_OK) {

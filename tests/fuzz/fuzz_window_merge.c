@@ -8,6 +8,7 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "fuzz_util.h"
 #include "node/window_merge.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,20 +30,12 @@ static void f_flush(void *arg)
     (void)arg;
 }
 
-static void quiet(void *arg,
-                  enum sm_log_level level,
-                  const char *line,
-                  size_t len)
-{
-    (void)arg, (void)level, (void)line, (void)len;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    sm_log_set_sink(quiet, NULL); /* malformed input is logged */
+    fuzz_quiet();
     struct node_wmerge *wm;
     struct node_wmerge_config cfg = {0};
     struct node_wmerge_env env = {NULL, f_send, f_deliver, f_flush};
