@@ -112,14 +112,14 @@ static void on_sent(void *arg, int status)
 }
 
 /* Sends the frame in l->out (from @at) to @p with the link header. */
-static void send_frame(struct node_mesh_link *l, struct peer *p, size_t at)
+static int send_frame(struct node_mesh_link *l, struct peer *p, size_t at)
 {
     size_t alen = strlen(l->listen_addr);
     size_t flen = l->out.len - at;
     uint8_t *msg = sm_malloc(3 + alen + flen);
     if (msg == NULL) {
         l->st.send_errors++;
-        return;
+        return SM_ENOMEM;
     }
     msg[0] = FRAME_MAGIC;
     msg[1] = FRAME_VERSION;
@@ -134,6 +134,7 @@ static void send_frame(struct node_mesh_link *l, struct peer *p, size_t at)
         l->st.send_errors++;
     }
     sm_free(msg);
+    return rv;
 }
 
 /* Whether a handshake with @p may start now: none in flight, or the last
@@ -181,9 +182,11 @@ static int seal_send(struct node_mesh_link *l,
     if (rv != SM_OK) {
         return rv;
     }
-    send_frame(l, p, 0);
-    l->st.sent++;
-    return SM_OK;
+    /* A message the net refuses now (unknown peer, too big, its queue
+     * full) is reported; one it takes may still time out later, unseen. */
+    rv = send_frame(l, p, 0);
+    l->st.sent += rv == SM_OK;
+    return rv;
 }
 
 static void flush_queue(struct node_mesh_link *l, struct peer *p)
