@@ -146,11 +146,15 @@ void node_wmerge_free(struct node_wmerge *wm)
     if (wm == NULL) {
         return;
     }
+    size_t unsent = 0;
+    for (size_t i = 0; i < wm->n_out; i++) {
+        unsent += wm->outbox[i].sent_to[0] == '\0';
+    }
     if (wm->n_out > 0) {
+        /* sent ones are most likely merged; unsent ones are lost */
         sm_log(SM_LOG_WARN, MOD,
-               "stopping with window parts no leader has acknowledged: they "
-               "are lost",
-               "parts=%zu", wm->n_out);
+               "stopping with window parts no leader has acknowledged yet",
+               "parts=%zu never_sent=%zu", wm->n_out, unsent);
     }
     for (size_t i = 0; i < wm->n_out; i++) {
         cbn_partial_free(wm->outbox[i].part);
@@ -520,13 +524,16 @@ static void deliver_oldest(struct node_wmerge *wm,
                "window_end=%" PRIu64 " parts=%zu members_up=%zu",
                p->end / 1000000000u, p->n_from, v->n_up);
     }
+    /* Deliver first, acknowledge after: the window's replicas then leave
+     * on each connection ahead of the acknowledgement, so a peer that drops
+     * its part holds the window even if this leader dies now. */
+    if (rv == SM_OK) {
+        wm->env.deliver(wm->env.arg, w);
+    }
     for (size_t i = 0; i < p->n_from; i++) {
         acknowledge(wm, v, p->from[i], p->start, p->end);
     }
     pending_free(p);
-    if (rv == SM_OK) {
-        wm->env.deliver(wm->env.arg, w);
-    }
 }
 
 static struct pending *find_pending(const struct node_wmerge *wm,
