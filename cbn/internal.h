@@ -1,4 +1,5 @@
-/* cbn-private building blocks: hash map, string interning, sketch reserve. */
+/* cbn-private building blocks: hash map, string interning, byte encoding,
+ * sketch reserve. */
 #ifndef SM_CBN_INTERNAL_H
 #define SM_CBN_INTERNAL_H
 
@@ -84,6 +85,81 @@ uint32_t cbn__strtab_find(const struct cbn__strtab *t, const char *s);
 
 /* Returns the string of @id (must be valid). */
 const char *cbn__strtab_str(const struct cbn__strtab *t, uint32_t id);
+
+/* ---- Byte encoding (bytes.c) --------------------------------------------
+ *
+ * The little-endian writer and bounded reader behind the window, partial
+ * and sketch encodings. Neither reports errors call by call: the writer
+ * latches @failed on the first failed growth and the reader latches @bad on
+ * the first malformed or short input, after which every call does nothing
+ * and reads return 0. Callers check the latch once at the end, or wherever
+ * they must stop early. */
+
+/* The longest LEB128 varint of a 64-bit value, in bytes. */
+#define CBN__VARINT_MAX 10
+
+/* Writes @v as an LEB128 varint (the shortest form) at @p, which has room
+ * for CBN__VARINT_MAX bytes, and returns the bytes written. Never fails. */
+size_t cbn__varint_put(uint8_t *p, uint64_t v);
+
+/* A growable output buffer. Initialise it with cbn__out_init(); @p is
+ * sm_realloc()ed and belongs to the writer until cbn__out_finish(). */
+struct cbn__out
+{
+    uint8_t *p;
+    size_t len, cap; /* bytes written, bytes allocated */
+    size_t first;    /* the capacity of the first allocation */
+    bool failed;     /* a growth failed; nothing more is written */
+};
+
+/* Starts an empty writer whose first allocation is @first bytes (> 0); the
+ * capacity doubles from there. Allocates nothing. */
+void cbn__out_init(struct cbn__out *o, size_t first);
+
+/* Appends @n bytes of @src. On out of memory, or when the buffer would
+ * pass SIZE_MAX / 2 bytes, latches @failed and keeps what was written. */
+void cbn__out_bytes(struct cbn__out *o, const void *src, size_t n);
+
+/* Appends @v as a varint (cbn__varint_put()), a byte, a little-endian u64,
+ * or the IEEE-754 bits of @d as a little-endian u64. Fail as
+ * cbn__out_bytes(). */
+void cbn__out_v(struct cbn__out *o, uint64_t v);
+void cbn__out_u8(struct cbn__out *o, uint8_t v);
+void cbn__out_u64(struct cbn__out *o, uint64_t v);
+void cbn__out_f64(struct cbn__out *o, double d);
+
+/* Ends the writer. Unless @failed, hands the bytes to the caller (*@buf,
+ * *@len; free *@buf with sm_free(), which may be NULL when nothing was
+ * written) and returns SM_OK; otherwise frees them and returns SM_ENOMEM,
+ * leaving *@buf and *@len alone. */
+int cbn__out_finish(struct cbn__out *o, uint8_t **buf, size_t *len);
+
+/* A bounded reader over borrowed bytes: @left bytes from @p. */
+struct cbn__in
+{
+    const uint8_t *p;
+    size_t left;
+    bool bad; /* malformed or short input; nothing more is read */
+};
+
+/* Takes the next @n bytes and returns them (still in the input), or NULL
+ * and latches @bad when fewer are left. */
+const uint8_t *cbn__in_bytes(struct cbn__in *r, size_t n);
+
+/* Reads an LEB128 varint of at most 64 bits, padded forms (a zero last
+ * byte after the first) accepted. Latches @bad and returns 0 when the
+ * input ends inside it or it exceeds 64 bits. */
+uint64_t cbn__in_v(struct cbn__in *r);
+
+/* As cbn__in_v(), but only the shortest form of each value is accepted: a
+ * padded varint also latches @bad. For canonical encodings. */
+uint64_t cbn__in_v_min(struct cbn__in *r);
+
+/* Read a byte, a little-endian u64, or a little-endian u64 as the bits of
+ * a double. Latch @bad and return 0 when the input is too short. */
+uint8_t cbn__in_u8(struct cbn__in *r);
+uint64_t cbn__in_u64(struct cbn__in *r);
+double cbn__in_f64(struct cbn__in *r);
 
 /* ---- Sketch internals ---------------------------------------------------- */
 

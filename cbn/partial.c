@@ -45,7 +45,6 @@
 
 #include "base/alloc.h"
 #include "base/err.h"
-#include "base/le.h"
 #include "cbn/cbn.h"
 #include "cbn/internal.h"
 
@@ -711,81 +710,20 @@ int cbn_partial_merge(struct cbn_partial *dst, const struct cbn_partial *src)
 #define MAGIC   "CBP"
 #define VERSION 1
 
-/* A growable output buffer; a failed growth latches @failed. */
-struct out
-{
-    uint8_t *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void put_bytes(struct out *o, const void *src, size_t n)
-{
-    if (o->failed) {
-        return;
-    }
-    if (n > o->cap - o->len) {
-        size_t cap = o->cap ? o->cap * 2 : 1024;
-        while (cap - o->len < n) {
-            cap *= 2;
-        }
-        uint8_t *p = sm_realloc(o->p, cap);
-        if (p == NULL) {
-            o->failed = 1;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, src, n);
-    o->len += n;
-}
-
-static void put_v(struct out *o, uint64_t v)
-{
-    uint8_t b[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        b[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b[n++] = (uint8_t)v;
-    put_bytes(o, b, n);
-}
-
-static void put_u8(struct out *o, uint8_t v)
-{
-    put_bytes(o, &v, 1);
-}
-
-static void put_u64(struct out *o, uint64_t v)
-{
-    uint8_t b[8];
-    sm_put_le64(b, v);
-    put_bytes(o, b, 8);
-}
-
-static void put_f64(struct out *o, double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    put_u64(o, u);
-}
-
-static void put_sketch(struct out *o, const struct cbn_sketch *sk)
+static void put_sketch(struct cbn__out *o, const struct cbn_sketch *sk)
 {
     if (count_of(sk) == 0) {
-        put_v(o, 0);
+        cbn__out_v(o, 0);
         return;
     }
     uint8_t *b;
     size_t n;
     if (o->failed || cbn_sketch_encode(sk, &b, &n) != SM_OK) {
-        o->failed = 1;
+        o->failed = true;
         return;
     }
-    put_v(o, n);
-    put_bytes(o, b, n);
+    cbn__out_v(o, n);
+    cbn__out_bytes(o, b, n);
     sm_free(b);
 }
 
@@ -831,152 +769,85 @@ int cbn_partial_encode(const struct cbn_partial *p, uint8_t **buf, size_t *len)
         }
     }
 
-    struct out o = {NULL, 0, 0, 0};
-    put_bytes(&o, MAGIC, 3);
-    put_u8(&o, VERSION);
-    put_u64(&o, p->start_ns);
-    put_u64(&o, p->end_ns);
-    put_v(&o, p->late_spans);
-    put_v(&o, p->late_points);
-    put_u8(&o, p->has_qos ? 1 : 0);
-    put_f64(&o, p->qos_target_ms);
-    put_f64(&o, p->qos_percentile);
+    struct cbn__out o;
+    cbn__out_init(&o, 1024);
+    cbn__out_bytes(&o, MAGIC, 3);
+    cbn__out_u8(&o, VERSION);
+    cbn__out_u64(&o, p->start_ns);
+    cbn__out_u64(&o, p->end_ns);
+    cbn__out_v(&o, p->late_spans);
+    cbn__out_v(&o, p->late_points);
+    cbn__out_u8(&o, p->has_qos ? 1 : 0);
+    cbn__out_f64(&o, p->qos_target_ms);
+    cbn__out_f64(&o, p->qos_percentile);
     put_sketch(&o, p->qos);
-    put_v(&o, nt);
+    cbn__out_v(&o, nt);
     for (size_t i = 0; i < nt; i++) {
         size_t sl = strlen(t[i]);
-        put_v(&o, sl);
-        put_bytes(&o, t[i], sl);
+        cbn__out_v(&o, sl);
+        cbn__out_bytes(&o, t[i], sl);
     }
-    put_v(&o, p->n_services);
+    cbn__out_v(&o, p->n_services);
     for (size_t i = 0; i < p->n_services; i++) {
         const struct cbn__part_service *s = &p->services[i];
-        put_v(&o, str_index(t, nt, s->name));
-        put_v(&o, s->requests);
-        put_v(&o, s->errors);
+        cbn__out_v(&o, str_index(t, nt, s->name));
+        cbn__out_v(&o, s->requests);
+        cbn__out_v(&o, s->errors);
         put_sketch(&o, s->latency);
     }
-    put_v(&o, p->n_metrics);
+    cbn__out_v(&o, p->n_metrics);
     for (size_t i = 0; i < p->n_metrics; i++) {
         const struct cbn__part_metric *m = &p->metrics[i];
-        put_v(&o, str_index(t, nt, m->service));
-        put_v(&o, str_index(t, nt, m->name));
-        put_v(&o, str_index(t, nt, m->peer));
-        put_u8(&o, (uint8_t)m->resource);
-        put_v(&o, m->samples);
+        cbn__out_v(&o, str_index(t, nt, m->service));
+        cbn__out_v(&o, str_index(t, nt, m->name));
+        cbn__out_v(&o, str_index(t, nt, m->peer));
+        cbn__out_u8(&o, (uint8_t)m->resource);
+        cbn__out_v(&o, m->samples);
         put_sketch(&o, m->values);
     }
-    put_v(&o, p->n_edges);
+    cbn__out_v(&o, p->n_edges);
     for (size_t i = 0; i < p->n_edges; i++) {
         const struct cbn__part_edge *e = &p->edges[i];
-        put_v(&o, str_index(t, nt, e->caller));
-        put_v(&o, str_index(t, nt, e->callee));
-        put_u8(&o, e->inferred ? 1 : 0);
-        put_v(&o, e->calls);
-        put_v(&o, e->paired);
+        cbn__out_v(&o, str_index(t, nt, e->caller));
+        cbn__out_v(&o, str_index(t, nt, e->callee));
+        cbn__out_u8(&o, e->inferred ? 1 : 0);
+        cbn__out_v(&o, e->calls);
+        cbn__out_v(&o, e->paired);
         put_sketch(&o, e->client);
         put_sketch(&o, e->server);
         put_sketch(&o, e->network);
     }
     sm_free(t);
-    if (o.failed) {
-        sm_free(o.p);
-        return SM_ENOMEM;
-    }
-    *buf = o.p;
-    *len = o.len;
-    return SM_OK;
+    return cbn__out_finish(&o, buf, len);
 }
 
 /* ---- Decoding ------------------------------------------------------------ */
 
-/* A reader; the first problem latches @bad (malformed input). */
-struct in
-{
-    const uint8_t *p;
-    size_t left;
-    int bad;
-};
-
-static const uint8_t *get_bytes(struct in *r, size_t n)
-{
-    if (r->bad || r->left < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return p;
-}
-
-/* A minimal LEB128 varint: no padding bytes, at most 64 bits. */
-static uint64_t get_v(struct in *r)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64 && !r->bad && r->left > 0; shift += 7) {
-        uint8_t b = *r->p++;
-        r->left--;
-        if (shift == 63 && b > 1) {
-            break;
-        }
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            if (b == 0 && shift > 0) {
-                break; /* a padded encoding of a smaller value */
-            }
-            return v;
-        }
-    }
-    r->bad = 1;
-    return 0;
-}
-
-static uint8_t get_u8(struct in *r)
-{
-    const uint8_t *p = get_bytes(r, 1);
-    return p != NULL ? *p : 0;
-}
-
-static uint64_t get_u64(struct in *r)
-{
-    const uint8_t *p = get_bytes(r, 8);
-    return p != NULL ? sm_get_le64(p) : 0;
-}
-
-static double get_f64(struct in *r)
-{
-    uint64_t u = get_u64(r);
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
 /* Skips a sketch (the first pass). */
-static void skip_sketch(struct in *r)
+static void skip_sketch(struct cbn__in *r)
 {
-    uint64_t n = get_v(r);
+    uint64_t n = cbn__in_v_min(r);
     if (n > r->left) {
-        r->bad = 1;
+        r->bad = true;
         return;
     }
-    get_bytes(r, (size_t)n);
+    cbn__in_bytes(r, (size_t)n);
 }
 
 /* Decodes a sketch into *@out (NULL when empty). Returns SM_OK,
  * SM_EMALFORMED (also when not in its one canonical form), or what
  * cbn_sketch_decode() returns. */
-static int get_sketch(struct in *r, struct cbn_sketch **out)
+static int get_sketch(struct cbn__in *r, struct cbn_sketch **out)
 {
     *out = NULL;
-    uint64_t n = get_v(r);
+    uint64_t n = cbn__in_v_min(r);
     if (r->bad || n > r->left) {
         return SM_EMALFORMED;
     }
     if (n == 0) {
         return SM_OK;
     }
-    const uint8_t *b = get_bytes(r, (size_t)n);
+    const uint8_t *b = cbn__in_bytes(r, (size_t)n);
     struct cbn_sketch *sk;
     int rv = cbn_sketch_decode(b, (size_t)n, CBN_SKETCH_DEFAULT_MAX_BINS, &sk);
     if (rv != SM_OK) {
@@ -1011,46 +882,46 @@ struct shape
     uint64_t n_strings, string_bytes, n_services, n_metrics, n_edges;
 };
 
-static int scan(struct in r, struct shape *sh)
+static int scan(struct cbn__in r, struct shape *sh)
 {
-    get_bytes(&r, 8 + 8);
-    get_v(&r);
-    get_v(&r);
-    get_bytes(&r, 1 + 8 + 8);
+    cbn__in_bytes(&r, 8 + 8);
+    cbn__in_v_min(&r);
+    cbn__in_v_min(&r);
+    cbn__in_bytes(&r, 1 + 8 + 8);
     skip_sketch(&r);
-    sh->n_strings = get_v(&r);
+    sh->n_strings = cbn__in_v_min(&r);
     sh->string_bytes = 0;
     for (uint64_t i = 0; i < sh->n_strings && !r.bad; i++) {
-        uint64_t n = get_v(&r);
+        uint64_t n = cbn__in_v_min(&r);
         if (n > r.left) {
             return SM_EMALFORMED;
         }
-        get_bytes(&r, (size_t)n);
+        cbn__in_bytes(&r, (size_t)n);
         sh->string_bytes += n + 1;
     }
-    sh->n_services = get_v(&r);
+    sh->n_services = cbn__in_v_min(&r);
     for (uint64_t i = 0; i < sh->n_services && !r.bad; i++) {
-        get_v(&r);
-        get_v(&r);
-        get_v(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
         skip_sketch(&r);
     }
-    sh->n_metrics = get_v(&r);
+    sh->n_metrics = cbn__in_v_min(&r);
     for (uint64_t i = 0; i < sh->n_metrics && !r.bad; i++) {
-        get_v(&r);
-        get_v(&r);
-        get_v(&r);
-        get_u8(&r);
-        get_v(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
+        cbn__in_u8(&r);
+        cbn__in_v_min(&r);
         skip_sketch(&r);
     }
-    sh->n_edges = get_v(&r);
+    sh->n_edges = cbn__in_v_min(&r);
     for (uint64_t i = 0; i < sh->n_edges && !r.bad; i++) {
-        get_v(&r);
-        get_v(&r);
-        get_u8(&r);
-        get_v(&r);
-        get_v(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
+        cbn__in_u8(&r);
+        cbn__in_v_min(&r);
+        cbn__in_v_min(&r);
         skip_sketch(&r);
         skip_sketch(&r);
         skip_sketch(&r);
@@ -1076,11 +947,11 @@ struct table
 };
 
 /* Reads a string index; @nonempty refuses "". */
-static uint64_t get_index(struct in *r, struct table *t, int nonempty)
+static uint64_t get_index(struct cbn__in *r, struct table *t, int nonempty)
 {
-    uint64_t i = get_v(r);
+    uint64_t i = cbn__in_v_min(r);
     if (r->bad || i >= t->n || (nonempty && t->strings[i][0] == '\0')) {
-        r->bad = 1;
+        r->bad = true;
         return 0;
     }
     t->used[i] = 1;
@@ -1099,17 +970,17 @@ static int cmp_tuple(const uint64_t *a, const uint64_t *b, int n)
     return 0;
 }
 
-static int read_header(struct in *r, struct cbn_partial *p)
+static int read_header(struct cbn__in *r, struct cbn_partial *p)
 {
-    get_bytes(r, 4);
-    p->start_ns = get_u64(r);
-    p->end_ns = get_u64(r);
-    p->late_spans = get_v(r);
-    p->late_points = get_v(r);
-    uint8_t has_qos = get_u8(r);
+    cbn__in_bytes(r, 4);
+    p->start_ns = cbn__in_u64(r);
+    p->end_ns = cbn__in_u64(r);
+    p->late_spans = cbn__in_v_min(r);
+    p->late_points = cbn__in_v_min(r);
+    uint8_t has_qos = cbn__in_u8(r);
     p->has_qos = has_qos;
-    p->qos_target_ms = get_f64(r);
-    p->qos_percentile = get_f64(r);
+    p->qos_target_ms = cbn__in_f64(r);
+    p->qos_percentile = cbn__in_f64(r);
     if (r->bad || p->end_ns <= p->start_ns || has_qos > 1 ||
         !(p->qos_percentile > 0 && p->qos_percentile < 100) ||
         (has_qos && !(p->qos_target_ms > 0 && isfinite(p->qos_target_ms)))) {
@@ -1122,12 +993,14 @@ static int read_header(struct in *r, struct cbn_partial *p)
     return rv;
 }
 
-static int read_strings(struct in *r, struct cbn_partial *p, struct table *t)
+static int read_strings(struct cbn__in *r,
+                        struct cbn_partial *p,
+                        struct table *t)
 {
-    t->n = get_v(r);
+    t->n = cbn__in_v_min(r);
     for (uint64_t i = 0; i < t->n; i++) {
-        size_t n = (size_t)get_v(r);
-        const uint8_t *b = get_bytes(r, n);
+        size_t n = (size_t)cbn__in_v_min(r);
+        const uint8_t *b = cbn__in_bytes(r, n);
         if (b == NULL || memchr(b, 0, n) != NULL) {
             return SM_EMALFORMED;
         }
@@ -1143,16 +1016,18 @@ static int read_strings(struct in *r, struct cbn_partial *p, struct table *t)
     return SM_OK;
 }
 
-static int read_services(struct in *r, struct cbn_partial *p, struct table *t)
+static int read_services(struct cbn__in *r,
+                         struct cbn_partial *p,
+                         struct table *t)
 {
-    get_v(r);
+    cbn__in_v_min(r);
     uint64_t prev = 0;
     for (size_t i = 0; i < p->n_services; i++) {
         struct cbn__part_service *s = &p->services[i];
         uint64_t key = get_index(r, t, 1);
         s->name = t->strings[key];
-        s->requests = get_v(r);
-        s->errors = get_v(r);
+        s->requests = cbn__in_v_min(r);
+        s->errors = cbn__in_v_min(r);
         if (r->bad || (i > 0 && key <= prev) || s->requests == 0 ||
             s->errors > s->requests) {
             return SM_EMALFORMED;
@@ -1169,9 +1044,11 @@ static int read_services(struct in *r, struct cbn_partial *p, struct table *t)
     return SM_OK;
 }
 
-static int read_metrics(struct in *r, struct cbn_partial *p, struct table *t)
+static int read_metrics(struct cbn__in *r,
+                        struct cbn_partial *p,
+                        struct table *t)
 {
-    get_v(r);
+    cbn__in_v_min(r);
     uint64_t prev[3] = {0, 0, 0};
     for (size_t i = 0; i < p->n_metrics; i++) {
         struct cbn__part_metric *m = &p->metrics[i];
@@ -1182,8 +1059,8 @@ static int read_metrics(struct in *r, struct cbn_partial *p, struct table *t)
         m->service = t->strings[key[0]];
         m->name = t->strings[key[1]];
         m->peer = t->strings[key[2]];
-        uint8_t resource = get_u8(r);
-        uint64_t samples = get_v(r);
+        uint8_t resource = cbn__in_u8(r);
+        uint64_t samples = cbn__in_v_min(r);
         if (r->bad || (i > 0 && cmp_tuple(prev, key, 3) >= 0) ||
             resource >= CBN_RES_COUNT || samples == 0 || samples > UINT32_MAX) {
             return SM_EMALFORMED;
@@ -1202,21 +1079,21 @@ static int read_metrics(struct in *r, struct cbn_partial *p, struct table *t)
     return SM_OK;
 }
 
-static int read_edges(struct in *r, struct cbn_partial *p, struct table *t)
+static int read_edges(struct cbn__in *r, struct cbn_partial *p, struct table *t)
 {
-    get_v(r);
+    cbn__in_v_min(r);
     uint64_t prev[3] = {0, 0, 0};
     for (size_t i = 0; i < p->n_edges; i++) {
         struct cbn__part_edge *e = &p->edges[i];
         uint64_t key[3];
         key[0] = get_index(r, t, 1);
         key[1] = get_index(r, t, 1);
-        key[2] = get_u8(r);
+        key[2] = cbn__in_u8(r);
         e->caller = t->strings[key[0]];
         e->callee = t->strings[key[1]];
         e->inferred = (int)key[2];
-        e->calls = get_v(r);
-        e->paired = get_v(r);
+        e->calls = cbn__in_v_min(r);
+        e->paired = cbn__in_v_min(r);
         if (r->bad || (i > 0 && cmp_tuple(prev, key, 3) >= 0) || key[2] > 1 ||
             e->calls == 0 || e->paired > e->calls ||
             (e->inferred && e->paired != 0)) {
@@ -1249,7 +1126,7 @@ int cbn_partial_decode(const uint8_t *buf, size_t len, struct cbn_partial **out)
     if (buf[3] != VERSION) {
         return SM_EUNSUPPORTED;
     }
-    struct in r = {buf + 4, len - 4, 0};
+    struct cbn__in r = {buf + 4, len - 4, false};
     struct shape sh;
     int rv = scan(r, &sh);
     if (rv != SM_OK) {

@@ -17,6 +17,7 @@
 
 #include "base/alloc.h"
 #include "base/err.h"
+#include "base/le.h"
 #include "cbn/cbn.h"
 #include "cbn/internal.h"
 
@@ -367,26 +368,12 @@ double cbn_sketch_quantile(const struct cbn_sketch *sketch, double q)
 #define MAGIC      "DDS"
 #define VERSION    1
 #define HEADER_LEN (4 + 4 * 8)
-#define VARINT_MAX 10
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
 
 static size_t put_f64(uint8_t *p, double d)
 {
     uint64_t u;
     memcpy(&u, &d, sizeof u);
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(u >> (8 * i));
-    }
+    sm_put_le64(p, u);
     return 8;
 }
 
@@ -394,15 +381,16 @@ static size_t store_encode(const struct store *st, uint8_t *p)
 {
     size_t n = 0;
     if (st->total == 0) {
-        n += put_varint(p + n, 0);
-        n += put_varint(p + n, 0);
+        n += cbn__varint_put(p + n, 0);
+        n += cbn__varint_put(p + n, 0);
         return n;
     }
     int64_t lo = st->lo;
-    n += put_varint(p + n, ((uint64_t)lo << 1) ^ (lo < 0 ? UINT64_MAX : 0));
-    n += put_varint(p + n, (uint64_t)(st->hi - st->lo) + 1);
+    n +=
+        cbn__varint_put(p + n, ((uint64_t)lo << 1) ^ (lo < 0 ? UINT64_MAX : 0));
+    n += cbn__varint_put(p + n, (uint64_t)(st->hi - st->lo) + 1);
     for (int32_t i = st->lo; i <= st->hi; i++) {
-        n += put_varint(p + n, st->counts[i - st->base]);
+        n += cbn__varint_put(p + n, st->counts[i - st->base]);
     }
     return n;
 }
@@ -416,8 +404,9 @@ int cbn_sketch_encode(const struct cbn_sketch *sketch,
                       uint8_t **buf,
                       size_t *len)
 {
-    size_t bound = HEADER_LEN + VARINT_MAX * (1 + 4 + store_bins(&sketch->pos) +
-                                              store_bins(&sketch->neg));
+    size_t bound =
+        HEADER_LEN + CBN__VARINT_MAX * (1 + 4 + store_bins(&sketch->pos) +
+                                        store_bins(&sketch->neg));
     uint8_t *p = sm_malloc(bound);
     if (p == NULL) {
         return SM_ENOMEM;
@@ -430,7 +419,7 @@ int cbn_sketch_encode(const struct cbn_sketch *sketch,
     n += put_f64(p + n, sketch->min);
     n += put_f64(p + n, sketch->max);
     n += put_f64(p + n, sketch->sum);
-    n += put_varint(p + n, sketch->zero);
+    n += cbn__varint_put(p + n, sketch->zero);
     n += store_encode(&sketch->pos, p + n);
     n += store_encode(&sketch->neg, p + n);
     *buf = p;
@@ -438,50 +427,11 @@ int cbn_sketch_encode(const struct cbn_sketch *sketch,
     return SM_OK;
 }
 
-struct reader
+static int store_decode(struct cbn__in *r, struct store *st, uint32_t max_bins)
 {
-    const uint8_t *p;
-    size_t left;
-};
-
-static int get_varint(struct reader *r, uint64_t *v)
-{
-    uint64_t out = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (r->left == 0) {
-            return SM_EMALFORMED;
-        }
-        uint8_t b = *r->p++;
-        r->left--;
-        if (shift == 63 && b > 1) {
-            return SM_EMALFORMED; /* more than 64 bits */
-        }
-        out |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *v = out;
-            return SM_OK;
-        }
-    }
-    return SM_EMALFORMED;
-}
-
-static double get_f64(struct reader *r)
-{
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++) {
-        u |= (uint64_t)r->p[i] << (8 * i);
-    }
-    r->p += 8;
-    r->left -= 8;
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
-static int store_decode(struct reader *r, struct store *st, uint32_t max_bins)
-{
-    uint64_t zz, bins;
-    if (get_varint(r, &zz) != SM_OK || get_varint(r, &bins) != SM_OK) {
+    uint64_t zz = cbn__in_v(r);
+    uint64_t bins = cbn__in_v(r);
+    if (r->bad) {
         return SM_EMALFORMED;
     }
     int64_t lo = (int64_t)(zz >> 1) ^ -(int64_t)(zz & 1);
@@ -505,8 +455,8 @@ static int store_decode(struct reader *r, struct store *st, uint32_t max_bins)
     uint64_t total = 0;
     int32_t first = 0, last = 0;
     for (uint64_t k = 0; k < bins; k++) {
-        uint64_t c;
-        if (get_varint(r, &c) != SM_OK || c > UINT64_MAX - total) {
+        uint64_t c = cbn__in_v(r);
+        if (r->bad || c > UINT64_MAX - total) {
             return SM_EMALFORMED;
         }
         int32_t index = (int32_t)(lo + (int64_t)k);
@@ -539,16 +489,17 @@ int cbn_sketch_decode(const uint8_t *buf,
     if (buf[3] != VERSION) {
         return SM_EUNSUPPORTED;
     }
-    struct reader r = {buf + 4, len - 4};
-    double accuracy = get_f64(&r);
-    double min = get_f64(&r), max = get_f64(&r), sum = get_f64(&r);
+    struct cbn__in r = {buf + 4, len - 4, false};
+    double accuracy = cbn__in_f64(&r); /* within HEADER_LEN, checked */
+    double min = cbn__in_f64(&r), max = cbn__in_f64(&r);
+    double sum = cbn__in_f64(&r);
     struct cbn_sketch *sk;
     int rv = cbn_sketch_new(accuracy, max_bins, &sk);
     if (rv != SM_OK) {
         return rv == SM_EINVAL ? SM_EMALFORMED : rv;
     }
-    uint64_t zero = 0;
-    if (get_varint(&r, &zero) != SM_OK) {
+    uint64_t zero = cbn__in_v(&r);
+    if (r.bad) {
         rv = SM_EMALFORMED;
     }
     if (rv == SM_OK) {

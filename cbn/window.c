@@ -149,70 +149,8 @@ const struct cbn_window_edge *cbn_window_edge(const struct cbn_window *w,
 #define MAGIC   "WIN"
 #define VERSION 1
 
-/* A growable output buffer; a failed growth latches @failed. */
-struct out
-{
-    uint8_t *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void put_bytes(struct out *o, const void *src, size_t n)
-{
-    if (o->failed) {
-        return;
-    }
-    if (o->len + n > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 4096;
-        while (cap < o->len + n) {
-            cap *= 2;
-        }
-        uint8_t *p = sm_realloc(o->p, cap);
-        if (p == NULL) {
-            o->failed = 1;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, src, n);
-    o->len += n;
-}
-
-static void put_v(struct out *o, uint64_t v)
-{
-    uint8_t b[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        b[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b[n++] = (uint8_t)v;
-    put_bytes(o, b, n);
-}
-
-static void put_u8(struct out *o, uint8_t v)
-{
-    put_bytes(o, &v, 1);
-}
-
-static void put_u64(struct out *o, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++) {
-        b[i] = (uint8_t)(v >> (8 * i));
-    }
-    put_bytes(o, b, 8);
-}
-
-static void put_f64(struct out *o, double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    put_u64(o, u);
-}
-
-static void put_f32s(struct out *o, const float *f)
+/* Appends the CBN_N_PCT floats of @f as little-endian f32 bits. */
+static void put_f32s(struct cbn__out *o, const float *f)
 {
     uint8_t b[4 * CBN_N_PCT];
     for (int i = 0; i < CBN_N_PCT; i++) {
@@ -222,7 +160,7 @@ static void put_f32s(struct out *o, const float *f)
             b[4 * i + k] = (uint8_t)(u >> (8 * k));
         }
     }
-    put_bytes(o, b, sizeof b);
+    cbn__out_bytes(o, b, sizeof b);
 }
 
 /* The encoding's string table: every distinct name once, in first-use
@@ -258,131 +196,63 @@ int cbn_window_encode(const struct cbn_window *w, uint8_t **buf, size_t *len)
         cbn__strtab_free(&t);
         return SM_ENOMEM;
     }
-    struct out o = {NULL, 0, 0, 0};
-    put_bytes(&o, MAGIC, 3);
-    put_u8(&o, VERSION);
-    put_u64(&o, w->start_ns);
-    put_u64(&o, w->end_ns);
-    put_f64(&o, w->qos_latency_ms);
-    put_f64(&o, w->qos_target_ms);
-    put_f64(&o, w->qos_percentile);
-    put_u8(&o, w->qos_violated ? 1 : 0);
-    put_v(&o, w->late_spans);
-    put_v(&o, w->late_points);
-    put_v(&o, t.count);
+    struct cbn__out o;
+    cbn__out_init(&o, 4096);
+    cbn__out_bytes(&o, MAGIC, 3);
+    cbn__out_u8(&o, VERSION);
+    cbn__out_u64(&o, w->start_ns);
+    cbn__out_u64(&o, w->end_ns);
+    cbn__out_f64(&o, w->qos_latency_ms);
+    cbn__out_f64(&o, w->qos_target_ms);
+    cbn__out_f64(&o, w->qos_percentile);
+    cbn__out_u8(&o, w->qos_violated ? 1 : 0);
+    cbn__out_v(&o, w->late_spans);
+    cbn__out_v(&o, w->late_points);
+    cbn__out_v(&o, t.count);
     for (size_t i = 0; i < t.count; i++) {
         size_t n = strlen(t.strings[i]);
-        put_v(&o, n);
-        put_bytes(&o, t.strings[i], n);
+        cbn__out_v(&o, n);
+        cbn__out_bytes(&o, t.strings[i], n);
     }
-    put_v(&o, w->n_services);
+    cbn__out_v(&o, w->n_services);
     for (uint32_t i = 0; i < w->n_services; i++) {
         const struct cbn_window_service *s = &w->services[i];
-        put_v(&o, cbn__strtab_find(&t, s->name));
-        put_v(&o, s->requests);
-        put_v(&o, s->errors);
+        cbn__out_v(&o, cbn__strtab_find(&t, s->name));
+        cbn__out_v(&o, s->requests);
+        cbn__out_v(&o, s->errors);
         put_f32s(&o, s->latency_ms);
-        put_v(&o, s->n_metrics);
+        cbn__out_v(&o, s->n_metrics);
         for (uint32_t k = 0; k < s->n_metrics; k++) {
             const struct cbn_window_metric *m = &s->metrics[k];
-            put_v(&o, cbn__strtab_find(&t, m->name));
-            put_v(&o, cbn__strtab_find(&t, m->peer));
-            put_u8(&o, (uint8_t)m->resource);
-            put_v(&o, m->samples);
+            cbn__out_v(&o, cbn__strtab_find(&t, m->name));
+            cbn__out_v(&o, cbn__strtab_find(&t, m->peer));
+            cbn__out_u8(&o, (uint8_t)m->resource);
+            cbn__out_v(&o, m->samples);
             put_f32s(&o, m->pct);
         }
     }
-    put_v(&o, w->n_edges);
+    cbn__out_v(&o, w->n_edges);
     for (uint32_t i = 0; i < w->n_edges; i++) {
         const struct cbn_window_edge *e = &w->edges[i];
-        put_v(&o, cbn__strtab_find(&t, e->caller));
-        put_v(&o, cbn__strtab_find(&t, e->callee));
-        put_u8(&o, e->inferred ? 1 : 0);
-        put_v(&o, e->calls);
-        put_v(&o, e->paired);
+        cbn__out_v(&o, cbn__strtab_find(&t, e->caller));
+        cbn__out_v(&o, cbn__strtab_find(&t, e->callee));
+        cbn__out_u8(&o, e->inferred ? 1 : 0);
+        cbn__out_v(&o, e->calls);
+        cbn__out_v(&o, e->paired);
         put_f32s(&o, e->client_ms);
         put_f32s(&o, e->server_ms);
         put_f32s(&o, e->network_ms);
     }
     cbn__strtab_free(&t);
-    if (o.failed) {
-        sm_free(o.p);
-        return SM_ENOMEM;
-    }
-    *buf = o.p;
-    *len = o.len;
-    return SM_OK;
+    return cbn__out_finish(&o, buf, len);
 }
 
 /* ---- Decoding ------------------------------------------------------------ */
 
-struct in
+/* Reads CBN_N_PCT floats into @f (zeros once @bad is latched). */
+static void get_f32s(struct cbn__in *r, float *f)
 {
-    const uint8_t *p;
-    size_t left;
-    int bad;
-};
-
-static uint64_t get_v(struct in *r)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64 && !r->bad; shift += 7) {
-        if (r->left == 0) {
-            break;
-        }
-        uint8_t b = *r->p++;
-        r->left--;
-        if (shift == 63 && b > 1) {
-            break;
-        }
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            return v;
-        }
-    }
-    r->bad = 1;
-    return 0;
-}
-
-static const uint8_t *get_bytes(struct in *r, size_t n)
-{
-    if (r->bad || r->left < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return p;
-}
-
-static uint8_t get_u8(struct in *r)
-{
-    const uint8_t *p = get_bytes(r, 1);
-    return p ? *p : 0;
-}
-
-static uint64_t get_u64(struct in *r)
-{
-    const uint8_t *p = get_bytes(r, 8);
-    uint64_t v = 0;
-    for (int i = 0; p != NULL && i < 8; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
-static double get_f64(struct in *r)
-{
-    uint64_t u = get_u64(r);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
-}
-
-static void get_f32s(struct in *r, float *f)
-{
-    const uint8_t *p = get_bytes(r, 4 * CBN_N_PCT);
+    const uint8_t *p = cbn__in_bytes(r, 4 * CBN_N_PCT);
     for (int i = 0; i < CBN_N_PCT; i++) {
         uint32_t u = 0;
         for (int k = 0; p != NULL && k < 4; k++) {
@@ -393,11 +263,11 @@ static void get_f32s(struct in *r, float *f)
 }
 
 /* Reads a string index and checks it against the table size. */
-static uint32_t get_index(struct in *r, uint64_t n_strings)
+static uint32_t get_index(struct cbn__in *r, uint64_t n_strings)
 {
-    uint64_t i = get_v(r);
+    uint64_t i = cbn__in_v(r);
     if (i >= n_strings) {
-        r->bad = 1;
+        r->bad = true;
         return 0;
     }
     return (uint32_t)i;
@@ -414,35 +284,35 @@ struct shape
     uint64_t n_strings, string_bytes, n_services, n_metrics, n_edges;
 };
 
-static int scan(struct in r, struct shape *sh)
+static int scan(struct cbn__in r, struct shape *sh)
 {
-    get_bytes(&r, 4 + 8 * 5 + 1);
-    get_v(&r);
-    get_v(&r);
-    sh->n_strings = get_v(&r);
+    cbn__in_bytes(&r, 4 + 8 * 5 + 1);
+    cbn__in_v(&r);
+    cbn__in_v(&r);
+    sh->n_strings = cbn__in_v(&r);
     if (r.bad || sh->n_strings > r.left || sh->n_strings == 0) {
         return SM_EMALFORMED;
     }
     sh->string_bytes = 0;
     for (uint64_t i = 0; i < sh->n_strings && !r.bad; i++) {
-        uint64_t n = get_v(&r);
+        uint64_t n = cbn__in_v(&r);
         if (n > r.left || memchr(r.p, 0, n) != NULL) {
             return SM_EMALFORMED;
         }
-        get_bytes(&r, n);
+        cbn__in_bytes(&r, n);
         sh->string_bytes += n + 1;
     }
-    sh->n_services = get_v(&r);
+    sh->n_services = cbn__in_v(&r);
     if (r.bad || sh->n_services > r.left / MIN_SERVICE) {
         return SM_EMALFORMED;
     }
     sh->n_metrics = 0;
     for (uint64_t i = 0; i < sh->n_services && !r.bad; i++) {
         get_index(&r, sh->n_strings);
-        get_v(&r);
-        get_v(&r);
-        get_bytes(&r, 4 * CBN_N_PCT);
-        uint64_t m = get_v(&r);
+        cbn__in_v(&r);
+        cbn__in_v(&r);
+        cbn__in_bytes(&r, 4 * CBN_N_PCT);
+        uint64_t m = cbn__in_v(&r);
         if (m > r.left / MIN_METRIC) {
             return SM_EMALFORMED;
         }
@@ -450,28 +320,28 @@ static int scan(struct in r, struct shape *sh)
         for (uint64_t k = 0; k < m && !r.bad; k++) {
             get_index(&r, sh->n_strings);
             get_index(&r, sh->n_strings);
-            if (get_u8(&r) >= CBN_RES_COUNT) {
+            if (cbn__in_u8(&r) >= CBN_RES_COUNT) {
                 return SM_EMALFORMED;
             }
-            if (get_v(&r) > UINT32_MAX) {
+            if (cbn__in_v(&r) > UINT32_MAX) {
                 return SM_EMALFORMED;
             }
-            get_bytes(&r, 4 * CBN_N_PCT);
+            cbn__in_bytes(&r, 4 * CBN_N_PCT);
         }
     }
-    sh->n_edges = get_v(&r);
+    sh->n_edges = cbn__in_v(&r);
     if (r.bad || sh->n_edges > r.left / MIN_EDGE) {
         return SM_EMALFORMED;
     }
     for (uint64_t i = 0; i < sh->n_edges && !r.bad; i++) {
         get_index(&r, sh->n_strings);
         get_index(&r, sh->n_strings);
-        if (get_u8(&r) > 1) {
+        if (cbn__in_u8(&r) > 1) {
             return SM_EMALFORMED;
         }
-        get_v(&r);
-        get_v(&r);
-        get_bytes(&r, 3 * 4 * CBN_N_PCT);
+        cbn__in_v(&r);
+        cbn__in_v(&r);
+        cbn__in_bytes(&r, 3 * 4 * CBN_N_PCT);
     }
     return r.bad || r.left != 0 ? SM_EMALFORMED : SM_OK;
 }
@@ -501,7 +371,7 @@ int cbn_window_decode(const uint8_t *buf, size_t len, struct cbn_window **out)
     if (buf[3] != VERSION) {
         return SM_EUNSUPPORTED;
     }
-    struct in r = {buf, len, 0};
+    struct cbn__in r = {buf, len, false};
     struct shape sh;
     int rv = scan(r, &sh);
     if (rv != SM_OK) {
@@ -515,19 +385,19 @@ int cbn_window_decode(const uint8_t *buf, size_t len, struct cbn_window **out)
         sm_free(strings);
         return SM_ENOMEM;
     }
-    get_bytes(&r, 4);
-    w->start_ns = get_u64(&r);
-    w->end_ns = get_u64(&r);
-    w->qos_latency_ms = get_f64(&r);
-    w->qos_target_ms = get_f64(&r);
-    w->qos_percentile = get_f64(&r);
-    w->qos_violated = get_u8(&r);
-    w->late_spans = get_v(&r);
-    w->late_points = get_v(&r);
-    get_v(&r);
+    cbn__in_bytes(&r, 4);
+    w->start_ns = cbn__in_u64(&r);
+    w->end_ns = cbn__in_u64(&r);
+    w->qos_latency_ms = cbn__in_f64(&r);
+    w->qos_target_ms = cbn__in_f64(&r);
+    w->qos_percentile = cbn__in_f64(&r);
+    w->qos_violated = cbn__in_u8(&r);
+    w->late_spans = cbn__in_v(&r);
+    w->late_points = cbn__in_v(&r);
+    cbn__in_v(&r);
     for (uint64_t i = 0; i < sh.n_strings; i++) {
-        size_t n = (size_t)get_v(&r);
-        const uint8_t *p = get_bytes(&r, n);
+        size_t n = (size_t)cbn__in_v(&r);
+        const uint8_t *p = cbn__in_bytes(&r, n);
         /* Strings are not NUL-terminated in the input: copy them into the
          * string area and terminate them there. */
         struct block *b = (struct block *)w;
@@ -536,32 +406,32 @@ int cbn_window_decode(const uint8_t *buf, size_t len, struct cbn_window **out)
         strings[i] = b->next_string;
         b->next_string += n + 1;
     }
-    get_v(&r);
+    cbn__in_v(&r);
     for (uint32_t i = 0; i < w->n_services; i++) {
         struct cbn_window_service *s = &w->services[i];
-        s->name = strings[get_v(&r)];
-        s->requests = get_v(&r);
-        s->errors = get_v(&r);
+        s->name = strings[cbn__in_v(&r)];
+        s->requests = cbn__in_v(&r);
+        s->errors = cbn__in_v(&r);
         get_f32s(&r, s->latency_ms);
-        s->n_metrics = (uint32_t)get_v(&r);
+        s->n_metrics = (uint32_t)cbn__in_v(&r);
         s->metrics = cbn__window_take_metrics(w, s->n_metrics);
         for (uint32_t k = 0; k < s->n_metrics; k++) {
             struct cbn_window_metric *m = &s->metrics[k];
-            m->name = strings[get_v(&r)];
-            m->peer = strings[get_v(&r)];
-            m->resource = (enum cbn_resource)get_u8(&r);
-            m->samples = (uint32_t)get_v(&r);
+            m->name = strings[cbn__in_v(&r)];
+            m->peer = strings[cbn__in_v(&r)];
+            m->resource = (enum cbn_resource)cbn__in_u8(&r);
+            m->samples = (uint32_t)cbn__in_v(&r);
             get_f32s(&r, m->pct);
         }
     }
-    get_v(&r);
+    cbn__in_v(&r);
     for (uint32_t i = 0; i < w->n_edges; i++) {
         struct cbn_window_edge *e = &w->edges[i];
-        e->caller = strings[get_v(&r)];
-        e->callee = strings[get_v(&r)];
-        e->inferred = get_u8(&r);
-        e->calls = get_v(&r);
-        e->paired = get_v(&r);
+        e->caller = strings[cbn__in_v(&r)];
+        e->callee = strings[cbn__in_v(&r)];
+        e->inferred = cbn__in_u8(&r);
+        e->calls = cbn__in_v(&r);
+        e->paired = cbn__in_v(&r);
         get_f32s(&r, e->client_ms);
         get_f32s(&r, e->server_ms);
         get_f32s(&r, e->network_ms);
