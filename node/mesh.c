@@ -89,6 +89,7 @@ struct node_mesh
     size_t n_reports;
     uint64_t place_ms;
     uint64_t placements_committed;
+    uint64_t place_settle_ms, first_report_ms;
     uint64_t log_keep;
     struct node_mesh_hooks hooks;
     /* Training rounds (NULL: none). */
@@ -670,6 +671,8 @@ static void send_report(struct node_mesh *m)
         struct report *r = report_of(m, m->self);
         if (r != NULL) {
             *r = m->own;
+            /* own.peer is unset: the report is known by this peer's id */
+            snprintf(r->peer, sizeof r->peer, "%s", m->self);
         }
         return;
     }
@@ -726,6 +729,48 @@ static size_t gather_services(struct node_mesh *m,
     return n;
 }
 
+/* Whether the first placement may be made: when every healthy member has
+ * reported the services its telemetry names, or place_settle_ms after the
+ * first report (a member may have no telemetry at all). Placement keeps
+ * owners once placed, so placing on the first report alone would put
+ * every shard where the first reports came from. */
+static int reports_settled(struct node_mesh *m,
+                           const struct cons_place_peer *peers,
+                           size_t n_peers,
+                           const struct cons_peer *members,
+                           size_t n_members,
+                           uint64_t now)
+{
+    if (m->place_settle_ms == 0) {
+        return 1;
+    }
+    if (m->first_report_ms == 0) {
+        m->first_report_ms = now ? now : 1;
+    }
+    if (now >= m->first_report_ms + m->place_settle_ms) {
+        return 1;
+    }
+    for (size_t i = 0; i < n_members && i < MEMBERS_MAX; i++) {
+        char id[TP_PEER_ID_MAX + 1], addr[ADDR_MAX];
+        int reported = 0, up = 0;
+        for (size_t k = 0; k < n_peers; k++) {
+            up |= peers[k].id == members[i].id &&
+                  peers[k].health == CONS_HEALTH_UP;
+        }
+        if (!up || !split_raft_addr(members[i].address, id, addr)) {
+            continue;
+        }
+        for (size_t r = 0; r < m->n_reports && !reported; r++) {
+            reported =
+                strcmp(m->reports[r].peer, id) == 0 && m->reports[r].n > 0;
+        }
+        if (!reported) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Leader: places every reported service on the healthy members and
  * commits the placement when it changed. */
 static void place(struct node_mesh *m, uint64_t now)
@@ -756,6 +801,10 @@ static void place(struct node_mesh *m, uint64_t now)
     const struct cons_fsm *fsm = cons_node_fsm(m->node);
     uint64_t epoch = 0;
     size_t n_prev = cons_fsm_placement(fsm, &epoch, prev, SERVICES_MAX);
+    if (epoch == 0 &&
+        !reports_settled(m, peers, n_peers, members, n_members, now)) {
+        return; /* the first placement waits for every peer's telemetry */
+    }
     if (n_prev > SERVICES_MAX) {
         n_prev = SERVICES_MAX;
     }
@@ -1125,6 +1174,7 @@ int node_mesh_start(uv_loop_t *loop,
     }
     m->joining = cfg->n_join > 0;
     m->log_keep = cfg->log_keep ? cfg->log_keep : 10000;
+    m->place_settle_ms = cfg->place_settle_ms;
     m->hooks = cfg->hooks;
     int rv = start_net(m, cfg, errmsg);
     if (rv == SM_OK) {

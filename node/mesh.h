@@ -76,12 +76,15 @@ struct node_mesh_config
     size_t n_join;
     const char *data_dir; /* raft's state goes to DIR/raft */
     const struct tp_secret *secret;
-    unsigned election_ms;  /* default 1000 */
-    unsigned heartbeat_ms; /* default election / 10 */
-    unsigned voters;       /* 3 or 5 */
-    uint64_t log_keep;     /* diagnoses and finished actions the log keeps
-                              (the leader commits CONS_CMD_RETAIN when it
-                              holds a tenth more); 0 -> 10000 */
+    unsigned election_ms;     /* default 1000 */
+    unsigned heartbeat_ms;    /* default election / 10 */
+    unsigned voters;          /* 3 or 5 */
+    uint64_t place_settle_ms; /* the first shard placement waits for every
+                                 healthy member's report of its telemetry,
+                                 at most this long (0: places at once) */
+    uint64_t log_keep;        /* diagnoses and finished actions the log keeps
+                                 (the leader commits CONS_CMD_RETAIN when it
+                                 holds a tenth more); 0 -> 10000 */
     /* The model manager's side of training rounds (mesh_train.h): every
      * callback but send and propose, which the mesh provides. NULL
      * round_windows: this peer takes no part in training rounds. */

@@ -17,6 +17,13 @@
 #define IDLE_MS   1000 /* no data for this long, nothing open: idle */
 #define BATCH_MAX 4096 /* spans per routed batch: well under a message */
 
+/* A service whose telemetry arrived here. */
+struct seen
+{
+    char name[128]; /* longer names are not counted */
+    uint64_t count;
+};
+
 struct node_mesh_ingest
 {
     struct node_mesh_ingest_config cfg;
@@ -27,6 +34,8 @@ struct node_mesh_ingest
     uint64_t closed_until; /* the watermark right after the last close:
                               every window ending by then is closed */
     int led;               /* was the leader at the last close */
+    struct seen seen[NODE_INGEST_SERVICES_MAX];
+    size_t n_seen;
     uint64_t refused_logged_ms;
     struct node_mesh_ingest_stats stats;
 };
@@ -128,9 +137,55 @@ static void mark(struct node_mesh_ingest *mi, int busy)
     node_wmerge_mark(mi->merge, view(mi, &v), mi->closed_until, idle, now);
 }
 
-void node_mesh_ingest_data(struct node_mesh_ingest *mi)
+/* Counts @n records of @service arriving here. */
+static void saw(struct node_mesh_ingest *mi, const char *service, uint64_t n)
 {
+    size_t len = strlen(service);
+    if (len >= sizeof mi->seen[0].name) {
+        return;
+    }
+    for (size_t i = 0; i < mi->n_seen; i++) {
+        if (strcmp(mi->seen[i].name, service) == 0) {
+            mi->seen[i].count += n;
+            return;
+        }
+    }
+    if (mi->n_seen < NODE_INGEST_SERVICES_MAX) {
+        memcpy(mi->seen[mi->n_seen].name, service, len + 1);
+        mi->seen[mi->n_seen++].count = n;
+    }
+}
+
+static void saw_spans(struct node_mesh_ingest *mi,
+                      const struct cbn_span *spans,
+                      size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        saw(mi, spans[i].service, 1);
+    }
+}
+
+void node_mesh_ingest_points(struct node_mesh_ingest *mi,
+                             const struct cbn_metric_point *points,
+                             size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        saw(mi, points[i].service, 1);
+    }
     mark(mi, 1);
+}
+
+size_t node_mesh_ingest_services(const struct node_mesh_ingest *mi,
+                                 const char **names,
+                                 uint64_t *counts,
+                                 size_t cap)
+{
+    size_t n = mi->n_seen < cap ? mi->n_seen : cap;
+    for (size_t i = 0; i < n; i++) {
+        names[i] = mi->seen[i].name;
+        counts[i] = mi->seen[i].count;
+    }
+    return n;
 }
 
 /* ---- Routing ------------------------------------------------------------- */
@@ -174,6 +229,7 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
     if (v->n_up <= 1 || n == 0) {
         int rv = cbn_agg_add_spans(mi->cfg.agg, spans, n);
         if (rv == SM_OK) {
+            saw_spans(mi, spans, n);
             mi->stats.spans_local += n;
             mark(mi, 1);
         }
@@ -205,6 +261,7 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
     if (rv != SM_OK) {
         goto out;
     }
+    saw_spans(mi, spans, n);
     mi->stats.spans_local += n_local;
     size_t n_kept = 0;
     for (size_t o = 0; o < v->n_up; o++) {
@@ -364,8 +421,14 @@ void node_mesh_ingest_status_json(const struct node_mesh_ingest *mi,
         node_text_puts(b, i ? "," : "");
         node_text_json_str(b, v.up[i]);
     }
+    node_text_puts(b, "],\"services\":{");
+    for (size_t i = 0; i < mi->n_seen; i++) {
+        node_text_puts(b, i ? "," : "");
+        node_text_json_str(b, mi->seen[i].name);
+        node_text_printf(b, ":%" PRIu64, mi->seen[i].count);
+    }
     node_text_printf(b,
-                     "],\"spans_local\":%" PRIu64 ",\"spans_out\":%" PRIu64
+                     "},\"spans_local\":%" PRIu64 ",\"spans_out\":%" PRIu64
                      ",\"spans_kept\":%" PRIu64 ",\"spans_in\":%" PRIu64
                      ",\"spans_refused\":%" PRIu64 ",\"batches_out\":%" PRIu64
                      ",\"batches_in\":%" PRIu64

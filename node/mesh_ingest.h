@@ -84,8 +84,21 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
                            const struct cbn_span *spans,
                            size_t n);
 
-/* Metric points were added to the aggregator: this peer is busy. */
-void node_mesh_ingest_data(struct node_mesh_ingest *mi);
+/* @n metric points (borrowed) were added to the aggregator: this peer is
+ * busy, and their services arrived here. */
+void node_mesh_ingest_points(struct node_mesh_ingest *mi,
+                             const struct cbn_metric_point *points,
+                             size_t n);
+
+/* The services whose telemetry arrived at this peer from outside (spans
+ * and points it was sent, before routing), with how many records, up to
+ * NODE_INGEST_SERVICES_MAX: where each service's shard belongs. Borrowed
+ * views into @mi, valid until its next call. Returns how many. */
+#define NODE_INGEST_SERVICES_MAX 256
+size_t node_mesh_ingest_services(const struct node_mesh_ingest *mi,
+                                 const char **names,
+                                 uint64_t *counts,
+                                 size_t cap);
 
 /* One TP_MSG_SPANS or TP_MSG_PARTIAL body from @peer (borrowed). */
 void node_mesh_ingest_recv(struct node_mesh_ingest *mi,

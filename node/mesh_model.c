@@ -34,6 +34,8 @@ struct node_mesh_model
                        int status,
                        const char *errmsg);
     void *on_install_arg;
+    void (*on_window)(void *arg, const struct cbn_window *w);
+    void *on_window_arg;
     uint64_t remote_stored, remote_store_errors;
 };
 
@@ -66,6 +68,15 @@ void node_mesh_model_on_install(
 {
     mm->on_install = cb;
     mm->on_install_arg = arg;
+}
+
+void node_mesh_model_on_window(struct node_mesh_model *mm,
+                               void (*cb)(void *arg,
+                                          const struct cbn_window *w),
+                               void *arg)
+{
+    mm->on_window = cb;
+    mm->on_window_arg = arg;
 }
 
 void node_mesh_model_free(struct node_mesh_model *mm)
@@ -255,6 +266,9 @@ static int e_add_window(void *arg,
                    "cannot store a replicated window: it is lost on restart",
                    "cause=\"%s\"", err);
         }
+    }
+    if (fresh && mm->on_window != NULL) {
+        mm->on_window(mm->on_window_arg, w);
     }
     cbn_window_free(w);
     return rv;

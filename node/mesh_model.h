@@ -37,6 +37,13 @@ void node_mesh_model_on_install(
     void (*cb)(void *arg, uint64_t version, int status, const char *errmsg),
     void *arg);
 
+/* Calls @cb(@arg, w) with every fresh window another peer replicated here
+ * (borrowed for the call), after the model manager took it. */
+void node_mesh_model_on_window(struct node_mesh_model *mm,
+                               void (*cb)(void *arg,
+                                          const struct cbn_window *w),
+                               void *arg);
+
 /* Frees @mm; NULL is a no-op. Close the model manager first: an outcome
  * still to come would reach freed memory. */
 void node_mesh_model_free(struct node_mesh_model *mm);

@@ -128,6 +128,7 @@ struct node_peer
     uint64_t mesh_windows_replayed;
     uint64_t mesh_trim_ticks;
     struct cbn_graph *graph;
+    uint64_t graph_until_ns; /* newest window the graph observed */
     struct cbn_normals *normals;
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
@@ -238,6 +239,9 @@ static void take_window(struct node_peer *p,
                         int replayed)
 {
     int changed = 0;
+    if (w->end_ns > p->graph_until_ns) {
+        p->graph_until_ns = w->end_ns;
+    }
     if (cbn_graph_observe(p->graph, w, &changed) != SM_OK ||
         cbn_normals_observe(p->normals, w) != SM_OK) {
         sm_log(SM_LOG_WARN, MOD, "out of memory updating the CBN", NULL);
@@ -563,22 +567,65 @@ static void on_round(void *arg, const struct node_model_round *r)
     l->model_version = r->model_version;
 }
 
+/* How much of @node's telemetry arrived at this peer from outside (routed
+ * ingest): the records of its member services. */
+static uint64_t arrived_here(const struct cbn_graph_node *node,
+                             const char *const *seen,
+                             const uint64_t *counts,
+                             size_t n_seen)
+{
+    uint64_t sum = 0;
+    for (size_t m = 0; m < node->n_members; m++) {
+        for (size_t k = 0; k < n_seen; k++) {
+            sum += strcmp(node->members[m], seen[k]) == 0 ? counts[k] : 0;
+        }
+    }
+    return sum;
+}
+
 /* Tells the mesh which CBN nodes this peer's telemetry names, for shard
- * placement. */
+ * placement: with routed ingest, the nodes whose services' telemetry came
+ * to this peer from their hosts, weighted by how much; otherwise every
+ * node of the windows this peer made. */
 static void report_services(struct node_peer *p)
 {
     if (p->mesh == NULL) {
         return;
     }
-    const char *names[256];
-    uint64_t counts[256];
-    size_t n = 0;
+    const char *names[256], *seen[NODE_INGEST_SERVICES_MAX];
+    uint64_t counts[256], seen_counts[NODE_INGEST_SERVICES_MAX];
+    size_t n = 0, n_seen = 0;
+    if (p->ingest != NULL) {
+        n_seen = node_mesh_ingest_services(p->ingest, seen, seen_counts,
+                                           NODE_INGEST_SERVICES_MAX);
+    }
     /* A shard is one CBN node's CVAE: a service, or services in a cycle. */
     for (size_t i = 0; i < cbn_graph_node_count(p->graph) && n < 256; i++) {
-        names[n] = cbn_graph_node(p->graph, i)->name;
-        counts[n++] = 1;
+        const struct cbn_graph_node *node = cbn_graph_node(p->graph, i);
+        uint64_t c = p->ingest != NULL
+                         ? arrived_here(node, seen, seen_counts, n_seen)
+                         : 1;
+        if (c > 0) {
+            names[n] = node->name;
+            counts[n++] = c;
+        }
     }
     node_mesh_set_services(p->mesh, names, counts, n);
+}
+
+/* Routed ingest: a follower learns the CBN from the windows the leader
+ * merges, to know which nodes its services belong to. */
+static void on_replicated_window(void *arg, const struct cbn_window *w)
+{
+    struct node_peer *p = arg;
+    int changed = 0;
+    if (p->ingest == NULL || w->end_ns <= p->graph_until_ns) {
+        return;
+    }
+    p->graph_until_ns = w->end_ns;
+    if (cbn_graph_observe(p->graph, w, &changed) != SM_OK) {
+        sm_log(SM_LOG_WARN, MOD, "out of memory updating the CBN", NULL);
+    }
 }
 
 /* Once a second: close what the watermark allows; on a quiet system with
@@ -826,7 +873,7 @@ static void handle_metrics_post(struct node_peer *p,
         rv = cbn_agg_add_metrics(p->agg, p->points.v, p->points.n);
     }
     if (rv == SM_OK && p->ingest != NULL) {
-        node_mesh_ingest_data(p->ingest);
+        node_mesh_ingest_points(p->ingest, p->points.v, p->points.n);
     }
     reply_ingest(p, res, rv, err, 200);
 }
@@ -2045,7 +2092,7 @@ static void scrape_done(void *arg, const struct node_http_result *r)
         return;
     }
     if (p->ingest != NULL) {
-        node_mesh_ingest_data(p->ingest);
+        node_mesh_ingest_points(p->ingest, p->points.v, p->points.n);
     }
     t->samples += p->points.n;
     t->skipped += c.seen - p->points.n;
@@ -2681,6 +2728,8 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         .election_ms = (unsigned)p->cfg->election_ms,
         .voters = (unsigned)p->cfg->voters,
         .log_keep = (uint64_t)p->cfg->log_keep,
+        /* routed: each peer reports the services of its own hosts */
+        .place_settle_ms = strcmp(p->cfg->ingest, "routed") == 0 ? 30000 : 0,
         .hooks = {.arg = p,
                   .on_action = on_forwarded_action,
                   .on_ingest = on_ingest_message},
@@ -2693,6 +2742,7 @@ static int start_mesh(struct node_peer *p, char *errmsg)
         }
         node_mesh_model_env(p->mm, &env);
         node_mesh_model_on_install(p->mm, on_install, p);
+        node_mesh_model_on_window(p->mm, on_replicated_window, p);
         mc.train = &env;
         struct node_sweep_ops so = {p, sweep_send};
         if (node_sweep_new(p->loop, &so, 0, &p->sweep) != SM_OK) {
