@@ -235,6 +235,16 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
         }
         return rv;
     }
+    /* The whole batch is checked as the aggregator would before any of it
+     * goes anywhere: all or nothing, for the sender's retry. */
+    for (size_t i = 0; i < n; i++) {
+        if (spans[i].service == NULL || spans[i].service[0] == '\0' ||
+            spans[i].end_ns < spans[i].start_ns ||
+            spans[i].kind < CBN_SPAN_UNSPECIFIED ||
+            spans[i].kind > CBN_SPAN_CONSUMER) {
+            return SM_EMALFORMED;
+        }
+    }
     /* Owners first: the local part is one batch, the rest by owner. */
     uint32_t *owner = sm_calloc(n, sizeof *owner);
     struct cbn_span *local = sm_calloc(n, sizeof *local);

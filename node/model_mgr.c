@@ -1751,7 +1751,10 @@ size_t node_model_mgr_rediagnose(struct node_model_mgr *m,
     size_t from = m->count > newest ? m->count - newest : 0;
     for (size_t i = from; i < m->count; i++) {
         struct hwin *h = *hist_slot(m, i);
-        if (!h->w->qos_violated || h->diagnosed || done(arg, h->w->end_ns) ||
+        /* windows the model was trained on came before it: not diagnosed
+         * live by anyone (no model), and not to be now */
+        if (!h->w->qos_violated || h->diagnosed ||
+            h->w->end_ns <= m->trained_until_ns || done(arg, h->w->end_ns) ||
             m->st.diagnoses_pending - m->ondemand_pending >=
                 m->cfg.max_pending) {
             continue;

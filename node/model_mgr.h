@@ -203,8 +203,9 @@ int node_model_mgr_window(struct node_model_mgr *m,
                           unsigned flags);
 
 /* Queues the diagnosis of each violated window among the @newest windows
- * of the history, remote ones included, that was never queued here and
- * for which @done(@arg, end_ns) returns 0: a new leader takes over the windows
+ * of the history, remote ones included, newer than what the current model
+ * was trained on, never queued here, and for which @done(@arg, end_ns)
+ * returns 0: a new leader takes over the windows
  * its predecessor merged and may not have diagnosed. They are reported like
  * live diagnoses. Returns how many were queued (0 without a model, after close,
  * or when the queue is full). */
