@@ -618,7 +618,7 @@ static int plan_client(struct cbn_agg *agg,
     return SM_OK;
 }
 
-static int validate_span(const struct cbn_span *s)
+int cbn_span_check(const struct cbn_span *s)
 {
     if (s->service == NULL || s->service[0] == '\0' ||
         s->end_ns < s->start_ns || s->kind < CBN_SPAN_UNSPECIFIED ||
@@ -734,7 +734,7 @@ int cbn_agg_add_spans(struct cbn_agg *agg,
                       size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (validate_span(&spans[i]) != SM_OK) {
+        if (cbn_span_check(&spans[i]) != SM_OK) {
             return SM_EMALFORMED;
         }
     }

@@ -164,6 +164,10 @@ struct cbn_span
                               when unknown; the edge's fallback callee */
 };
 
+/* Whether @s is a span the aggregator takes: a service, an end not before
+ * its start, a known kind. Returns SM_OK or SM_EMALFORMED. */
+int cbn_span_check(const struct cbn_span *s);
+
 /* One metric observation. Cumulative values (Prometheus counters, OTLP
  * cumulative sums) are turned into per-second rates by the aggregator from
  * consecutive points of the same series (service, instance, name, peer,

@@ -127,14 +127,13 @@ void node_mesh_ingest_free(struct node_mesh_ingest *mi)
 static void mark(struct node_mesh_ingest *mi, int busy)
 {
     struct cbn_agg_stats st;
-    struct node_wmerge_view v;
     uint64_t now = mono_ms(mi);
     if (busy) {
         mi->last_data_ms = now;
     }
     cbn_agg_stats(mi->cfg.agg, &st);
     int idle = st.windows_open == 0 && now >= mi->last_data_ms + IDLE_MS;
-    node_wmerge_mark(mi->merge, view(mi, &v), mi->closed_until, idle, now);
+    node_wmerge_mark(mi->merge, mi->closed_until, idle);
 }
 
 /* Counts @n records of @service arriving here. */
@@ -238,10 +237,7 @@ int node_mesh_ingest_spans(struct node_mesh_ingest *mi,
     /* The whole batch is checked as the aggregator would before any of it
      * goes anywhere: all or nothing, for the sender's retry. */
     for (size_t i = 0; i < n; i++) {
-        if (spans[i].service == NULL || spans[i].service[0] == '\0' ||
-            spans[i].end_ns < spans[i].start_ns ||
-            spans[i].kind < CBN_SPAN_UNSPECIFIED ||
-            spans[i].kind > CBN_SPAN_CONSUMER) {
+        if (cbn_span_check(&spans[i]) != SM_OK) {
             return SM_EMALFORMED;
         }
     }

@@ -151,12 +151,12 @@ static uint8_t *put_v(uint8_t *p, uint64_t v)
     return p;
 }
 
-/* Whether @s is whole enough to encode (see the header). */
+/* Whether @s is whole enough to encode (see the header): one the
+ * aggregator takes, with every string present. */
 static int span_ok(const struct cbn_span *s)
 {
-    return s != NULL && s->service != NULL && s->service[0] != '\0' &&
-           s->instance != NULL && s->operation != NULL && s->peer != NULL &&
-           s->end_ns >= s->start_ns && (unsigned)s->kind <= CBN_SPAN_CONSUMER;
+    return s != NULL && cbn_span_check(s) == SM_OK && s->instance != NULL &&
+           s->operation != NULL && s->peer != NULL;
 }
 
 /* Gives every string use its id in the table (first use order) in @ids,

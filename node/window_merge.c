@@ -281,19 +281,16 @@ int node_wmerge_add(struct node_wmerge *wm, struct cbn_partial *part)
 static void send_mark(struct node_wmerge *wm);
 
 void node_wmerge_mark(struct node_wmerge *wm,
-                      const struct node_wmerge_view *view,
                       uint64_t closed_until_ns,
-                      int idle,
-                      uint64_t now_ms)
+                      int idle)
 {
-    (void)now_ms;
     int woke = wm->self_idle && !idle;
     if (closed_until_ns > wm->self_mark) {
         wm->self_mark = closed_until_ns;
     }
     wm->self_idle = idle != 0;
-    snprintf(wm->leader, sizeof wm->leader, "%s", view->leader);
-    if (woke && !view->is_leader && wm->leader[0] != '\0') {
+    /* the leader as of the last tick; a merging leader reads it there */
+    if (woke && !wm->merging && wm->leader[0] != '\0') {
         send_mark(wm);
     }
 }
@@ -409,7 +406,7 @@ static int has_from(const struct pending *p, const char *peer)
     return 0;
 }
 
-/* Records what @peer has closed; @idle -1 leaves its idle flag as is. */
+/* Records what @peer has closed, and whether it is idle. */
 static void set_mark(struct node_wmerge *wm,
                      const char *peer,
                      uint64_t until,
@@ -430,9 +427,7 @@ static void set_mark(struct node_wmerge *wm,
     if (until > m->until) {
         m->until = until;
     }
-    if (idle >= 0) {
-        m->idle = idle;
-    }
+    m->idle = idle;
 }
 
 /* Whether @peer can still send a part for a window ending at @end. */
@@ -919,8 +914,6 @@ void node_wmerge_tick(struct node_wmerge *wm,
     } else if (wm->leader[0] != '\0') {
         send_to_leader(wm, now_ms);
     }
-    wm->stats.outbox = wm->n_out;
-    wm->stats.pending = wm->n_pending;
 }
 
 void node_wmerge_flush(struct node_wmerge *wm,
@@ -942,8 +935,6 @@ void node_wmerge_flush(struct node_wmerge *wm,
     } else {
         send_to_leader(wm, now_ms);
     }
-    wm->stats.outbox = wm->n_out;
-    wm->stats.pending = wm->n_pending;
 }
 
 void node_wmerge_stats(const struct node_wmerge *wm,

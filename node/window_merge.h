@@ -128,10 +128,8 @@ int node_wmerge_add(struct node_wmerge *wm, struct cbn_partial *part);
  * closed and handed in; @idle: nothing is open and no data came lately.
  * Going from idle to busy sends the mark to the leader at once. */
 void node_wmerge_mark(struct node_wmerge *wm,
-                      const struct node_wmerge_view *view,
                       uint64_t closed_until_ns,
-                      int idle,
-                      uint64_t now_ms);
+                      int idle);
 
 /* `sagemesh flush` on this peer: asks every other member that is up to
  * close its open windows too, so the leader gets every part at once. */

@@ -34,55 +34,12 @@ done
 
 dir=$(mktemp -d /tmp/sagemesh-bench-sweep-XXXXXX)
 pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null && wait "$p" 2> /dev/null; done
-    [ "$keep" = 1 ] || rm -rf "$dir"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/mesh_lib.sh"
 trap cleanup EXIT
 fail() { echo "mesh_sweep.sh: $*" >&2; exit 1; }
 
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"
 export SAGEMESH_SECRET_FILE=$dir/secret
-declare -A http mesh
-
-# start RUN NAME [flags]: a peer; fills http[NAME] and mesh[NAME].
-start() {
-    local run=$1 name=$2 log
-    shift 2
-    log=$dir/$run-$name.log
-    "$bin" peer --id "$name" --listen-http 127.0.0.1:0 --listen-peer 127.0.0.1:0 \
-        --data-dir "$dir/$run-$name" --log-file "$log" --secret-file "$dir/secret" \
-        --qos-service nginx-web --qos-target-ms 100 \
-        --train-after 20000 --retrain-every 0 "$@" &
-    pids+=($!)
-    for _ in $(seq 1 200); do
-        http[$name]=$(sed -n 's/.*msg="peer started".*http_port=\([0-9]*\).*/\1/p' "$log" 2> /dev/null)
-        mesh[$name]=$(sed -n 's/.*msg="peer started".*peer_port=\([0-9]*\).*/\1/p' "$log" 2> /dev/null)
-        [ -n "${http[$name]}" ] && return 0
-        sleep 0.05
-    done
-    fail "$name did not start (see $log)"
-}
-
-field() {
-    "$bin" status --peer "127.0.0.1:${http[$1]}" -o json 2> /dev/null |
-        python3 -c "import json, sys; s = json.load(sys.stdin); print($2)" 2> /dev/null
-}
-
-wait_for() { # SECONDS NAME EXPR WANT
-    for _ in $(seq 1 $(($1 * 10))); do
-        [ "$(field "$2" "$3")" = "$4" ] && return 0
-        sleep 0.1
-    done
-    fail "$2: $3 is not $4 after $1 s"
-}
-
-stop_all() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null && wait "$p" 2> /dev/null; done
-    pids=()
-}
 
 # traffic NAME: normal traffic, a round, the fault; waits for the diagnoses.
 traffic() {

@@ -29,7 +29,8 @@ kill_started() {
 }
 
 # For tests of peers started by name: they set $bin, $dir and the
-# associative array http (NAME -> HTTP port).
+# associative array http (NAME -> HTTP port), and log to $dir/NAME.log
+# (tap.sh gives them ok, fail and cleanup).
 
 # field NAME EXPR: a Python expression on NAME's /v1/status as `s`.
 field() {

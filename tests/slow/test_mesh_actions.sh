@@ -13,21 +13,8 @@ bin=$1
 dir=$(mktemp -d /tmp/sagemesh-slow-mesh-actions-XXXXXX)
 pids=()
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-cleanup() {
-    kill_started
-    [ -n "${KEEP:-}" ] || rm -rf "$dir"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/tap.sh"
 trap cleanup EXIT
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-fail() {
-    echo "not ok $((n + 1)) - $*"
-    for f in "$dir"/p*.log; do
-        echo "# --- $f"
-        tail -8 "$f" 2> /dev/null | sed "s/^/# /"
-    done
-    exit 1
-}
 echo "1..6"
 
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"

@@ -14,22 +14,8 @@ bin=$1
 dir=$(mktemp -d /tmp/sagemesh-slow-mesh-train-XXXXXX)
 pids=()
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-cleanup() {
-    kill_started
-    [ -n "${KEEP:-}" ] || rm -rf "$dir"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/tap.sh"
 trap cleanup EXIT
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-fail() {
-    echo "not ok $((n + 1)) - $*"
-    for f in "$dir"/p*.log*; do
-        echo "# --- $f"
-        grep -v 'level=debug' "$f" 2> /dev/null | tail -10 | cut -c1-300 |
-            sed "s/^/# /"
-    done
-    exit 1
-}
 echo "1..9"
 
 "$bin" keygen --out "$dir/secret" > /dev/null 2>&1 || fail "keygen"

@@ -240,14 +240,10 @@ static void take_ref(void *arg, struct cbn_window *w)
 static void close_all(uint64_t until, int idle_mask)
 {
     for (int i = 0; i < PEERS; i++) {
-        struct node_wmerge_view v;
-        const char *upv[PEERS];
-        view_of(i, &v, upv);
         REQUIRE(cbn_agg_flush_partial(peers[i].agg, take_part, &peers[i]) ==
                 SM_OK);
         if (!mute[i]) {
-            node_wmerge_mark(peers[i].wm, &v, until, (idle_mask >> i) & 1,
-                             now_ms);
+            node_wmerge_mark(peers[i].wm, until, (idle_mask >> i) & 1);
         }
     }
     REQUIRE(cbn_agg_flush(ref, take_ref, NULL) == SM_OK);
@@ -450,11 +446,7 @@ static void test_idle_peer(void)
     mute[2] = 1;
     close_all(T0 + 2 * WIN_NS, 1 << 0);
     mute[2] = 0;
-    node_wmerge_stats(peers[0].wm, &st);
-    struct node_wmerge_view v;
-    const char *upv[PEERS];
-    view_of(2, &v, upv);
-    node_wmerge_mark(peers[2].wm, &v, 0, 0, now_ms); /* busy, nothing closed */
+    node_wmerge_mark(peers[2].wm, 0, 0); /* busy, nothing closed */
     run();
     CHECK(peers[0].n_got == 1);
     now_ms += 5000;
